@@ -1,0 +1,117 @@
+"""Build the embedded tiny causal LM and its ChatML tokenizer, deterministically.
+
+    python -m rlhf.assets.build_tiny [OUT_DIR] [--hidden 64 --layers 2 ...]
+
+With no OUT_DIR it rewrites the shipped `rlhf/assets/models/tiny-chatml`. The result is a
+normal Hugging Face checkpoint directory: `AutoTokenizer` / `AutoModelForCausalLM
+.from_pretrained(OUT_DIR)` load it exactly as they load a hub model.
+
+Determinism: the tokenizer is byte-level BPE with no merges (every byte is a token, so any
+text, Unicode included, round-trips), and the weights are drawn from NumPy's PCG64 with a
+fixed seed in state-dict order, which does not depend on the torch build.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlhf.assets import ASSETS
+
+DEFAULT_OUT = ASSETS / "models" / "tiny-chatml"
+
+# Special tokens of the two string families the platform renders (ChatML and Llama 3), so
+# that a prompt in either family tokenizes into its markers instead of their bytes.
+PAD = "<|endoftext|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+SPECIALS = [PAD, IM_START, IM_END, *LLAMA3_SPECIALS]
+
+# ChatML as Qwen2.5 writes it, minus Qwen's injected default system prompt: the rendered
+# prompt is exactly the one `../shared/spec/formats.md` gives for `chatml.*`.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(SPECIALS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=IM_END,
+        pad_token=PAD,
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=1024,
+    )
+
+
+def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, seed: int):
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            if name.endswith("norm.weight"):
+                values = np.ones(tuple(tensor.shape), dtype=np.float32)
+            else:
+                values = rng.normal(0.0, 0.02, size=tuple(tensor.shape)).astype(np.float32)
+            tensor.copy_(torch.from_numpy(values))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def build(out_dir: str | Path = DEFAULT_OUT, hidden: int = 128, layers: int = 2, heads: int = 4,
+          intermediate: int = 256, seed: int = 0) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, hidden, layers, heads, intermediate, seed)
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", default=str(DEFAULT_OUT))
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = build(args.out_dir, args.hidden, args.layers, args.heads, args.intermediate, args.seed)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

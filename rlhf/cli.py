@@ -1,0 +1,183 @@
+"""The launching side of every entry point: Hydra runs here and nowhere else.
+
+`launch(task)` parses the command line as Hydra does, composes and validates *every job* of
+the command (all the points of a sweep) before Hydra starts any of them, and reports a bad
+config in one message that names the key, the value and the valid choices. Then it hands
+over to `hydra.main`, which runs `task` once per job.
+
+Nothing here imports torch or TRL, so `--help`, `--cfg job` and a config error answer fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import ConfigError, RlhfError, did_you_mean
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_NAME = "config"
+
+# Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
+_PRINT_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
+
+
+def conf_dir() -> Path:
+    if not (CONF_DIR / f"{CONFIG_NAME}.yaml").is_file():
+        raise RlhfError(f"the config tree is missing: expected {CONF_DIR / CONFIG_NAME}.yaml "
+                        "(install the project with `pip install -e .` from its checkout)")
+    return CONF_DIR
+
+
+def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command would run (a single run is one job)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    # Hydra's own settings (run dir, launcher, sweeper) do not change what a job trains.
+    parsed = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
+    if not multirun:
+        return [[o.input_line for o in parsed]]
+    fixed = [o for o in parsed if not o.is_sweep_override()]
+    swept = [o for o in parsed if o.is_sweep_override()]
+    if any(not o.is_discrete_sweep() for o in swept):
+        # A search space (interval, ...) is sampled by its sweeper: validate the fixed part.
+        return [[o.input_line for o in fixed]]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+def compose_job(overrides: list[str], config_dir: Path | None = None,
+                config_name: str = CONFIG_NAME) -> Any:
+    """Compose one job's config as Hydra will (without Hydra's own node), or raise ConfigError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlhf.config.store import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
+        try:
+            return compose(config_name=config_name, overrides=overrides)
+        except Exception as error:  # Hydra raises several types; each becomes one message
+            raise ConfigError(explain_compose_error(error, overrides, config_dir, config_name)) from None
+
+
+def explain_compose_error(error: Exception, overrides: list[str], config_dir: Path | None,
+                          config_name: str) -> str:
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None
+    if isinstance(error, MissingConfigException):
+        return _explain_missing_option(str(error))
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        full_key = getattr(cause, "full_key", "") or ""
+        parent, _, key = full_key.rpartition(".")
+        others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != full_key]
+        valid = _keys_at(parent, others, config_dir, config_name)
+        hint = did_you_mean(key, valid)
+        listing = f"; valid keys under {parent or 'the root'}: {', '.join(valid)}" if valid and not hint else ""
+        return f"unknown key {full_key!r}{hint}{listing}"
+    if cause is not None:
+        full_key = getattr(cause, "full_key", "") or ""
+        first = str(cause).splitlines()[0]
+        return f"{full_key}: {first}" if full_key else first
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+_MISSING = re.compile(r"Could not find '(?P<missing>[^']+)'")
+_OPTIONS = re.compile(r"Available options in '(?P<group>[^']+)':\n(?P<options>(?:\t[^\n]*\n?)*)")
+
+
+def _explain_missing_option(message: str) -> str:
+    """Hydra's 'Could not find method/dpoo' plus its option list, as one line with a suggestion."""
+    missing = _MISSING.search(message)
+    listed = _OPTIONS.search(message)
+    if not missing or not listed:
+        return message.split("Config search path")[0].strip()
+    group, _, option = missing["missing"].rpartition("/")
+    # base_* are the typed schemas the options extend, not options a user picks.
+    options = [o.strip() for o in listed["options"].splitlines() if o.strip() and not o.strip().startswith("base_")]
+    return (f"{group}={option} is not an option of the {group!r} group{did_you_mean(option, options)}; "
+            f"options: {', '.join(options)}")
+
+
+def _keys_at(parent: str, overrides: list[str], config_dir: Path | None, config_name: str) -> list[str]:
+    """The keys a node has once composed without the offending override (for suggestions)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = compose_job(overrides, config_dir, config_name)
+    except ConfigError:
+        return []
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+
+
+def preflight(argv: list[str]) -> None:
+    """Compose and validate every job of this command line; raise ConfigError on the first bad one."""
+    from hydra._internal.utils import get_args_parser
+
+    from rlhf.config.validate import validate
+
+    args = get_args_parser().parse_args(argv)
+    if any(getattr(args, flag, None) for flag in _PRINT_ONLY):
+        return
+    config_dir = Path(args.config_path).resolve() if args.config_path else None
+    if args.config_dir:  # an extra directory of config options, as Hydra's --config-dir
+        extra = [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"]
+    else:
+        extra = []
+    config_name = args.config_name or CONFIG_NAME
+    for job in _job_overrides(args.overrides, args.multirun):
+        cfg = compose_job(extra + job, config_dir, config_name)
+        try:
+            validate(cfg)
+        except ConfigError as error:
+            if args.multirun:
+                raise ConfigError([f"in the sweep job {' '.join(job)}: {p}" for p in error.problems]) from None
+            raise
+
+
+def _absolute_config_path(argv: list[str]) -> list[str]:
+    """Hydra reads a relative --config-path against the app's source file; users mean the cwd."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = str(Path(out[i + 1]).resolve())
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={Path(arg.split('=', 1)[1]).resolve()}"
+    return out
+
+
+def launch(task: Callable[[Any], Any]) -> None:
+    """Validate the whole command, then let Hydra run `task` once per job."""
+    import hydra
+
+    from rlhf.config.store import register_configs
+
+    argv = _absolute_config_path(sys.argv[1:])
+    sys.argv[1:] = argv
+    try:
+        if "--help" in argv or "-h" in argv:
+            from rlhf.help import render
+
+            print(render(conf_dir(), [a for a in argv if not a.startswith("-")]))
+            return
+        preflight(argv)
+    except RlhfError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    register_configs()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
+    main()

@@ -1,0 +1,121 @@
+"""Typed schemas of the config groups other than `method` (methods keep theirs beside their
+TRL mapping, in rlhf/methods). Each shipped YAML option extends one of these through its
+defaults list, so Hydra rejects a typo'd key or a wrong type at compose time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import MISSING
+
+from rlhf.config.fields import knob
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ACCELERATORS = ("cpu", "cuda")
+DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+DS_TYPES = ("json", "jsonl", "csv", "parquet", "arrow", "text")
+EXCESS_LENGTH = ("drop", "raise", "truncate")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = knob(MISSING, "hub id or local checkpoint directory of the policy")
+    revision: str | None = knob(None, "hub revision (branch, tag or commit)")
+    tokenizer: str | None = knob(None, "tokenizer hub id or directory (default: name_or_path)")
+    dtype: str = knob("auto", "weights dtype when loading", choices=DTYPES)
+    attn_implementation: str | None = knob(None, "attention kernel (None: transformers' choice)",
+                                           choices=ATTENTION)
+    chat_template: str | None = knob(
+        None, "override the tokenizer's chat template: chatml, llama3, a .jinja path or a template"
+    )
+    trust_remote_code: bool = knob(False, "allow model code from the hub")
+
+
+@dataclass
+class SourceConfig:
+    """One dataset: where it is, and which type turns its rows into training rows."""
+
+    path: str = knob(MISSING, "hub dataset id, or a local file or directory")
+    name: str | None = knob(None, "hub dataset config name")
+    split: str = knob("train", "split to read")
+    revision: str | None = knob(None, "hub dataset revision")
+    ds_type: str | None = knob(None, "local file format (default: from the extension)", choices=DS_TYPES)
+    data_files: Any = knob(None, "a file, a list of files or a directory, relative to path")
+    # A type string (family.mapping, e.g. chatml.intel), a user transform file.fn, or a
+    # mapping for user_defined.default. None: rows already hold the trainer's columns.
+    type: Any = knob(None, "dataset type: family.mapping, file.fn, or a user_defined mapping")
+    field_messages: str | None = knob(None, "chat_template: column with the conversation")
+    field_chosen: str | None = knob(None, "chat_template: column with the chosen answer")
+    field_rejected: str | None = knob(None, "chat_template: column with the rejected answer")
+    message_property_mappings: dict[str, str] | None = knob(None, "chat_template: role/content keys")
+    roles: dict[str, list[str]] | None = knob(None, "chat_template: target role -> source role names")
+    unpair: bool = knob(False, "KTO: turn preference pairs into unpaired rows with labels")
+    drop_empty: bool = knob(False, "drop rows with an empty answer instead of failing (count reported)")
+    num_rows: int | None = knob(None, "use only the first N rows (quick tries)", ge=1)
+
+
+@dataclass
+class DatasetConfig(SourceConfig):
+    """The training data: a primary source (the keys above), more sources, and an eval set."""
+
+    extra: list[SourceConfig] = knob(factory=list, help="more training sources, each with its own type")
+    eval: list[SourceConfig] = knob(factory=list, help="separate eval sources")
+    eval_split: str | None = knob(None, "a split of the primary source to evaluate on")
+    val_set_size: float = knob(0.0, "fraction (< 1) or number of training rows held out for eval", ge=0)
+    excess_length: str = knob("drop", "rows longer than method.max_length: drop, raise or truncate",
+                              choices=EXCESS_LENGTH)
+    shuffle: bool = knob(True, "shuffle the training rows with the run's seed")
+
+
+@dataclass
+class HardwareConfig:
+    """What one job needs; launchers take their resources from here."""
+
+    accelerator: str = knob("cpu", "cpu or cuda", choices=ACCELERATORS)
+    precision: str = knob("fp32", "training precision", choices=PRECISIONS)
+    nodes: int = knob(1, "nodes per job", ge=1)
+    processes_per_node: int = knob(1, "training processes per node", ge=1)
+    gpus_per_node: int = knob(0, "GPUs per node", ge=0)
+    cpus_per_process: int = knob(2, "CPU cores per training process", ge=1)
+    mem_gb: int = knob(8, "memory per node, GiB", ge=1)
+    distributed: str = knob("none", "multi-process strategy", choices=DISTRIBUTED)
+    activation_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
+    dataloader_num_workers: int = knob(0, "data-loading worker processes per training process", ge=0)
+    torch_threads: int = knob(0, "intra-op CPU threads per process (0: cpus_per_process)", ge=0)
+
+
+@dataclass
+class PeftConfig:
+    adapter: str = knob("none", "parameter-efficient fine-tuning", choices=("none", "lora", "qlora"))
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = knob("none", "where train metrics go besides the run dir", choices=("none", "wandb"))
+
+
+@dataclass
+class RunConfig:
+    """The root: one option of each group, plus what belongs to the run as a whole."""
+
+    method: Any = MISSING
+    dataset: Any = MISSING
+    model: Any = MISSING
+    hardware: Any = MISSING
+    peft: Any = MISSING
+    logger: Any = MISSING
+    seed: int = knob(42, "seed of data shuffling, initialisation and sampling", ge=0)
+    cache_dir: str = knob(".cache/rlhf", "where preprocessed data is cached (shared by a sweep's jobs)")
+
+
+# group -> schema of its options (method schemas come from the method registry).
+GROUP_SCHEMAS = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "hardware": HardwareConfig,
+    "peft": PeftConfig,
+    "logger": LoggerConfig,
+}

@@ -1,0 +1,121 @@
+"""Validate a composed config completely, before anything expensive happens.
+
+`validate()` takes the config Hydra composed (or one read back from a run dir) and returns a
+`RunSpec` of typed group objects, or raises `ConfigError` listing every problem at once:
+unknown keys (with the closest valid key), wrong types, values out of range, names that are
+not among the valid choices, and the method's own rules. It imports neither torch nor TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from rlhf.config.fields import check_constraints
+from rlhf.config.schema import (
+    DatasetConfig,
+    GROUP_SCHEMAS,
+    HardwareConfig,
+    LoggerConfig,
+    ModelConfig,
+    PeftConfig,
+    RunConfig,
+)
+from rlhf.errors import ConfigError, did_you_mean, one_of
+from rlhf.methods import METHODS, MethodConfig, MethodSpec
+
+
+@dataclass
+class RunSpec:
+    """A validated run: typed group configs plus the method's registered spec."""
+
+    method: MethodConfig
+    dataset: DatasetConfig
+    model: ModelConfig
+    hardware: HardwareConfig
+    peft: PeftConfig
+    logger: LoggerConfig
+    seed: int
+    cache_dir: str
+    spec: MethodSpec
+
+
+def _schema_keys(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def explain_omegaconf_error(error: OmegaConfBaseException, group: str, schema: type | None) -> str:
+    """One line for a person out of an OmegaConf key or type error."""
+    full_key = getattr(error, "full_key", None) or ""
+    where = f"{group}.{full_key}" if full_key and not full_key.startswith(group) else (full_key or group)
+    if isinstance(error, ConfigKeyError):
+        key = where.rsplit(".", 1)[-1]
+        hint = did_you_mean(key, _schema_keys(schema)) if schema is not None else ""
+        return f"unknown key {where!r}{hint}"
+    if isinstance(error, MissingMandatoryValue):
+        return f"{where} is required but not set"
+    if isinstance(error, ValidationError):
+        message = str(error).splitlines()[0]
+        return f"{where}: {message}"
+    return f"{where}: {str(error).splitlines()[0]}"
+
+
+def _typed(group: str, node: Any, schema: type, problems: list[str]) -> Any:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        instance = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        problems.append(explain_omegaconf_error(error, group, schema))
+        return None
+    problems.extend(check_constraints(instance, group))
+    return instance
+
+
+def _method_schema(node: Any, problems: list[str]) -> type | None:
+    kind = node.get("kind") if isinstance(node, (dict, DictConfig)) else None
+    if kind not in METHODS:
+        problems.append(f"method.kind={kind!r} is not a registered method{did_you_mean(str(kind), METHODS)}; "
+                        f"registered: {one_of(METHODS)}")
+        return None
+    return METHODS[kind].schema
+
+
+def validate(cfg: DictConfig | dict) -> RunSpec:
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    problems: list[str] = []
+    root_keys = set(_schema_keys(RunConfig))
+    for key in cfg.keys():
+        if key not in root_keys and key != "hydra":
+            problems.append(f"unknown top-level key {key!r}{did_you_mean(str(key), root_keys)}")
+    for group in ("method", *GROUP_SCHEMAS):
+        if group not in cfg or OmegaConf.is_missing(cfg, group) or cfg[group] is None:
+            problems.append(f"no {group} selected: choose one with {group}=<option>")
+    if problems:
+        raise ConfigError(problems)
+
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
+
+    typed: dict[str, Any] = {}
+    method_schema = _method_schema(cfg.method, problems)
+    if method_schema is not None:
+        typed["method"] = _typed("method", cfg.method, method_schema, problems)
+    for group, schema in GROUP_SCHEMAS.items():
+        typed[group] = _typed(group, cfg[group], schema, problems)
+    seed, cache_dir = cfg.get("seed", 42), cfg.get("cache_dir", ".cache/rlhf")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        problems.append(f"seed={seed!r} must be a whole number >= 0")
+
+    spec = METHODS.get(getattr(typed.get("method"), "kind", None))
+    if spec is not None and typed.get("method") is not None and spec.check is not None:
+        problems.extend(spec.check(typed["method"]))
+    if problems:
+        raise ConfigError(problems)
+    return RunSpec(seed=seed, cache_dir=cache_dir, spec=spec, **typed)

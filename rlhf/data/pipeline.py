@@ -1,0 +1,331 @@
+"""From the `dataset` config to the datasets the trainer receives, checked row by row.
+
+    sources -> format_row (the dataset type) -> shape check -> length rule -> shuffle -> split
+            -> cached on disk, keyed by everything the result depends on
+
+Every training and eval source is read row by row with its own type (rlhf.data.formats); a
+row that cannot be formatted stops the run before any model loads, with the dataset, the file
+and line (or row number) and the field named. The result is saved under
+`<cache_dir>/data/<key>/` and loaded back from there, so every later run and every job of a
+sweep with the same inputs skips the work, and the trainer always gets a file-backed dataset
+with a stable fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf.config.schema import SourceConfig
+from rlhf.data.formats import RowError, get_formatter
+from rlhf.data.sources import Source
+from rlhf.errors import ConfigError, DataError
+from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED
+
+log = logging.getLogger("rlhf")
+
+# Bump when the pipeline's output for the same inputs changes (the formats' code is hashed too).
+PIPELINE_VERSION = 1
+SHAPE_COLUMNS = {PAIRS: ("prompt", "chosen", "rejected"), UNPAIRED: ("prompt", "completion", "label"),
+                 PROMPTS: ("prompt",)}
+SHAPE_WORDS = {PAIRS: "preference pairs (prompt, chosen, rejected)",
+               UNPAIRED: "unpaired rows with a label (prompt, completion, label)",
+               PROMPTS: "prompts (prompt)"}
+TYPE_OPTIONS = ("field_messages", "field_chosen", "field_rejected", "message_property_mappings", "roles")
+
+
+@dataclass
+class DataReport:
+    rows_read: int = 0
+    dropped_empty: int = 0
+    dropped_long: int = 0
+    truncated: int = 0
+    train_rows: int = 0
+    eval_rows: int = 0
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedData:
+    train: Any  # datasets.Dataset
+    eval: Any  # datasets.Dataset | None
+    report: DataReport
+    cache: str  # "hit" or "miss"
+    path: Path
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def type_options(source: SourceConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    options = {}
+    for name in TYPE_OPTIONS:
+        value = getattr(source, name)
+        if value is not None:
+            options[name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return options
+
+
+def _unpair(row: dict) -> list[dict]:
+    """A preference pair as two KTO rows: the chosen answer desirable, the rejected not."""
+    return [{"prompt": row["prompt"], "completion": row["chosen"], "label": True},
+            {"prompt": row["prompt"], "completion": row["rejected"], "label": False}]
+
+
+def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: int,
+                  report: DataReport, run_config: Any = None) -> list[dict]:
+    """Every row of one source as the trainer will see it; a DataError at the first bad row."""
+    config = source.config
+    unpair = config.unpair
+    if unpair and shape != UNPAIRED:
+        raise ConfigError(f"dataset {source.label}: unpair=true turns pairs into KTO rows, but this method "
+                          f"trains on {SHAPE_WORDS[shape]}")
+    formatter = get_formatter("dpo" if unpair else kind, config.type, tokenizer, cfg=run_config,
+                              dataset_idx=index, **type_options(config))
+    rows: list[dict] = []
+    for where, raw in source.rows():
+        report.rows_read += 1
+        try:
+            row = formatter(raw)
+        except RowError as error:
+            if error.empty and config.drop_empty:
+                report.dropped_empty += 1
+                continue
+            hint = ""
+            if shape == UNPAIRED and not unpair and {"chosen", "rejected"} <= set(raw):
+                hint = (" This row is a preference pair: set unpair=true on this dataset to train KTO on "
+                        "its chosen (desirable) and rejected (undesirable) answers.")
+            raise DataError(f"dataset {source.label}, {where}: {error}{hint}") from None
+        rows.extend(_unpair(row) if unpair else [row])
+    missing = [c for c in SHAPE_COLUMNS[shape] if rows and c not in rows[0]]
+    if missing:
+        raise DataError(f"dataset {source.label}: its type {formatter.type_name!r} gives rows with "
+                        f"{', '.join(sorted(rows[0]))}, but this method trains on {SHAPE_WORDS[shape]}")
+    return rows
+
+
+# ---------------------------------------------------------------------------- lengths
+
+
+def _render(value: Any, tokenizer: Any, generation_prompt: bool) -> str:
+    if isinstance(value, str):
+        return value
+    return tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def token_lengths(rows: list[dict], tokenizer: Any, shape: str) -> list[int]:
+    """Tokens of each row's longest sequence as the trainer builds it (prompt + answer + EOS)."""
+    if not rows:
+        return []
+    prompts = [_render(r["prompt"], tokenizer, True) for r in rows]
+    if shape == PROMPTS:
+        return [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    answers = ("chosen", "rejected") if shape == PAIRS else ("completion",)
+    longest = [0] * len(rows)
+    eos = tokenizer.eos_token or ""
+    for column in answers:
+        texts = []
+        for prompt, row in zip(prompts, rows):
+            answer = _render(row[column], tokenizer, False)
+            texts.append(prompt + answer + ("" if answer.endswith(eos) else eos))
+        for i, ids in enumerate(tokenizer(texts)["input_ids"]):
+            longest[i] = max(longest[i], len(ids))
+    return longest
+
+
+def apply_length_rule(rows: list[dict], lengths: list[int], max_length: int, rule: str, label: str,
+                      report: DataReport) -> list[dict]:
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if not over:
+        return rows
+    if rule == "raise":
+        i = over[0]
+        raise DataError(f"{label}: {len(over)} rows are longer than method.max_length={max_length} tokens "
+                        f"(the first is row {i + 1} of the formatted data, {lengths[i]} tokens); raise "
+                        "method.max_length, or set dataset.excess_length to drop or truncate")
+    if rule == "truncate":  # the trainer cuts them at max_length (keeping the start)
+        report.truncated += len(over)
+        return rows
+    report.dropped_long += len(over)
+    dropped = set(over)
+    return [row for i, row in enumerate(rows) if i not in dropped]
+
+
+# ---------------------------------------------------------------------------- the whole stage
+
+
+def _sources(spec: Any) -> tuple[list[Source], list[Source]]:
+    dataset = spec.dataset
+    train = [Source(dataset)] + [Source(s) for s in dataset.extra]
+    evaluation = [Source(s) for s in dataset.eval]
+    if dataset.eval_split is not None:
+        evaluation.append(Source(dataset, split=dataset.eval_split))
+    held_out = dataset.val_set_size > 0
+    if held_out and evaluation:
+        raise ConfigError("dataset.val_set_size holds out training rows for eval, but eval data is also given "
+                          "(dataset.eval or dataset.eval_split): choose one")
+    return train, evaluation
+
+
+def _held_out_count(size: float, n: int) -> int:
+    count = int(round(size * n)) if size < 1 else int(size)
+    if not 0 < count < n:
+        raise ConfigError(f"dataset.val_set_size={size} holds out {count} of {n} training rows: "
+                          "it must leave at least one row on each side")
+    return count
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())),
+             tokenizer.chat_template or "", repr(tokenizer.special_tokens_map)]
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _user_module_file(type_name: Any) -> Path | None:
+    """The file of a user transform module (`file.fn`), found as the formats module finds it."""
+    import importlib.util
+
+    if not isinstance(type_name, str) or "." not in type_name:
+        return None
+    module = type_name.rsplit(".", 1)[0]
+    local = Path.cwd() / (module.replace(".", "/") + ".py")
+    if local.is_file():
+        return local
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    return Path(found.origin) if found is not None and found.origin and Path(found.origin).is_file() else None
+
+
+def _code_fingerprint(spec: Any) -> str:
+    """The code whose output is cached: this package's data code and any user transform module."""
+    here = Path(__file__).resolve().parent
+    files = sorted(here.rglob("*.py"))
+    for source in [spec.dataset, *spec.dataset.extra, *spec.dataset.eval]:
+        module_file = _user_module_file(source.type)
+        if module_file is not None:
+            files.append(module_file)
+    digest = hashlib.blake2b(digest_size=16)
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(spec: Any, tokenizer: Any, train: list[Source], evaluation: list[Source]) -> str:
+    from dataclasses import asdict as dc_asdict
+
+    parts = {
+        "version": PIPELINE_VERSION,
+        "code": _code_fingerprint(spec),
+        "kind": spec.spec.kind,
+        "shape": spec.spec.shape,
+        "dataset": dc_asdict(spec.dataset),
+        "train": [s.fingerprint() for s in train],
+        "eval": [s.fingerprint() for s in evaluation],
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "max_length": spec.method.max_length,
+        "seed": spec.seed,
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` across processes (jobs of a sweep building the same cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _to_dataset(rows: list[dict], label: str) -> Any:
+    import datasets
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_list(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+        raise DataError(f"{label}: the formatted rows do not share one column layout (for example, plain-text "
+                        f"prompts mixed with message lists): {error}") from None
+
+
+def build(spec: Any, tokenizer: Any, run_config: Any = None,
+          sources: tuple[list[Source], list[Source]] | None = None) -> tuple[list[dict], list[dict], DataReport]:
+    """Format, check, filter, shuffle and split: the rows the trainer gets, uncached."""
+    report = DataReport()
+    kind, shape = spec.spec.kind, spec.spec.shape
+    train_sources, eval_sources = sources or _sources(spec)
+    rule, max_length = spec.dataset.excess_length, spec.method.max_length
+
+    def load(sources: list[Source], role: str) -> list[dict]:
+        rows: list[dict] = []
+        for index, source in enumerate(sources):
+            formatted = format_source(source, kind, shape, tokenizer, index, report, run_config)
+            lengths = token_lengths(formatted, tokenizer, shape)
+            rows += apply_length_rule(formatted, lengths, max_length, rule, f"{role} dataset {source.label}",
+                                      report)
+            report.sources.append(f"{role}: {source.label} ({source.config.type or 'no type'})")
+        return rows
+
+    train = load(train_sources, "train")
+    evaluation = load(eval_sources, "eval")
+    if not train:
+        raise DataError(f"no training rows are left from {', '.join(s.label for s in train_sources)} "
+                        f"(read {report.rows_read}, dropped {report.dropped_empty} empty and "
+                        f"{report.dropped_long} too long)")
+    if spec.dataset.shuffle:
+        random.Random(spec.seed).shuffle(train)
+    if spec.dataset.val_set_size > 0:
+        count = _held_out_count(spec.dataset.val_set_size, len(train))
+        evaluation, train = train[:count], train[count:]
+    report.train_rows, report.eval_rows = len(train), len(evaluation)
+    return train, evaluation, report
+
+
+def prepare_data(spec: Any, tokenizer: Any, run_config: Any = None) -> PreparedData:
+    """The trainer's datasets, from the cache when the same inputs were prepared before."""
+    import datasets
+
+    train_sources, eval_sources = _sources(spec)
+    key = cache_key(spec, tokenizer, train_sources, eval_sources)
+    root = Path(spec.cache_dir).expanduser() / "data"
+    final = root / key
+    started = time.perf_counter()
+    with _locked(root / f"{key}.lock"):
+        cache = "hit" if (final / "report.json").is_file() else "miss"
+        if cache == "miss":
+            train, evaluation, report = build(spec, tokenizer, run_config, (train_sources, eval_sources))
+            staging = root / f".{key}.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            _to_dataset(train, "train data").save_to_disk(str(staging / "train"))
+            if evaluation:
+                _to_dataset(evaluation, "eval data").save_to_disk(str(staging / "eval"))
+            (staging / "report.json").write_text(json.dumps(asdict(report), indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+    report = DataReport(**json.loads((final / "report.json").read_text()))
+    train_ds = datasets.load_from_disk(str(final / "train"))
+    eval_ds = datasets.load_from_disk(str(final / "eval")) if (final / "eval").is_dir() else None
+    log.info("data cache %s: %s (%d train rows, %d eval rows; %d read, %d dropped empty, %d dropped "
+             "longer than %d tokens, %d truncated) in %.2fs", cache, final, report.train_rows,
+             report.eval_rows, report.rows_read, report.dropped_empty, report.dropped_long,
+             spec.method.max_length, report.truncated, time.perf_counter() - started)
+    return PreparedData(train=train_ds, eval=eval_ds, report=report, cache=cache, path=final)

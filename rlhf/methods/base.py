@@ -1,0 +1,137 @@
+"""What every method shares: the training knobs, and the spec a method registers.
+
+A method is a `MethodSpec` in `METHODS` (filled by each method's module): its config schema,
+the kind of rows it trains on, the TRL config and trainer it wraps, and the one place where
+each `method.<name>` becomes a TRL field. Nothing here imports TRL or torch: composing and
+validating a config stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf.config.fields import knob
+
+# Row shapes a trainer receives (see rlhf.data): preference pairs, unpaired rows with a
+# boolean label, or prompts for online generation.
+PAIRS = "pairs"
+UNPAIRED = "unpaired"
+PROMPTS = "prompts"
+
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+    "adafactor", "sgd", "lion_32bit", "paged_lion_8bit", "rmsprop",
+)
+
+
+@dataclass
+class MethodConfig:
+    """The training knobs every method has. Method schemas extend it."""
+
+    # Which registered method trains this config; set by each method's schema.
+    kind: str = knob("", "registered method this config trains with (set by the method option)")
+    learning_rate: float = knob(5e-7, "peak learning rate", gt=0)
+    lr_scheduler: str = knob("cosine", "learning-rate schedule", choices=LR_SCHEDULERS)
+    warmup: float = knob(0.1, "warm-up: a fraction of training if < 1, else a number of steps", ge=0)
+    num_epochs: float = knob(1.0, "passes over the training data (ignored when max_steps > 0)", gt=0)
+    max_steps: int = knob(-1, "stop after this many optimizer steps (-1: use num_epochs)", ge=-1)
+    micro_batch_size: int = knob(2, "training rows per device per forward pass", ge=1)
+    eval_batch_size: int = knob(8, "eval rows per device per forward pass", ge=1)
+    gradient_accumulation_steps: int = knob(4, "micro-batches per optimizer step", ge=1)
+    max_length: int = knob(2048, "token limit of prompt + completion (see dataset.excess_length)", ge=8)
+    weight_decay: float = knob(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = knob(1.0, "gradient clipping norm (0: off)", ge=0)
+    optimizer: str = knob("adamw_torch", "optimizer name, as transformers spells it", choices=OPTIMIZERS)
+    logging_steps: int = knob(10, "log train metrics every N optimizer steps", ge=1)
+    eval_steps: int = knob(0, "evaluate every N steps (0: at the end of each epoch)", ge=0)
+    save_steps: int = knob(0, "checkpoint every N steps (0: at the end of each epoch)", ge=0)
+    save_total_limit: int = knob(1, "checkpoints kept in the run dir (older ones are deleted)", ge=1)
+
+
+# method.<knob> -> TRL/transformers field, for the knobs every method shares. Cadence knobs
+# (eval_steps, save_steps) become a strategy plus steps in `common_trl_kwargs`.
+COMMON_TRL_FIELDS = {
+    "learning_rate": "learning_rate",
+    "lr_scheduler": "lr_scheduler_type",
+    "warmup": "warmup_steps",
+    "num_epochs": "num_train_epochs",
+    "max_steps": "max_steps",
+    "micro_batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "max_length": "max_length",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "optimizer": "optim",
+    "logging_steps": "logging_steps",
+    "save_total_limit": "save_total_limit",
+}
+
+
+def _cadence(steps: int) -> dict[str, Any]:
+    return {"strategy": "steps", "steps": steps} if steps > 0 else {"strategy": "epoch"}
+
+
+def common_trl_kwargs(method: MethodConfig, has_eval: bool) -> dict[str, Any]:
+    kwargs = {trl: getattr(method, ours) for ours, trl in COMMON_TRL_FIELDS.items()}
+    # transformers reads a float warmup_steps < 1 as a ratio; keep whole step counts ints.
+    if kwargs["warmup_steps"] >= 1:
+        kwargs["warmup_steps"] = int(kwargs["warmup_steps"])
+    save = _cadence(method.save_steps)
+    kwargs["save_strategy"] = save["strategy"]
+    kwargs["save_steps"] = save.get("steps", 500)
+    if has_eval:
+        evaluation = _cadence(method.eval_steps)
+        kwargs["eval_strategy"] = evaluation["strategy"]
+        kwargs["eval_steps"] = evaluation.get("steps")
+    else:
+        kwargs["eval_strategy"] = "no"
+    return kwargs
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    kind: str
+    schema: type
+    shape: str
+    trl_config: str  # "module:Class", imported only when a run trains
+    trl_trainer: str
+    # method.<ours> -> the TRL config field it sets. Each concept has exactly one entry.
+    trl_fields: dict[str, str]
+    # The metric that shows the method learning, as it lands in metrics.json, and its sense.
+    metric: str
+    greater_is_better: bool
+    uses_reference: bool
+    # Method-specific checks beyond types and ranges: returns the problems found.
+    check: Callable[[Any], list[str]] | None = None
+    # Converts a value of ours to TRL's form where the two differ (e.g. a name -> a list).
+    convert: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+
+    def trl_kwargs(self, method: Any, has_eval: bool) -> dict[str, Any]:
+        kwargs = common_trl_kwargs(method, has_eval)
+        for ours, trl in self.trl_fields.items():
+            value = getattr(method, ours)
+            kwargs[trl] = self.convert[ours](value) if ours in self.convert else value
+        return kwargs
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.kind in METHODS:
+        raise ValueError(f"method {spec.kind!r} is registered twice")
+    METHODS[spec.kind] = spec
+    return spec
+
+
+def schema_field_names(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]

@@ -1,0 +1,145 @@
+"""The run directory: everything one job leaves behind, and how to tell a finished one.
+
+    <run_dir>/
+      config.yaml         the resolved config; the only input of the training code, and enough
+                          to re-run: python -m rlhf.train --config-path <run_dir> --config-name config
+      env.json            package versions, git commit, python, host, command line
+      log_history.jsonl   every metric the trainer logged, one line per log step
+      metrics.json        final train and eval metrics, machine-readable
+      model/              the trained model (or adapter) and its tokenizer
+      checkpoints/        trainer checkpoints, for resuming
+      SUCCESS             written last, only when everything above is complete
+      FAILED              the error, when the job failed (removed when it is re-run)
+      .hydra/, *.log      Hydra's own record of the job
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HISTORY = "log_history.jsonl"
+ENV = "env.json"
+MODEL_DIR = "model"
+CHECKPOINTS = "checkpoints"
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("rlhf", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core",
+            "omegaconf", "tokenizers", "safetensors", "numpy", "wandb", "submitit", "vllm")
+
+CONFIG_HEADER = """\
+# The resolved config of this run: what it trained, exactly. Re-run it with
+#   python -m rlhf.train --config-path {run_dir} --config-name config
+"""
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write text so that a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolved_config(cfg: Any) -> dict:
+    """The job's config as plain data, every interpolation resolved, paths made absolute."""
+    from omegaconf import OmegaConf
+
+    from rlhf.config.store import register_configs
+
+    register_configs()
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    data.pop("hydra", None)
+    data["cache_dir"] = str(Path(data.get("cache_dir", ".cache/rlhf")).expanduser().resolve())
+    return data
+
+
+def read_config(run_dir: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def prepare(run_dir: Path, resolved: dict) -> None:
+    """Write the config and environment record of a job that is about to train."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED).unlink(missing_ok=True)
+    text = CONFIG_HEADER.format(run_dir=run_dir.resolve()) + yaml.safe_dump(resolved, sort_keys=False)
+    atomic_write(run_dir / CONFIG, text)
+    env = {
+        "packages": package_versions(),
+        "git": git_state(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "slurm": {k: v for k, v in os.environ.items() if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                                                               "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")},
+    }
+    atomic_write(run_dir / ENV, json.dumps(env, indent=2) + "\n")
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / SUCCESS).is_file()
+
+
+def mark_success(run_dir: Path) -> None:
+    atomic_write(Path(run_dir) / SUCCESS, "")
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SUCCESS).unlink(missing_ok=True)
+    atomic_write(run_dir / FAILED, f"{type(error).__name__}: {error}\n")
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    atomic_write(Path(run_dir) / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / METRICS).read_text(encoding="utf-8"))
+
+
+def objective(run_dir: Path, spec: Any) -> float | None:
+    """The method's learning metric from a finished run (what a sweeper optimises)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None
+    return read_metrics(run_dir).get("eval", {}).get(spec.spec.metric)

@@ -1,0 +1,67 @@
+"""Shared helpers: run the real command line in a subprocess, in a scratch directory.
+
+Every test that trains uses the real entry point (`python -m rlhf.train`), real Hydra, the
+real TRL trainer, the embedded tiny model and embedded data, with its own run dir and data
+cache under pytest's tmp_path, so tests never share state by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        "WANDB_MODE": "offline",
+    })
+    env.update(extra)
+    return env
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: float = 600, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in `cwd`; on an unexpected exit code, show its output."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def train(tmp: Path, *overrides: str, run_dir: Path | None = None, check: bool = True,
+          timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """One training job of `python -m rlhf.train` with its run dir and cache inside `tmp`."""
+    run_dir = run_dir or tmp / "run"
+    args = [f"hydra.run.dir={run_dir}", f"cache_dir={tmp / 'cache'}", *overrides]
+    return run_cli("rlhf.train", *args, cwd=tmp, check=check, timeout=timeout, env=env)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "log_history.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [h["loss"] for h in read_history(run_dir) if "loss" in h]
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """The embedded default, trained once per session: `python -m rlhf.train` and nothing else."""
+    tmp = tmp_path_factory.mktemp("default")
+    train(tmp, run_dir=tmp / "run")
+    return tmp / "run"
