@@ -43,6 +43,15 @@ ANSWERS = ["{w}", "A {w}.", "I pick the {w}.", "My answer: {w}."]
 SYSTEMS = [None, None, "You are a helpful assistant.", "Answer in a few words."]
 
 
+def task_words() -> list[str]:
+    """Every word the task's texts use (the tiny tokenizer makes each one token)."""
+    import re
+
+    texts = [*QUESTIONS, *ANSWERS, *(s for s in SYSTEMS if s)]
+    texts += [w for words in CATEGORIES.values() for w in words] + list(CATEGORIES)
+    return sorted({w for text in texts for w in re.findall(r"[A-Za-z]+", text.replace("{c}", "").replace("{w}", ""))})
+
+
 def _pairs(seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []

@@ -6,9 +6,11 @@ With no OUT_DIR it rewrites the shipped `rlhf/assets/models/tiny-chatml`. The re
 normal Hugging Face checkpoint directory: `AutoTokenizer` / `AutoModelForCausalLM
 .from_pretrained(OUT_DIR)` load it exactly as they load a hub model.
 
-Determinism: the tokenizer is byte-level BPE with no merges (every byte is a token, so any
-text, Unicode included, round-trips), and the weights are drawn from NumPy's PCG64 with a
-fixed seed in state-dict order, which does not depend on the torch build.
+Determinism: the tokenizer is byte-level BPE (every byte has a token, so any text, Unicode
+included, round-trips) trained to exhaustion on a fixed word list (the embedded tasks'
+vocabulary and the chat roles), so each of those words is one token and everything else falls
+back to bytes; the BPE trainer is deterministic for a fixed corpus. The weights are drawn from
+NumPy's PCG64 with a fixed seed in state-dict order, which does not depend on the torch build.
 """
 
 from __future__ import annotations
@@ -37,14 +39,28 @@ CHATML_TEMPLATE = (
 )
 
 
+def vocabulary_words() -> list[str]:
+    """Words that become single tokens: the embedded tasks' words and the chat roles."""
+    from rlhf.assets.build_data import task_words
+
+    words = set(task_words()) | {"system", "user", "assistant"}
+    return sorted(words)
+
+
 def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    from tokenizers import trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Every word, bare and after a space: training merges until nothing is left to merge makes
+    # each of them one token. The trainer is deterministic for a fixed corpus and alphabet.
+    words = vocabulary_words()
+    trainer = trainers.BpeTrainer(vocab_size=4096, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    backend.train_from_iterator([w for word in words for w in (word, " " + word)], trainer=trainer)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(SPECIALS)
     return PreTrainedTokenizerFast(

@@ -1,0 +1,68 @@
+"""The embedded default end to end: it learns, leaves a complete run dir, and reproduces."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from conftest import train, train_losses
+
+
+def test_default_run_learns_the_embedded_task(default_run):
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    assert metrics["method"] == "dpo" and metrics["metric"] == "eval_rewards/accuracies"
+    assert metrics["eval"]["eval_rewards/accuracies"] >= 0.9
+    assert metrics["metric_value"] == metrics["eval"]["eval_rewards/accuracies"]
+    # It learned: the held-out loss fell from ln 2 (a model with no preference) well below it.
+    history = [json.loads(l) for l in (default_run / "log_history.jsonl").read_text().splitlines()]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert eval_losses[-1] < 0.5 * eval_losses[0]
+
+
+def test_default_run_dir_is_complete(default_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = yaml.safe_load((default_run / "config.yaml").read_text())
+    assert config["method"]["kind"] == "dpo" and "${" not in (default_run / "config.yaml").read_text()
+    env = json.loads((default_run / "env.json").read_text())
+    assert env["packages"]["torch"] and env["packages"]["trl"] and env["packages"]["transformers"]
+    assert "commit" in env["git"] and "dirty" in env["git"]
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    assert metrics["train"]["train_loss"] > 0 and metrics["global_step"] > 0
+    assert (default_run / "SUCCESS").is_file() and not (default_run / "FAILED").exists()
+    assert (default_run / ".hydra" / "config.yaml").is_file()
+    model = AutoModelForCausalLM.from_pretrained(default_run / "model")
+    tokenizer = AutoTokenizer.from_pretrained(default_run / "model")
+    assert model.config.vocab_size == len(tokenizer)
+    assert "<|im_start|>" in tokenizer.chat_template
+
+
+def test_same_seed_gives_bit_identical_losses_and_saved_config_reruns(default_run, tmp_path):
+    first = train_losses(default_run)
+    assert len(first) > 10
+    train(tmp_path, run_dir=tmp_path / "again")
+    assert train_losses(tmp_path / "again") == first
+    # Once more from the first run's saved config alone (not from conf/).
+    rerun = tmp_path / "rerun"
+    train(tmp_path, f"--config-path={default_run}", "--config-name=config", run_dir=rerun)
+    assert train_losses(rerun) == first
+    saved = yaml.safe_load((default_run / "config.yaml").read_text())
+    rerun_config = yaml.safe_load((rerun / "config.yaml").read_text())
+    saved.pop("cache_dir"), rerun_config.pop("cache_dir")
+    assert rerun_config == saved
+
+
+def test_a_different_seed_gives_different_losses(default_run, tmp_path):
+    train(tmp_path, "seed=7", "method.max_steps=3", run_dir=tmp_path / "seed7")
+    assert train_losses(tmp_path / "seed7")[:2] != train_losses(default_run)[:2]
+
+
+def test_a_failed_run_is_never_marked_successful(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train(tmp_path, f"dataset.path={tmp_path / 'missing.jsonl'}", run_dir=run_dir, check=False)
+    assert proc.returncode == 1
+    assert "no such file or directory" in proc.stderr and "missing.jsonl" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "SUCCESS").exists()
+    assert "missing.jsonl" in (run_dir / "FAILED").read_text()
