@@ -10,7 +10,6 @@ Nothing here imports torch or TRL, so `--help`, `--cfg job` and a config error a
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -61,6 +60,7 @@ def compose_job(overrides: list[str], config_dir: Path | None = None,
     from rlhf.config.store import register_configs
 
     register_configs()
+    _add_code_dir(config_dir or conf_dir())
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
         try:
@@ -122,6 +122,14 @@ def _keys_at(parent: str, overrides: list[str], config_dir: Path | None, config_
     return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
 
 
+def _add_code_dir(directory: Path) -> None:
+    """User code (rewards.py, transforms) beside the config is importable as module.function."""
+    from rlhf.usercode import EXTRA_DIRS
+
+    if directory not in EXTRA_DIRS:
+        EXTRA_DIRS.append(directory)
+
+
 def preflight(argv: list[str]) -> None:
     """Compose and validate every job of this command line; raise ConfigError on the first bad one."""
     from hydra._internal.utils import get_args_parser
@@ -137,6 +145,7 @@ def preflight(argv: list[str]) -> None:
     else:
         extra = []
     config_name = args.config_name or CONFIG_NAME
+    _add_code_dir(config_dir or conf_dir())
     for job in _job_overrides(args.overrides, args.multirun):
         cfg = compose_job(extra + job, config_dir, config_name)
         try:
@@ -145,6 +154,13 @@ def preflight(argv: list[str]) -> None:
             if args.multirun:
                 raise ConfigError([f"in the sweep job {' '.join(job)}: {p}" for p in error.problems]) from None
             raise
+
+
+def _config_path_arg(argv: list[str]) -> Path | None:
+    from hydra._internal.utils import get_args_parser
+
+    path = get_args_parser().parse_args(argv).config_path
+    return Path(path).resolve() if path else None
 
 
 def _absolute_config_path(argv: list[str]) -> list[str]:
@@ -178,6 +194,6 @@ def launch(task: Callable[[Any], Any]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     register_configs()
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _add_code_dir(_config_path_arg(argv) or conf_dir())
     main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
     main()

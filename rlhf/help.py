@@ -10,6 +10,7 @@ from typing import Any
 from rlhf.config.schema import GROUP_SCHEMAS, RunConfig
 
 GROUP_ORDER = ("method", "dataset", "model", "hardware", "peft", "logger")
+EXTRA_GROUPS = ("experiment",)  # selected with +experiment=<name>
 
 USAGE = """\
 usage: python -m rlhf.{entry} [group=option ...] [key=value ...]
@@ -60,6 +61,8 @@ def render(conf_dir: Path, overrides: list[str], entry: str = "train") -> str:
     lines = [USAGE.format(entry=entry), "config groups (group=option):"]
     for group in GROUP_ORDER:
         lines.append(f"  {group + ':':<10} {', '.join(group_options(conf_dir, group))}")
+    for group in EXTRA_GROUPS:
+        lines.append(f"  {group + ':':<10} {', '.join(group_options(conf_dir, group))}   (+{group}=<name>)")
     lines.append("")
     method = cfg.get("method") or {}
     schemas = {"method": METHODS[method["kind"]].schema if method.get("kind") in METHODS else None,

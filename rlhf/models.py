@@ -45,7 +45,7 @@ def load_tokenizer(model: ModelConfig) -> Any:
     return tokenizer
 
 
-def model_kwargs(model: ModelConfig, hardware: HardwareConfig) -> dict[str, Any]:
+def model_kwargs(model: ModelConfig, hardware: HardwareConfig, quantized: bool = False) -> dict[str, Any]:
     import torch
 
     kwargs: dict[str, Any] = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
@@ -55,10 +55,17 @@ def model_kwargs(model: ModelConfig, hardware: HardwareConfig) -> dict[str, Any]
         kwargs["dtype"] = "auto"
     if model.attn_implementation is not None:
         kwargs["attn_implementation"] = model.attn_implementation
+    if quantized:  # QLoRA: NF4 weights, bf16 compute (validation made sure CUDA and bitsandbytes exist)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
     return kwargs
 
 
-def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model") -> Any:
+def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", quantized: bool = False) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return _from_pretrained(AutoModelForCausalLM, what, model.name_or_path, **model_kwargs(model, hardware))
+    kwargs = model_kwargs(model, hardware, quantized)
+    return _from_pretrained(AutoModelForCausalLM, what, model.name_or_path, **kwargs)

@@ -61,6 +61,10 @@ def resolved_config(cfg: Any) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("hydra", None)
     data["cache_dir"] = str(Path(data.get("cache_dir", ".cache/rlhf")).expanduser().resolve())
+    # Ranks and SLURM tasks must find user code where the launching process found it.
+    from rlhf.usercode import search_dirs
+
+    data["code_path"] = [str(d) for d in search_dirs(data.get("code_path") or [])]
     return data
 
 

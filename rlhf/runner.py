@@ -55,6 +55,8 @@ def configure_process(spec: RunSpec) -> None:
 def trl_arguments(spec: RunSpec, run_dir: Path, has_eval: bool) -> Any:
     """The TRL config of this run: the method's fields plus what the run and hardware decide."""
     kwargs = spec.spec.trl_kwargs(spec.method, has_eval)
+    if spec.spec.run_trl is not None:
+        kwargs.update(spec.spec.run_trl(spec))
     hardware = spec.hardware
     kwargs.update(
         output_dir=str(run_dir / rundir.CHECKPOINTS),
@@ -89,20 +91,6 @@ class HistoryWriter:
         self.callback = _Callback()
 
 
-def reference_model(spec: RunSpec) -> tuple[Any, str]:
-    """The reference model the method compares against, and why it is that one."""
-    from rlhf.models import load_model
-
-    if not spec.spec.uses_reference:
-        return None, f"{spec.method.kind} uses no reference model"
-    # TRL would otherwise reload model.config._name_or_path itself; loading it here, with the
-    # policy's dtype and attention settings, makes the choice explicit and the copy identical.
-    return load_model(spec.model, spec.hardware, "reference model"), (
-        f"a separate frozen copy of {spec.model.name_or_path} (no adapter, so the policy cannot serve as its "
-        "own reference)"
-    )
-
-
 def latest_checkpoint(run_dir: Path) -> str | None:
     directory = run_dir / rundir.CHECKPOINTS
     if not directory.is_dir():
@@ -111,7 +99,27 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return str(max(steps, key=lambda p: int(p.name.split("-")[1]))) if steps else None
 
 
-def final_metrics(trainer: Any, train_result: Any, has_eval: bool) -> dict[str, Any]:
+def peft_config(spec: RunSpec) -> Any:
+    if spec.peft.adapter == "none":
+        return None
+    from peft import LoraConfig
+
+    target = spec.peft.target_modules
+    return LoraConfig(r=spec.peft.r, lora_alpha=spec.peft.alpha, lora_dropout=spec.peft.dropout,
+                      target_modules=target if isinstance(target, str) else list(target),
+                      bias=spec.peft.bias, task_type="CAUSAL_LM")
+
+
+def models_in_memory() -> int:
+    """How many transformers models this process holds (a reference copy shows up here)."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    return sum(isinstance(o, PreTrainedModel) for o in gc.get_objects())
+
+
+def final_metrics(spec: RunSpec, trainer: Any, train_result: Any, has_eval: bool) -> dict[str, Any]:
     history = trainer.state.log_history
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     if has_eval and (not evals or evals[-1].get("step", trainer.state.global_step) != trainer.state.global_step):
@@ -123,6 +131,7 @@ def final_metrics(trainer: Any, train_result: Any, has_eval: bool) -> dict[str, 
         "eval": {k: v for k, v in evals[-1].items() if k.startswith("eval_")} if evals else {},
         "global_step": trainer.state.global_step,
         "first_loss": train_logs[0]["loss"] if train_logs else None,
+        "learning": spec.spec.summarize(trainer.state.log_history) if spec.spec.summarize else {},
     }
 
 
@@ -130,28 +139,37 @@ def run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
     spec = validate(config)
+    from rlhf.usercode import EXTRA_DIRS
+
+    EXTRA_DIRS[:] = [Path(d) for d in spec.code_path]
     configure_process(spec)
     started = time.perf_counter()
 
     from rlhf.data.pipeline import prepare_data
     from rlhf.models import load_model, load_tokenizer
 
+    from rlhf import reference
+
     tokenizer = load_tokenizer(spec.model)
     data = prepare_data(spec, tokenizer, run_config=config)
-    model = load_model(spec.model, spec.hardware)
-    ref_model, why = reference_model(spec)
-    log.info("reference model: %s", why)
+    extra_inputs = spec.spec.trainer_inputs(spec) if spec.spec.trainer_inputs else {}
+    model = load_model(spec.model, spec.hardware, quantized=spec.peft.adapter == "qlora")
+    ref = reference.load(spec, reference.choose(spec))
+    log.info("reference model: %s", ref.why)
 
     has_eval = data.eval is not None
     args = trl_arguments(spec, run_dir, has_eval)
     history = HistoryWriter(run_dir / rundir.HISTORY)
     trainer_kwargs: dict[str, Any] = dict(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-        processing_class=tokenizer, callbacks=[history.callback],
+        processing_class=tokenizer, callbacks=[history.callback], peft_config=peft_config(spec),
+        **extra_inputs,
     )
-    if spec.spec.uses_reference:
-        trainer_kwargs["ref_model"] = ref_model
+    if spec.spec.reference_arg is not None:
+        trainer_kwargs[spec.spec.reference_arg] = ref.model
     trainer = import_object(spec.spec.trl_trainer)(**trainer_kwargs)
+    del model, ref.model  # the trainer holds what it needs; a released reference is freed
+    held = models_in_memory()
 
     resume = latest_checkpoint(run_dir)
     if resume is None:
@@ -159,16 +177,16 @@ def run(run_dir: str | Path) -> dict[str, Any]:
     else:
         log.info("resuming from %s", resume)
     train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = final_metrics(trainer, train_result, has_eval)
+    metrics = final_metrics(spec, trainer, train_result, has_eval)
 
     if trainer.is_world_process_zero():
         trainer.save_model(str(run_dir / rundir.MODEL_DIR))
         metrics.update(
             method=spec.method.kind,
             metric=spec.spec.metric,
-            metric_value=metrics["eval"].get(spec.spec.metric),
+            metric_value=metrics["eval"].get(spec.spec.metric, metrics["learning"].get(spec.spec.metric)),
             data={"cache": data.cache, **data.report.__dict__},
-            reference=why,
+            reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held},
             seconds=round(time.perf_counter() - started, 2),
         )
         rundir.write_metrics(run_dir, metrics)

@@ -83,6 +83,8 @@ class HardwareConfig:
     mem_gb: int = knob(8, "memory per node, GiB", ge=1)
     distributed: str = knob("none", "multi-process strategy", choices=DISTRIBUTED)
     activation_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
+    train_gpus: list[int] | None = knob(None, "GPU ids that train (None: all visible ones but vllm_gpus)")
+    vllm_gpus: list[int] | None = knob(None, "GPU ids the vLLM server uses (GRPO, vllm_mode=server)")
     dataloader_num_workers: int = knob(0, "data-loading worker processes per training process", ge=0)
     torch_threads: int = knob(0, "intra-op CPU threads per process (0: cpus_per_process)", ge=0)
 
@@ -90,11 +92,35 @@ class HardwareConfig:
 @dataclass
 class PeftConfig:
     adapter: str = knob("none", "parameter-efficient fine-tuning", choices=("none", "lora", "qlora"))
+    r: int = knob(16, "LoRA rank", ge=1)
+    alpha: int = knob(32, "LoRA scaling numerator (scale = alpha / r)", ge=1)
+    dropout: float = knob(0.05, "dropout on the LoRA path", ge=0, lt=1)
+    # "all-linear" or a list of module names, e.g. [q_proj, v_proj].
+    target_modules: Any = knob("all-linear", "modules that get adapters: all-linear or a list of names")
+    bias: str = knob("none", "which biases train", choices=("none", "all", "lora_only"))
+    # With an adapter the reference is the base model with the adapter switched off (no second
+    # copy in memory); true loads a separate reference model instead.
+    rl_adapter_ref_model: bool = knob(False, "load a separate reference model instead of disabling the adapter")
 
 
 @dataclass
 class LoggerConfig:
     backend: str = knob("none", "where train metrics go besides the run dir", choices=("none", "wandb"))
+
+
+@dataclass
+class VLLMConfig:
+    """The vLLM generation engine of GRPO (method.use_vllm): the server it talks to or runs."""
+
+    host: str = knob("127.0.0.1", "vLLM server host")
+    port: int = knob(8000, "vLLM server port", ge=1, le=65535)
+    group_port: int = knob(51216, "port of the weight-sync process group", ge=1, le=65535)
+    tensor_parallel_size: int = knob(1, "GPUs per model replica", ge=1)
+    gpu_memory_utilization: float = knob(0.9, "fraction of each vLLM GPU's memory vLLM may use", gt=0, le=1)
+    dtype: str = knob("auto", "weights dtype in vLLM", choices=("auto", "float16", "bfloat16", "float32"))
+    max_model_len: int | None = knob(None, "context length vLLM reserves KV cache for", ge=1)
+    server_timeout: float = knob(240.0, "seconds to wait for the server to answer its health check", gt=0)
+    enable_prefix_caching: bool = knob(True, "reuse KV cache across completions of one prompt")
 
 
 @dataclass
@@ -107,9 +133,16 @@ class RunConfig:
     hardware: Any = MISSING
     peft: Any = MISSING
     logger: Any = MISSING
+    vllm: VLLMConfig = knob(factory=VLLMConfig, help="vLLM engine settings (GRPO with method.use_vllm)")
     seed: int = knob(42, "seed of data shuffling, initialisation and sampling", ge=0)
     cache_dir: str = knob(".cache/rlhf", "where preprocessed data is cached (shared by a sweep's jobs)")
+    # Where user code named module.function is looked for, before sys.path. The launching
+    # process adds its working directory and the config directory when it resolves a job.
+    code_path: list[str] = knob(factory=list, help="directories searched for user code (module.function)")
 
+
+# Nodes of the root config that are not groups, with their schemas.
+NODE_SCHEMAS = {"vllm": VLLMConfig}
 
 # group -> schema of its options (method schemas come from the method registry).
 GROUP_SCHEMAS = {

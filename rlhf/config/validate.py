@@ -15,15 +15,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from rlhf.config.checks import RUN_CHECKS
 from rlhf.config.fields import check_constraints
 from rlhf.config.schema import (
     DatasetConfig,
     GROUP_SCHEMAS,
+    NODE_SCHEMAS,
     HardwareConfig,
     LoggerConfig,
     ModelConfig,
     PeftConfig,
     RunConfig,
+    VLLMConfig,
 )
 from rlhf.errors import ConfigError, did_you_mean, one_of
 from rlhf.methods import METHODS, MethodConfig, MethodSpec
@@ -39,8 +42,10 @@ class RunSpec:
     hardware: HardwareConfig
     peft: PeftConfig
     logger: LoggerConfig
+    vllm: VLLMConfig
     seed: int
     cache_dir: str
+    code_path: list[str]
     spec: MethodSpec
 
 
@@ -85,8 +90,8 @@ def _method_schema(node: Any, problems: list[str]) -> type | None:
 
 
 def validate(cfg: DictConfig | dict) -> RunSpec:
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
+    # A private copy: resolving must not change the caller's config.
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg)
     problems: list[str] = []
     root_keys = set(_schema_keys(RunConfig))
     for key in cfg.keys():
@@ -109,13 +114,19 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         typed["method"] = _typed("method", cfg.method, method_schema, problems)
     for group, schema in GROUP_SCHEMAS.items():
         typed[group] = _typed(group, cfg[group], schema, problems)
+    for node, schema in NODE_SCHEMAS.items():
+        typed[node] = _typed(node, cfg.get(node) or {}, schema, problems)
     seed, cache_dir = cfg.get("seed", 42), cfg.get("cache_dir", ".cache/rlhf")
+    code_path = list(cfg.get("code_path") or [])
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"seed={seed!r} must be a whole number >= 0")
-
-    spec = METHODS.get(getattr(typed.get("method"), "kind", None))
-    if spec is not None and typed.get("method") is not None and spec.check is not None:
-        problems.extend(spec.check(typed["method"]))
     if problems:
         raise ConfigError(problems)
-    return RunSpec(seed=seed, cache_dir=cache_dir, spec=spec, **typed)
+
+    spec = METHODS[typed["method"].kind]
+    run = RunSpec(seed=seed, cache_dir=cache_dir, code_path=code_path, spec=spec, **typed)
+    for check in (*RUN_CHECKS, *((spec.check,) if spec.check else ())):
+        problems.extend(check(run))
+    if problems:
+        raise ConfigError(problems)
+    return run

@@ -109,14 +109,30 @@ class MethodSpec:
     # The metric that shows the method learning, as it lands in metrics.json, and its sense.
     metric: str
     greater_is_better: bool
-    uses_reference: bool
+    # The trainer's argument that takes an explicit reference model (None: the method has no
+    # reference model, or its trainer builds one itself, as GRPO does when beta > 0).
+    reference_arg: str | None
     # Method-specific checks beyond types and ranges: returns the problems found.
     check: Callable[[Any], list[str]] | None = None
     # Converts a value of ours to TRL's form where the two differ (e.g. a name -> a list).
     convert: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+    # TRL settings this method always needs, whatever the user sets.
+    fixed_trl: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Shared knobs the method's TRL config has no field for (the data stage still uses them).
+    not_in_trl: tuple[str, ...] = ()
+    # TRL fields that come from other nodes of the run (e.g. GRPO's from the root vllm block).
+    run_trl: Callable[[Any], dict[str, Any]] | None = None
+    # Learning figures computed from the log history (e.g. GRPO's reward early vs late);
+    # `metric` may name one of them instead of an eval metric.
+    summarize: Callable[[list[dict]], dict[str, Any]] | None = None
+    # Extra trainer arguments built from the run (e.g. GRPO's reward functions).
+    trainer_inputs: Callable[[Any], dict[str, Any]] | None = None
 
     def trl_kwargs(self, method: Any, has_eval: bool) -> dict[str, Any]:
-        kwargs = common_trl_kwargs(method, has_eval)
+        common = common_trl_kwargs(method, has_eval)
+        for knob_name in self.not_in_trl:
+            common.pop(COMMON_TRL_FIELDS.get(knob_name, knob_name), None)
+        kwargs = {**common, **self.fixed_trl}
         for ours, trl in self.trl_fields.items():
             value = getattr(method, ours)
             kwargs[trl] = self.convert[ours](value) if ours in self.convert else value

@@ -46,7 +46,8 @@ def loss_names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def check_dpo(method: DPOMethod) -> list[str]:
+def check_dpo(run) -> list[str]:
+    method = run.method
     problems = []
     value = method.loss_type
     if not isinstance(value, str) and not (
@@ -113,7 +114,7 @@ SPEC = register(MethodSpec(
     },
     metric="eval_rewards/accuracies",
     greater_is_better=True,
-    uses_reference=True,
+    reference_arg="ref_model",
     check=check_dpo,
     convert={"loss_type": loss_names, "loss_weights": lambda w: None if w is None else list(w)},
 ))

@@ -1,0 +1,68 @@
+"""Checks that span config groups, run on every validated config before anything loads.
+
+Each check takes the typed run (rlhf.config.validate.RunSpec) and returns the problems it
+finds, as sentences that name the keys involved and what would be valid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def check_hardware(run: Any) -> list[str]:
+    hardware = run.hardware
+    problems = []
+    if hardware.accelerator == "cpu":
+        if hardware.precision == "fp16":
+            problems.append("hardware.precision=fp16 needs a GPU; on the CPU use fp32 or bf16")
+        if hardware.gpus_per_node:
+            problems.append(f"hardware.gpus_per_node={hardware.gpus_per_node} with hardware.accelerator=cpu: "
+                            "set accelerator=cuda to use GPUs, or gpus_per_node=0")
+        if hardware.distributed not in ("none", "ddp"):
+            problems.append(f"hardware.distributed={hardware.distributed} needs GPUs; on the CPU use ddp (gloo)")
+    elif hardware.gpus_per_node < 1:
+        problems.append("hardware.accelerator=cuda with hardware.gpus_per_node=0: give the GPUs per node")
+    processes = hardware.nodes * hardware.processes_per_node
+    if processes > 1 and hardware.distributed == "none":
+        problems.append(f"{processes} processes (hardware.nodes x processes_per_node) need a strategy: "
+                        "set hardware.distributed to ddp, fsdp, deepspeed_zero2 or deepspeed_zero3")
+    if hardware.train_gpus is not None and hardware.vllm_gpus is not None:
+        shared = sorted(set(hardware.train_gpus) & set(hardware.vllm_gpus))
+        if shared:
+            problems.append(f"GPUs {shared} are in both hardware.train_gpus={list(hardware.train_gpus)} and "
+                            f"hardware.vllm_gpus={list(hardware.vllm_gpus)}: the vLLM server and training "
+                            "need disjoint GPUs")
+    return problems
+
+
+def _has_cuda() -> bool:
+    """A CUDA device is present (checked without importing torch when there is plainly none)."""
+    if shutil.which("nvidia-smi") is None and not Path("/proc/driver/nvidia").exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_peft(run: Any) -> list[str]:
+    peft = run.peft
+    problems = []
+    if peft.adapter == "none" and peft.rl_adapter_ref_model:
+        problems.append("peft.rl_adapter_ref_model=true only applies with an adapter (peft=lora or qlora)")
+    if peft.adapter == "qlora":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("peft=qlora loads the model in 4 bits with bitsandbytes, which is not installed: "
+                            "pip install bitsandbytes (on a CUDA machine), or use peft=lora")
+        if run.hardware.accelerator != "cuda" or not _has_cuda():
+            problems.append("peft=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels), and this "
+                            + ("config asks for hardware.accelerator=cpu" if run.hardware.accelerator != "cuda"
+                               else "machine has none") + ": use peft=lora")
+    if peft.adapter != "none" and not isinstance(peft.target_modules, (str, list, tuple)):
+        problems.append(f"peft.target_modules={peft.target_modules!r} must be 'all-linear' or a list of names")
+    return problems
+
+
+RUN_CHECKS = (check_hardware, check_peft)

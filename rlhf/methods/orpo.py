@@ -1,0 +1,30 @@
+"""ORPO: SFT plus an odds-ratio preference term, no reference model (TRL experimental ORPO)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlhf.config.fields import knob
+from rlhf.methods.base import PAIRS, MethodConfig, MethodSpec, register
+
+
+@dataclass
+class ORPOMethod(MethodConfig):
+    kind: str = "orpo"
+    # ORPO's lambda; TRL calls it beta. One name here: alpha (Axolotl's orpo_alpha).
+    alpha: float = knob(0.1, "weight of the odds-ratio term against the SFT loss (TRL's ORPO beta)", gt=0)
+
+
+SPEC = register(MethodSpec(
+    kind="orpo",
+    schema=ORPOMethod,
+    shape=PAIRS,
+    trl_config="trl.experimental.orpo:ORPOConfig",
+    trl_trainer="trl.experimental.orpo:ORPOTrainer",
+    trl_fields={"alpha": "beta"},
+    metric="eval_rewards/accuracies",
+    greater_is_better=True,
+    reference_arg=None,
+    # ORPO's collator needs the raw columns; TRL forces this with a warning otherwise.
+    fixed_trl={"remove_unused_columns": False},
+))

@@ -1,0 +1,65 @@
+"""Which reference model a method compares against, decided explicitly and logged.
+
+| method uses a reference? | adapter (peft)? | rl_adapter_ref_model | reference                             |
+|---|---|---|---|
+| no (ORPO, SimPO, GRPO with beta=0) | any | any | none                                       |
+| yes                      | yes            | false                | the policy with its adapter disabled   |
+| yes                      | yes            | true                 | a separate frozen copy of the base     |
+| yes                      | no             | -                    | a separate frozen copy of the base     |
+| GRPO with beta > 0       | no             | -                    | TRL loads a copy from name_or_path     |
+
+With method.precompute_ref_log_probs the reference's log-probs are computed once before
+training and the reference model is then released (TRL keeps them with the dataset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ADAPTER_DISABLED = "adapter_disabled"
+SEPARATE_COPY = "separate_copy"
+TRL_RELOAD = "trl_reload"
+NONE = "none"
+
+
+@dataclass
+class Reference:
+    kind: str
+    why: str
+    model: Any = None  # the model to pass to the trainer, if the platform loads it
+
+
+def uses_reference(run: Any) -> bool:
+    if run.spec.reference_arg is not None:
+        return True
+    return getattr(run.method, "beta", 0) > 0 and run.spec.kind == "grpo"
+
+
+def choose(run: Any) -> Reference:
+    """The reference policy of this run, without loading anything."""
+    adapter = run.peft.adapter != "none"
+    if not uses_reference(run):
+        return Reference(NONE, f"{run.method.kind} has no reference model"
+                         + (" (beta=0: no KL term)" if run.spec.kind == "grpo" else ""))
+    if adapter and not run.peft.rl_adapter_ref_model:
+        return Reference(ADAPTER_DISABLED, "the policy itself with its adapter disabled (peft="
+                         f"{run.peft.adapter}; no second model in memory)")
+    if run.spec.reference_arg is None:  # GRPO with a KL term and no adapter
+        return Reference(TRL_RELOAD, f"GRPO with beta={run.method.beta}: TRL loads a frozen copy of "
+                         f"{run.model.name_or_path}")
+    because = "peft.rl_adapter_ref_model=true" if adapter else "no adapter to disable"
+    return Reference(SEPARATE_COPY, f"a separate frozen copy of {run.model.name_or_path} ({because})")
+
+
+def load(run: Any, reference: Reference) -> Reference:
+    if reference.kind == SEPARATE_COPY:
+        from rlhf.models import load_model
+
+        # TRL would reload model.config._name_or_path itself; loading here, with the policy's
+        # dtype and attention settings, makes the copy explicit and identical.
+        reference.model = load_model(run.model, run.hardware, "reference model",
+                                     quantized=run.peft.adapter == "qlora")
+    if getattr(run.method, "precompute_ref_log_probs", False):
+        reference.why += "; its log-probs are computed once before training, then it is released"
+    return reference

@@ -1,0 +1,105 @@
+"""Loading user code named in a config as `module.function` (reward functions, transforms).
+
+The module is looked up in the current directory first, then on `sys.path`. Anything that
+goes wrong is a `UserCodeError` naming the string, where it was looked for and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import UserCodeError
+
+# Directories searched before sys.path, after the current directory and the run's code_path.
+# The launching process adds the config directory, so a rewards.py beside the config is
+# found; it also writes it into each job's code_path, so every job and rank finds it too.
+EXTRA_DIRS: list[Path] = []
+
+
+def search_dirs(dirs: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    candidates = [Path.cwd(), *(Path(d) for d in dirs), *EXTRA_DIRS]
+    return list(dict.fromkeys(d.resolve() for d in candidates))
+
+
+def split_name(name: str, what: str) -> tuple[str, str]:
+    module, dot, function = str(name).rpartition(".")
+    if not dot or not module or not function:
+        raise UserCodeError(f"{what} {name!r} must be written module.function (e.g. rewards.my_reward): "
+                            "the module path, a dot, then the function name")
+    return module, function
+
+
+def import_module(module: str, name: str, what: str, code_path: list[str] | tuple[str, ...] = ()) -> Any:
+    dirs = [str(d) for d in search_dirs(code_path)]
+    added = [d for d in dirs if d not in sys.path]
+    sys.path[:0] = added
+    try:
+        found = importlib.util.find_spec(module)
+        if found is None:
+            raise UserCodeError(
+                f"{what} {name!r}: no module {module!r} ({module.replace('.', '/')}.py) in {', '.join(dirs)} "
+                "or on the Python path")
+        return importlib.import_module(module)
+    except UserCodeError:
+        raise
+    except ModuleNotFoundError as error:
+        raise UserCodeError(f"{what} {name!r}: importing {module!r} failed: {error}") from None
+    except Exception as error:  # the user's module raised while importing
+        raise UserCodeError(f"{what} {name!r}: importing {module!r} raised {type(error).__name__}: {error}") from None
+    finally:
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
+
+
+def module_file(module: Any) -> str:
+    return getattr(module, "__file__", None) or repr(module)
+
+
+def load_callable(name: str, what: str, code_path: list[str] | tuple[str, ...] = ()) -> Callable:
+    module_name, function = split_name(name, what)
+    module = import_module(module_name, name, what, code_path)
+    if not hasattr(module, function):
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise UserCodeError(f"{what} {name!r}: {module_file(module)} has no {function!r}"
+                            + (f"; it defines: {', '.join(public)}" if public else ""))
+    target = getattr(module, function)
+    if not callable(target):
+        raise UserCodeError(f"{what} {name!r}: {function!r} in {module_file(module)} is a "
+                            f"{type(target).__name__}, not a function")
+    return target
+
+
+def check_reward_signature(function: Callable, name: str) -> None:
+    """TRL calls reward functions as f(prompts=..., completions=..., **columns)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return  # a builtin or C function: let TRL call it
+    kinds = {p.kind for p in parameters.values()}
+    named = {n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    problems = []
+    if "completions" not in named:
+        problems.append("it has no 'completions' parameter")
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        problems.append("it takes no **kwargs (TRL also passes prompts, completion_ids, trainer_state and every "
+                        "dataset column by keyword)")
+    if problems:
+        raise UserCodeError(
+            f"reward function {name!r} has the wrong signature {inspect.signature(function)}: "
+            + "; ".join(problems) + ". It must accept (prompts, completions, **kwargs) or (completions, **kwargs)")
+
+
+def load_reward_functions(names: list[str], code_path: list[str] | tuple[str, ...] = ()) -> list[Callable]:
+    functions = []
+    for name in names:
+        function = load_callable(name, "reward function", code_path)
+        check_reward_signature(function, name)
+        functions.append(function)
+    return functions
