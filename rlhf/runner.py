@@ -40,6 +40,8 @@ def import_object(path: str) -> Any:
 def configure_process(spec: RunSpec) -> None:
     for key, value in PROCESS_ENV.items():
         os.environ.setdefault(key, value)
+    if spec.hardware.train_gpus is not None:  # before torch sees the devices
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.hardware.train_gpus)
     import torch
 
     threads = spec.hardware.torch_threads or spec.hardware.cpus_per_process

@@ -1,0 +1,120 @@
+"""python -m rlhf.vllm_serve <same overrides as train>
+
+Starts the vLLM server GRPO generates with (method.use_vllm=true, method.vllm_mode=server):
+the composed model, on the GPUs `hardware.vllm_gpus` names (disjoint from the training
+GPUs), with the root `vllm` block's host, port, tensor parallelism, memory share, dtype and
+context length. The command line is TRL's own (`trl.scripts.vllm_serve.build_command`), so
+the server speaks the weight-sync protocol TRL's trainer expects. It waits for the server's
+health endpoint, then stays in the foreground until the server exits (Ctrl-C stops both).
+
+Train against it from another shell with the same overrides:
+    python -m rlhf.vllm_serve method=grpo model=qwen2.5-0.5b-instruct hardware=gpu_vllm
+    python -m rlhf.train     method=grpo model=qwen2.5-0.5b-instruct hardware=gpu_vllm method.use_vllm=true
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rlhf.errors import ConfigError, RlhfError
+
+MISSING_VLLM = ("vLLM is not installed in this environment: install the extra with "
+                "`pip install -e '.[vllm]'` on a machine with CUDA GPUs (vLLM has no CPU build here)")
+
+
+def require_vllm() -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise RlhfError(MISSING_VLLM)
+
+
+def server_command(run: Any) -> tuple[list[str], dict[str, str]]:
+    """The server's argv and the environment it needs, for a validated run."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    if run.hardware.vllm_gpus is None:
+        raise ConfigError("hardware.vllm_gpus is not set: name the GPUs the vLLM server uses (e.g. [0]), "
+                          "disjoint from hardware.train_gpus")
+    vllm = run.vllm
+    if len(run.hardware.vllm_gpus) % vllm.tensor_parallel_size:
+        raise ConfigError(f"vllm.tensor_parallel_size={vllm.tensor_parallel_size} does not divide the "
+                          f"{len(run.hardware.vllm_gpus)} GPUs of hardware.vllm_gpus={list(run.hardware.vllm_gpus)}")
+    arguments = ScriptArguments(
+        model=run.model.name_or_path,
+        revision=run.model.revision,
+        tensor_parallel_size=vllm.tensor_parallel_size,
+        data_parallel_size=len(run.hardware.vllm_gpus) // vllm.tensor_parallel_size,
+        host=vllm.host,
+        port=vllm.port,
+        gpu_memory_utilization=vllm.gpu_memory_utilization,
+        dtype=vllm.dtype,
+        max_model_len=vllm.max_model_len,
+        enable_prefix_caching=vllm.enable_prefix_caching,
+        trust_remote_code=run.model.trust_remote_code,
+    )
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in run.hardware.vllm_gpus)
+    env["VLLM_SERVER_DEV_MODE"] = "1"  # TRL's weight-transfer endpoints live behind it
+    return build_command(arguments), env
+
+
+def health_url(run: Any) -> str:
+    host = "127.0.0.1" if run.vllm.host in ("0.0.0.0", "::") else run.vllm.host
+    return f"http://{host}:{run.vllm.port}/health"
+
+
+def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = None,
+                 interval: float = 2.0) -> float:
+    """Seconds until `url` answers 200; an error if the server exits or the timeout passes."""
+    started = time.monotonic()
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RlhfError(f"the vLLM server exited with code {process.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise RlhfError(f"the vLLM server did not answer {url} within {timeout:.0f} s "
+                            "(vllm.server_timeout); its log is above")
+        time.sleep(interval)
+
+
+def main() -> None:
+    from rlhf.cli import compose_job
+    from rlhf.config.validate import validate
+
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    try:
+        run = validate(compose_job(overrides))
+        command, env = server_command(run)
+        require_vllm()
+    except RlhfError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print("starting: " + " ".join(command), file=sys.stderr)
+    process = subprocess.Popen(command, env=env)
+    try:
+        seconds = wait_healthy(health_url(run), run.vllm.server_timeout, process)
+        print(f"vLLM server healthy at {health_url(run)} after {seconds:.0f} s "
+              f"(GPUs {list(run.hardware.vllm_gpus)})", file=sys.stderr)
+        sys.exit(process.wait())
+    except RlhfError as error:
+        process.terminate()
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        process.terminate()
+        sys.exit(process.wait())
+
+
+if __name__ == "__main__":
+    main()
