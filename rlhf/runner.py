@@ -187,7 +187,7 @@ def run(run_dir: str | Path) -> dict[str, Any]:
             method=spec.method.kind,
             metric=spec.spec.metric,
             metric_value=metrics["eval"].get(spec.spec.metric, metrics["learning"].get(spec.spec.metric)),
-            data={"cache": data.cache, **data.report.__dict__},
+            data={"cache": data.cache, "path": str(data.path), **data.report.__dict__},
             reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held},
             seconds=round(time.perf_counter() - started, 2),
         )
