@@ -197,3 +197,9 @@ def launch(task: Callable[[Any], Any]) -> None:
     _add_code_dir(_config_path_arg(argv) or conf_dir())
     main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
     main()
+    from rlhf.sweep import FAILED_JOBS
+
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep did not finish: "
+              + ", ".join(str(p) for p in FAILED_JOBS), file=sys.stderr)
+        sys.exit(1)

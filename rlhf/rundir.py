@@ -118,6 +118,45 @@ def prepare(run_dir: Path, resolved: dict) -> None:
     atomic_write(run_dir / ENV, json.dumps(env, indent=2) + "\n")
 
 
+# Keys that depend on where the command was started, not on what is trained.
+_PLACE_KEYS = ("cache_dir", "code_path")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    a = {k: v for k, v in _flatten(saved).items() if k not in _PLACE_KEYS}
+    b = {k: v for k, v in _flatten(current).items() if k not in _PLACE_KEYS}
+    return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} now" for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)]
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*/trainer_state.json"))
+
+
+def check_same_config(run_dir: Path, resolved: dict, only_if_resumable: bool = False) -> None:
+    """Refuse to skip or resume a run dir that holds a run of another config."""
+    from rlhf.errors import RlhfError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file() or (only_if_resumable and not has_checkpoint(run_dir)):
+        return
+    differences = config_differences(read_config(run_dir), resolved)
+    if differences:
+        state = "a finished run" if is_finished(run_dir) else "checkpoints of a run"
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise RlhfError(f"{run_dir} holds {state} of a different config ({shown}). Give this run its own "
+                        "directory (hydra.run.dir=... or hydra.sweep.dir=...), or delete that one")
+
+
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / SUCCESS).is_file()
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhf import rundir
+from rlhf import distributed, rundir
 from rlhf.config.validate import RunSpec, validate
 
 log = logging.getLogger("rlhf")
@@ -70,6 +70,7 @@ def trl_arguments(spec: RunSpec, run_dir: Path, has_eval: bool) -> Any:
         activation_checkpointing=hardware.activation_checkpointing,
         dataloader_num_workers=hardware.dataloader_num_workers,
         report_to=[] if spec.logger.backend == "none" else [spec.logger.backend],
+        **distributed.trl_kwargs(hardware),
         logging_first_step=True,
         disable_tqdm=not sys.stderr.isatty(),
     )
@@ -118,7 +119,9 @@ def models_in_memory() -> int:
 
     from transformers import PreTrainedModel
 
-    return sum(isinstance(o, PreTrainedModel) for o in gc.get_objects())
+    models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+    inner = {id(m) for model in models for m in model.modules() if m is not model}
+    return sum(id(model) not in inner for model in models)
 
 
 def final_metrics(spec: RunSpec, trainer: Any, train_result: Any, has_eval: bool) -> dict[str, Any]:
@@ -137,7 +140,19 @@ def final_metrics(spec: RunSpec, trainer: Any, train_result: Any, has_eval: bool
     }
 
 
-def run(run_dir: str | Path) -> dict[str, Any]:
+def run_until_done(run_dir: Path) -> dict[str, Any]:
+    """`run`, saving and stopping on SLURM's warning signals (see rlhf.preemption)."""
+    from rlhf.preemption import Preemption
+
+    preemption = Preemption().install()
+    try:
+        metrics = run(run_dir, callbacks=[preemption.callback()])
+    finally:
+        preemption.finish()  # a recorded signal requeues (submitit) or raises Preempted
+    return metrics
+
+
+def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
     spec = validate(config)
@@ -164,7 +179,8 @@ def run(run_dir: str | Path) -> dict[str, Any]:
     history = HistoryWriter(run_dir / rundir.HISTORY)
     trainer_kwargs: dict[str, Any] = dict(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-        processing_class=tokenizer, callbacks=[history.callback], peft_config=peft_config(spec),
+        processing_class=tokenizer, callbacks=[history.callback, *(callbacks or [])],
+        peft_config=peft_config(spec),
         **extra_inputs,
     )
     if spec.spec.reference_arg is not None:
@@ -179,6 +195,8 @@ def run(run_dir: str | Path) -> dict[str, Any]:
     else:
         log.info("resuming from %s", resume)
     train_result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps:
+        return {"stopped_at_step": trainer.state.global_step}  # preempted: saved, not finished
     metrics = final_metrics(spec, trainer, train_result, has_eval)
 
     if trainer.is_world_process_zero():

@@ -2,7 +2,12 @@
 
 One job: Hydra composed its config; validate it, write the run dir, train, save. The
 training itself (rlhf.runner) reads only the run dir's resolved config, so a job started by
-Hydra, by a SLURM task or by an extra rank runs the same code on the same file.
+Hydra, by a SLURM task or as an extra rank runs the same code on the same file.
+
+A job whose run dir is already finished (SUCCESS, same config) returns at once, so
+re-running a sweep redoes only what did not finish; a job with a checkpoint resumes from it.
+In a sweep, a failing job is recorded (FAILED in its run dir) and the other jobs go on; the
+command reports the failures at the end and exits non-zero.
 """
 
 from __future__ import annotations
@@ -18,29 +23,63 @@ from rlhf.errors import RlhfError
 log = logging.getLogger("rlhf")
 
 
+def _objective(run_dir: Path, spec) -> float | None:
+    from rlhf import rundir
+
+    return rundir.objective(run_dir, spec)
+
+
 def train_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from rlhf import rundir
+    from rlhf import distributed, rundir
     from rlhf.config.validate import validate
+    from rlhf.preemption import Preempted
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    task = distributed.slurm_task()
+    rank = task[0] if task else 0
+    owns_run_dir = False  # a run dir holding another config's run must be left as it is
     try:
         resolved = rundir.resolved_config(cfg)
         spec = validate(resolved)
         if rundir.is_finished(run_dir):
+            rundir.check_same_config(run_dir, resolved)
             log.info("%s is already finished (%s exists): nothing to do", run_dir, rundir.SUCCESS)
-            return rundir.objective(run_dir, spec)
-        rundir.prepare(run_dir, resolved)
-        from rlhf.runner import run
+            return _objective(run_dir, spec)
+        if rank == 0:
+            rundir.check_same_config(run_dir, resolved, only_if_resumable=True)
+            rundir.prepare(run_dir, resolved)
+        owns_run_dir = True
+        from rlhf.runner import run_until_done
 
-        run(run_dir)
-        return rundir.objective(run_dir, spec)
-    except RlhfError as error:
-        rundir.mark_failed(run_dir, error)
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
+        if task is not None:  # one of several SLURM tasks: this process is a rank
+            distributed.export_slurm_ranks()
+            distributed.wait_for(run_dir / rundir.CONFIG)
+            run_until_done(run_dir)
+        elif distributed.world_size(spec.hardware) > 1:
+            distributed.run_local_ranks(run_dir, spec.hardware)
+        else:
+            run_until_done(run_dir)
+        return _objective(run_dir, spec)
+    except Preempted as stop:
+        log.warning("%s: %s; starting the job again resumes from it", run_dir, stop)
         sys.exit(1)
+    except Exception as error:
+        if rank == 0 and owns_run_dir:
+            rundir.mark_failed(run_dir, error)
+        if isinstance(error, RlhfError):
+            log.error("%s", error)
+        else:
+            log.exception("the job failed")
+        if hydra.mode == RunMode.MULTIRUN:
+            return None  # the sweep goes on; the launching process reports the failures
+        if isinstance(error, RlhfError):
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+        raise
 
 
 def main() -> None:

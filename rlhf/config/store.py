@@ -28,4 +28,6 @@ def register_configs() -> None:
         store.store(group="method", name=f"base_{kind}", node=spec.schema)
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
+    if not OmegaConf.has_resolver("none_if_zero"):  # launchers: no "--gpus-per-node=0" for SLURM
+        OmegaConf.register_new_resolver("none_if_zero", lambda value: None if value in (0, "0") else value)
     _registered = True

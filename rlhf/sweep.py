@@ -1,0 +1,45 @@
+"""What the launching process does when a sweep ends: list every job's outcome.
+
+Registered as a Hydra callback in conf/config.yaml. Jobs that failed are named with their
+error (from their run dir's FAILED file), and the command exits non-zero when any failed;
+the other jobs' results stand, and re-running the same command redoes only the failed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from rlhf import rundir
+
+log = logging.getLogger("rlhf")
+
+# Run dirs of the jobs that failed in this process's sweeps (read by rlhf.cli.launch).
+FAILED_JOBS: list[Path] = []
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The run dirs of a sweep's jobs, in job order."""
+    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        jobs = job_dirs(sweep_dir)
+        failed = [j for j in jobs if (j / rundir.FAILED).is_file()]
+        unfinished = [j for j in jobs if not rundir.is_finished(j) and j not in failed]
+        done = len(jobs) - len(failed) - len(unfinished)
+        log.info("sweep %s: %d of %d jobs finished", sweep_dir, done, len(jobs))
+        for job in failed:
+            error = (job / rundir.FAILED).read_text().strip().splitlines()
+            log.error("job %s failed: %s", job.name, error[0] if error else "(no message)")
+        for job in unfinished:
+            log.error("job %s did not finish (no %s)", job.name, rundir.SUCCESS)
+        FAILED_JOBS.extend(failed + unfinished)
