@@ -84,8 +84,29 @@ def _unpair(row: dict) -> list[dict]:
             {"prompt": row["prompt"], "completion": row["rejected"], "label": False}]
 
 
+def _map_with_datasets(source: Source, formatter: Any, report: DataReport) -> list[dict]:
+    """A transform that asked for datasets.map arguments (batched, ...) gets datasets.map."""
+    import datasets
+
+    raw = [row for _, row in source.rows()]
+    report.rows_read += len(raw)
+    table = datasets.Dataset.from_list(raw)
+    remove = formatter.remove_columns
+    remove = table.column_names if "__all__" in remove else [c for c in remove if c in table.column_names]
+    try:
+        mapped = table.map(formatter.map_function, remove_columns=remove, **formatter.map_kwargs)
+    except Exception as error:  # the user's transform or its map arguments
+        raise DataError(f"dataset {source.label}: the transform {formatter.type_name} failed under datasets.map"
+                        f"({', '.join(f'{k}={v!r}' for k, v in formatter.map_kwargs.items())}): "
+                        f"{type(error).__name__}: {error}") from None
+    if "prompt" not in mapped.column_names:
+        raise DataError(f"dataset {source.label}: the transform {formatter.type_name} gave no 'prompt' column "
+                        f"(columns: {', '.join(mapped.column_names)})")
+    return mapped.to_list()
+
+
 def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: int,
-                  report: DataReport, run_config: Any = None) -> list[dict]:
+                  report: DataReport, run_config: Any = None, code_path: list[str] | None = None) -> list[dict]:
     """Every row of one source as the trainer will see it; a DataError at the first bad row."""
     config = source.config
     unpair = config.unpair
@@ -93,7 +114,9 @@ def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: 
         raise ConfigError(f"dataset {source.label}: unpair=true turns pairs into KTO rows, but this method "
                           f"trains on {SHAPE_WORDS[shape]}")
     formatter = get_formatter("dpo" if unpair else kind, config.type, tokenizer, cfg=run_config,
-                              dataset_idx=index, **type_options(config))
+                              dataset_idx=index, code_path=code_path, **type_options(config))
+    if formatter.map_kwargs:
+        return _map_with_datasets(source, formatter, report)
     rows: list[dict] = []
     for where, raw in source.rows():
         report.rows_read += 1
@@ -278,7 +301,8 @@ def build(spec: Any, tokenizer: Any, run_config: Any = None,
     def load(sources: list[Source], role: str) -> list[dict]:
         rows: list[dict] = []
         for index, source in enumerate(sources):
-            formatted = format_source(source, kind, shape, tokenizer, index, report, run_config)
+            formatted = format_source(source, kind, shape, tokenizer, index, report, run_config,
+                                      spec.code_path)
             lengths = token_lengths(formatted, tokenizer, shape)
             rows += apply_length_rule(formatted, lengths, max_length, rule, f"{role} dataset {source.label}",
                                       report)

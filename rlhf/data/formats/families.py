@@ -1,0 +1,79 @@
+"""Text template families: how a conversation becomes the prompt string, and how an answer
+ends. A family is one small class registered in FAMILIES; the field mappings it supports are
+listed with it, so `chatml.intel` is the ChatML family applied to the `intel` field layout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+# (role, text) turns of the conversation before the answer, oldest first.
+Turns = Sequence[tuple[str, str]]
+
+DPO_STRING_MAPPINGS = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
+KTO_STRING_MAPPINGS = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
+
+
+class Family(ABC):
+    name: str = ""
+    # mappings this family supports, per table ("dpo" covers DPO, IPO, SimPO; "kto")
+    mappings: dict[str, tuple[str, ...]] = {}
+
+    @abstractmethod
+    def prompt(self, system: str | None, turns: Turns) -> str:
+        """The conversation so far, ending with the assistant's generation prompt."""
+
+    @abstractmethod
+    def answer(self, text: str) -> str:
+        """An answer as the trainer receives it (with the family's end-of-turn marker)."""
+
+
+class ChatML(Family):
+    name = "chatml"
+    mappings = {"dpo": DPO_STRING_MAPPINGS, "kto": KTO_STRING_MAPPINGS}
+
+    @staticmethod
+    def turn(role: str, text: str) -> str:
+        return f"<|im_start|>{role}\n{text}<|im_end|>\n"
+
+    def prompt(self, system: str | None, turns: Turns) -> str:
+        head = self.turn("system", system) if system is not None else ""
+        return head + "".join(self.turn(role, text) for role, text in turns) + "<|im_start|>assistant\n"
+
+    def answer(self, text: str) -> str:
+        return text + "<|im_end|>"
+
+
+class Llama3(Family):
+    name = "llama3"
+    mappings = {"dpo": DPO_STRING_MAPPINGS, "kto": KTO_STRING_MAPPINGS}
+
+    @staticmethod
+    def turn(role: str, text: str) -> str:
+        return f"<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>"
+
+    def prompt(self, system: str | None, turns: Turns) -> str:
+        # No <|begin_of_text|>: the tokenizer adds BOS when it tokenizes.
+        head = self.turn("system", system) if system is not None else ""
+        return (head + "".join(self.turn(role, text) for role, text in turns)
+                + "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+    def answer(self, text: str) -> str:
+        return text + "<|eot_id|>"
+
+
+class Zephyr(Family):
+    name = "zephyr"
+    mappings = {"dpo": ("nectar",)}
+
+    def prompt(self, system: str | None, turns: Turns) -> str:
+        # Always an empty system turn, as Axolotl's zephyr.nectar writes it.
+        body = "".join(f"<|{role}|>\n{text}</s>\n" for role, text in turns)
+        return "<|system|>\n</s>\n" + body + "<|assistant|>\n"
+
+    def answer(self, text: str) -> str:
+        return text
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (ChatML(), Llama3(), Zephyr())}
