@@ -65,4 +65,28 @@ def check_peft(run: Any) -> list[str]:
     return problems
 
 
-RUN_CHECKS = (check_hardware, check_peft)
+def check_dataset_types(run: Any) -> list[str]:
+    """Each source's type fits the method, before any data is read (rows are checked later)."""
+    from rlhf.data.formats import check_type
+    from rlhf.data.pipeline import type_options
+    from rlhf.errors import RlhfError
+
+    dataset = run.dataset
+    problems = []
+    sources = [("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
+    sources += [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)]
+    for where, source in sources:
+        method = "dpo" if source.unpair else run.spec.kind
+        if source.unpair and run.spec.shape != "unpaired":
+            problems.append(f"{where}.unpair=true turns preference pairs into KTO rows, but {run.method.kind} "
+                            "does not train on unpaired rows")
+            continue
+        try:
+            check_type(method, source.type, code_path=run.code_path, **type_options(source))
+        except RlhfError as error:
+            text = str(error).removeprefix("invalid config: ")
+            problems.append(f"{where}.type: {text}")
+    return problems
+
+
+RUN_CHECKS = (check_hardware, check_peft, check_dataset_types)

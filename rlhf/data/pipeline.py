@@ -130,7 +130,8 @@ def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: 
             if shape == UNPAIRED and not unpair and {"chosen", "rejected"} <= set(raw):
                 hint = (" This row is a preference pair: set unpair=true on this dataset to train KTO on "
                         "its chosen (desirable) and rejected (undesirable) answers.")
-            raise DataError(f"dataset {source.label}, {where}: {error}{hint}") from None
+            # `where` names the file and line (or the hub dataset and row number).
+            raise DataError(f"{where}: {error}{hint}") from None
         rows.extend(_unpair(row) if unpair else [row])
     missing = [c for c in SHAPE_COLUMNS[shape] if rows and c not in rows[0]]
     if missing:

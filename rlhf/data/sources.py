@@ -16,12 +16,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rlhf.config.schema import SourceConfig
 from rlhf.errors import DataError, one_of
+
+# File-name words that mark a split in a local dataset directory laid out like a hub repo
+# (train.jsonl / test.jsonl, data/train-00000-of-00001.parquet, ...).
+SPLIT_WORDS = {"train": ("train", "training"), "test": ("test", "testing", "eval", "evaluation"),
+               "validation": ("validation", "valid", "val", "dev")}
 
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow",
               ".txt": "text"}
@@ -102,6 +108,26 @@ class Source:
         return (path.exists() or self.config.ds_type is not None or path.suffix in EXTENSIONS
                 or str(self.config.path).startswith(_LOCAL_PREFIXES))
 
+    def _split_files(self, files: list[Path], directory: Path) -> list[Path]:
+        """In a directory whose files are named by split, the files of this source's split."""
+        def words(path: Path) -> set[str]:
+            parts = path.relative_to(directory).with_suffix("").parts
+            return {w.lower() for part in parts for w in re.split(r"[-._ ]", part) if w}
+
+        marked = {f: {name for name, aliases in SPLIT_WORDS.items() if words(f) & set(aliases)} for f in files}
+        if not any(marked.values()):
+            if self.split != "train":
+                raise DataError(f"dataset {self.label}: no files for split {self.split!r} (no file names a split; "
+                                "every file is the train split)")
+            return files
+        chosen = [f for f in files if self.split in marked[f]] if self.split in SPLIT_WORDS else \
+            [f for f in files if self.split.lower() in words(f)]
+        if not chosen:
+            found = sorted({name for names in marked.values() for name in names})
+            raise DataError(f"dataset {self.label}: no files for split {self.split!r}; the directory has the "
+                            f"split(s) {', '.join(found)}")
+        return chosen
+
     def files(self) -> list[Path]:
         """The files of a local source, in a stable order; a clear error if there are none."""
         base = Path(self.config.path).expanduser()
@@ -119,7 +145,7 @@ class Source:
                 if not found:
                     raise DataError(f"dataset {self.label}: the directory {target} holds no data files "
                                     f"({one_of(sorted(EXTENSIONS))})")
-                files += found
+                files += self._split_files(found, target) if data_files is None else found
             elif target.is_file():
                 files.append(target)
             else:

@@ -20,8 +20,9 @@ from rlhf.data.formats.base import PAIR_COLUMNS, UNPAIRED_COLUMNS, Fields, Forma
 from rlhf.data.formats.families import FAMILIES
 from rlhf.data.formats.mappings import PAIR_MAPPINGS, UNPAIRED_MAPPINGS
 from rlhf.errors import ConfigError, did_you_mean, one_of
+from rlhf.usercode import load_callable
 
-__all__ = ["RowError", "Formatter", "format_row", "get_formatter", "valid_types", "suggest_types"]
+__all__ = ["RowError", "Formatter", "format_row", "get_formatter", "check_type", "valid_types", "suggest_types"]
 
 # method -> the table of types it reads; "ipo" and "simpo" train on the DPO table.
 TABLES = {"dpo": "dpo", "ipo": "dpo", "simpo": "dpo", "cpo": "dpo", "kto": "kto", "orpo": "orpo", "grpo": "grpo"}
@@ -122,8 +123,6 @@ def _fields_reader(method: str, type_name: str, needs: tuple[str, ...]) -> Calla
 def _string_family(method: str, table: str, family_name: str, mapping_name: str) -> Formatter:
     family = FAMILIES[family_name]
     mapping_table = "dpo" if table == "orpo" else table
-    if mapping_name not in family.mappings.get(mapping_table, ()):
-        raise _unknown(method, f"{family_name}.{mapping_name}")
     mapping = _mapping_table(mapping_table)[mapping_name]
     type_name = f"{family_name}.{mapping_name}"
     needs = mapping.required or tuple("/".join(group) for group in mapping.alternatives)
@@ -149,50 +148,78 @@ def _check_options(type_name: str, options: dict[str, Any], allowed: tuple[str, 
                               + (f"; its options: {one_of(allowed)}" if allowed else " (it takes no options)"))
 
 
-def get_formatter(method: str, type: Any = None, tokenizer: Any = None, *, cfg: Any = None,
-                  dataset_idx: int = 0, code_path: list[str] | tuple[str, ...] = (), **options: Any) -> Formatter:
-    """Resolve a dataset type once; the formatter formats many rows."""
+def _resolve(method: str, type: Any, options: dict[str, Any]) -> tuple[str, str, str, Any]:
+    """(table, family, mapping, user_defined spec) of a type as written in a config; checks the
+    name and the options, and reads no data."""
     table = _table(method)
-    options = {k: v for k, v in options.items() if v is not None}
     if hasattr(type, "items") and not isinstance(type, Mapping):  # an OmegaConf node
         from omegaconf import OmegaConf
 
         type = OmegaConf.to_container(type)
     if type is None:
         _check_options("none", options, ())
-        return _passthrough(method, table)
+        return table, "none", "", None
+    spec = None
     if isinstance(type, Mapping):
         spec, type = type, "user_defined.default"
-    else:
-        spec = None
     if not isinstance(type, str) or not type:
         raise ConfigError(f"dataset type {type!r} must be a name (family.mapping) or a user_defined mapping")
     family, mapping = _canonical(type)
     if family in FAMILIES:
+        if mapping not in FAMILIES[family].mappings.get("dpo" if table == "orpo" else table, ()):
+            raise _unknown(method, type)
         _check_options(f"{family}.{mapping}", options, ())
+    elif family == "chat_template":
+        if mapping not in _chat_template_builders(table):
+            raise _unknown(method, type)
+        _check_options(f"chat_template.{mapping}", options, chat_template.OPTIONS)
+    elif family == "user_defined":
+        if mapping not in USER_DEFINED.get("dpo" if table == "orpo" else table, {}):
+            raise _unknown(method, type)
+        _check_options(f"user_defined.{mapping}", options, ())
+    elif not (table == "grpo" and transform.is_callable_name(type)):
+        raise _unknown(method, type)
+    else:
+        family, mapping = "transform", type
+    return table, family, mapping, spec
+
+
+def _chat_template_builders(table: str) -> dict:
+    return {**CHAT_TEMPLATE.get(table, {}), **(CHAT_TEMPLATE["dpo"] if table == "orpo" else {})}
+
+
+def check_type(method: str, type: Any, code_path: list[str] | tuple[str, ...] = (), **options: Any) -> None:
+    """Check a configured type without data or tokenizer: its name for the method, its options,
+    a user_defined mapping's keys and formats, and that a GRPO transform can be imported."""
+    options = {k: v for k, v in options.items() if v is not None}
+    table, family, mapping, spec = _resolve(method, type, options)
+    if family == "user_defined":
+        USER_DEFINED["dpo" if table == "orpo" else table][mapping](spec)
+    elif family == "transform":
+        load_callable(mapping, "dataset transform", code_path)
+
+
+def get_formatter(method: str, type: Any = None, tokenizer: Any = None, *, cfg: Any = None,
+                  dataset_idx: int = 0, code_path: list[str] | tuple[str, ...] = (), **options: Any) -> Formatter:
+    """Resolve a dataset type once; the formatter formats many rows."""
+    options = {k: v for k, v in options.items() if v is not None}
+    table, family, mapping, spec = _resolve(method, type, options)
+    if family == "none":
+        return _passthrough(method, table)
+    if family in FAMILIES:
         return _string_family(method, table, family, mapping)
     if family == "chat_template":
-        builders = {**CHAT_TEMPLATE.get(table, {}), **(CHAT_TEMPLATE["dpo"] if table == "orpo" else {})}
-        if mapping not in builders:
-            raise _unknown(method, type)
         type_name = f"chat_template.{mapping}"
-        _check_options(type_name, options, chat_template.OPTIONS)
-        required, extract = builders[mapping](tokenizer, type_name, options)
+        required, extract = _chat_template_builders(table)[mapping](tokenizer, type_name, options)
         read = _fields_reader(method, type_name, required)
         return Formatter(type_name, required, OUTPUT[table], lambda row: extract(read(row)))
     if family == "user_defined":
-        builders = USER_DEFINED.get("dpo" if table == "orpo" else table, {})
-        if mapping not in builders:
-            raise _unknown(method, type)
         type_name = f"user_defined.{mapping}"
-        _check_options(type_name, options, ())
-        required, optional, extract = builders[mapping](spec)
+        required, optional, extract = USER_DEFINED["dpo" if table == "orpo" else table][mapping](spec)
         read = _fields_reader(method, type_name, required)
         return Formatter(type_name, required, OUTPUT[table], lambda row: extract(read(row)),
                          optional_fields=optional)
-    if table == "grpo" and transform.is_callable_name(type):
-        return transform.build(type, tokenizer, cfg, dataset_idx, code_path)
-    raise _unknown(method, type)
+    return transform.build(mapping, tokenizer, cfg, dataset_idx, code_path)
 
 
 def format_row(method: str, type: Any, row: Mapping, tokenizer: Any = None, **options: Any) -> dict:
