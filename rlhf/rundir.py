@@ -68,6 +68,21 @@ def resolved_config(cfg: Any) -> dict:
     return data
 
 
+def name_the_run(resolved: dict, hydra: Any, run_dir: Path) -> None:
+    """Fill the logger's group and name when unset: the sweep, and the job's overrides."""
+    from hydra.types import RunMode
+
+    logger = resolved.get("logger") or {}
+    if logger.get("backend", "none") == "none":
+        return
+    if logger.get("group") is None:
+        sweep = Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else run_dir
+        logger["group"] = "/".join(sweep.resolve().parts[-2:])
+    if logger.get("name") is None:
+        overrides = [o for o in hydra.overrides.task if not o.lstrip("+~").startswith("hydra")]
+        logger["name"] = ",".join(overrides) or run_dir.name
+
+
 def read_config(run_dir: Path) -> dict:
     import yaml
 

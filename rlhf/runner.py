@@ -176,6 +176,11 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
 
     has_eval = data.eval is not None
     args = trl_arguments(spec, run_dir, has_eval)
+    tracker = None
+    if spec.logger.backend == "wandb":
+        from rlhf import wandb_run
+
+        tracker = wandb_run.start(spec.logger, run_dir, config)
     history = HistoryWriter(run_dir / rundir.HISTORY)
     trainer_kwargs: dict[str, Any] = dict(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
@@ -210,6 +215,11 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
             seconds=round(time.perf_counter() - started, 2),
         )
         rundir.write_metrics(run_dir, metrics)
+        if tracker is not None:
+            from rlhf import wandb_run
+
+            tracker.summary.update({"metric_value": metrics["metric_value"]})
+            wandb_run.finish(tracker)
         rundir.mark_success(run_dir)
         log.info("finished: %s = %s; run dir %s", spec.spec.metric, metrics["metric_value"], run_dir)
     return metrics

@@ -43,3 +43,10 @@ class SweepSummary(Callback):
         for job in unfinished:
             log.error("job %s did not finish (no %s)", job.name, rundir.SUCCESS)
         FAILED_JOBS.extend(failed + unfinished)
+        from rlhf.report import write
+
+        try:
+            paths = write(sweep_dir)
+            log.info("sweep report: %s (table: %s)", paths["png"], paths["md"])
+        except Exception:  # a report must never hide the sweep's own outcome
+            log.exception("could not write the sweep report for %s", sweep_dir)

@@ -44,6 +44,7 @@ def train_job(cfg: DictConfig) -> float | None:
     owns_run_dir = False  # a run dir holding another config's run must be left as it is
     try:
         resolved = rundir.resolved_config(cfg)
+        rundir.name_the_run(resolved, hydra, run_dir)
         spec = validate(resolved)
         if rundir.is_finished(run_dir):
             rundir.check_same_config(run_dir, resolved)

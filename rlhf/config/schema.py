@@ -106,6 +106,14 @@ class PeftConfig:
 @dataclass
 class LoggerConfig:
     backend: str = knob("none", "where train metrics go besides the run dir", choices=("none", "wandb"))
+    project: str = knob("rlhf", "W&B project")
+    entity: str | None = knob(None, "W&B entity (team or user; None: your default)")
+    mode: str = knob("offline", "W&B mode: online, offline (synced later with `wandb sync`) or disabled",
+                     choices=("online", "offline", "disabled"))
+    # Defaults: the sweep's directory for the group, the job's overrides for the name.
+    group: str | None = knob(None, "W&B group (None: the sweep this job belongs to)")
+    name: str | None = knob(None, "W&B run name (None: the job's overrides)")
+    tags: list[str] = knob(factory=list, help="W&B tags")
 
 
 @dataclass
