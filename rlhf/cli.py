@@ -130,15 +130,16 @@ def _add_code_dir(directory: Path) -> None:
         EXTRA_DIRS.append(directory)
 
 
-def preflight(argv: list[str]) -> None:
-    """Compose and validate every job of this command line; raise ConfigError on the first bad one."""
+def preflight(argv: list[str]) -> Any:
+    """Compose and validate every job of this command line; raise ConfigError on the first bad one.
+    Returns the first job's validated run (None when the command only prints)."""
     from hydra._internal.utils import get_args_parser
 
     from rlhf.config.validate import validate
 
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _PRINT_ONLY):
-        return
+        return None
     config_dir = Path(args.config_path).resolve() if args.config_path else None
     if args.config_dir:  # an extra directory of config options, as Hydra's --config-dir
         extra = [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"]
@@ -146,14 +147,28 @@ def preflight(argv: list[str]) -> None:
         extra = []
     config_name = args.config_name or CONFIG_NAME
     _add_code_dir(config_dir or conf_dir())
+    first = None
     for job in _job_overrides(args.overrides, args.multirun):
         cfg = compose_job(extra + job, config_dir, config_name)
         try:
-            validate(cfg)
+            run = validate(cfg)
         except ConfigError as error:
             if args.multirun:
                 raise ConfigError([f"in the sweep job {' '.join(job)}: {p}" for p in error.problems]) from None
             raise
+        first = first or run
+    return first
+
+
+def _sweeper_direction(argv: list[str], run: Any) -> list[str]:
+    """With hydra/sweeper=optuna, the objective named in the config decides the direction."""
+    if run is None or "hydra/sweeper=optuna" not in argv or any(a.startswith("hydra.sweeper.direction=")
+                                                                 for a in argv):
+        return argv
+    from rlhf.config.checks import objective_direction, objective_metric
+
+    direction = objective_direction(objective_metric(run), run.objective.direction, run.spec.greater_is_better)
+    return [*argv, f"hydra.sweeper.direction={direction}"]
 
 
 def _config_path_arg(argv: list[str]) -> Path | None:
@@ -189,7 +204,8 @@ def launch(task: Callable[[Any], Any]) -> None:
 
             print(render(conf_dir(), [a for a in argv if not a.startswith("-")]))
             return
-        preflight(argv)
+        run = preflight(argv)
+        sys.argv[1:] = _sweeper_direction(argv, run)
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

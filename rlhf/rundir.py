@@ -196,8 +196,15 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def objective(run_dir: Path, spec: Any) -> float | None:
-    """The method's learning metric from a finished run (what a sweeper optimises)."""
+    """The objective's final value in a finished run (what a sweeper optimises), or None."""
+    from rlhf.config.checks import objective_metric
+
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return None
-    return read_metrics(run_dir).get("eval", {}).get(spec.spec.metric)
+    metrics = read_metrics(run_dir)
+    metric = objective_metric(spec)
+    for section in ("eval", "learning", "train"):
+        if metric in metrics.get(section, {}):
+            return metrics[section][metric]
+    return None

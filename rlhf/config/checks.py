@@ -90,3 +90,27 @@ def check_dataset_types(run: Any) -> list[str]:
 
 
 RUN_CHECKS = (check_hardware, check_peft, check_dataset_types)
+
+
+def objective_metric(run: Any) -> str:
+    return run.objective.metric or run.spec.metric
+
+
+def objective_direction(metric: str, direction: str | None, greater_is_better: bool | None = None) -> str:
+    """The sense of an objective: as given, else minimise losses and maximise the rest."""
+    if direction is not None:
+        return direction
+    if "loss" in metric:
+        return "minimize"
+    return "maximize" if greater_is_better is not False else "minimize"
+
+
+def check_objective(run: Any) -> list[str]:
+    metric = objective_metric(run)
+    if run.objective.direction == "maximize" and "loss" in metric:
+        return [f"objective.direction=maximize for objective.metric={metric}: a loss is minimised "
+                "(objective.direction=minimize, or leave it unset)"]
+    return []
+
+
+RUN_CHECKS = (*RUN_CHECKS, check_objective)

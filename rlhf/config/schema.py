@@ -132,6 +132,15 @@ class VLLMConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What a job returns to a sweeper (Optuna): a final metric and its sense."""
+
+    metric: str | None = knob(None, "metric from metrics.json (None: the method's learning metric)")
+    direction: str | None = knob(None, "maximize or minimize (None: minimize losses, maximize the rest)",
+                                 choices=("maximize", "minimize"))
+
+
+@dataclass
 class RunConfig:
     """The root: one option of each group, plus what belongs to the run as a whole."""
 
@@ -142,6 +151,7 @@ class RunConfig:
     peft: Any = MISSING
     logger: Any = MISSING
     vllm: VLLMConfig = knob(factory=VLLMConfig, help="vLLM engine settings (GRPO with method.use_vllm)")
+    objective: ObjectiveConfig = knob(factory=ObjectiveConfig, help="what a sweeper optimises")
     seed: int = knob(42, "seed of data shuffling, initialisation and sampling", ge=0)
     cache_dir: str = knob(".cache/rlhf", "where preprocessed data is cached (shared by a sweep's jobs)")
     # Where user code named module.function is looked for, before sys.path. The launching
@@ -150,7 +160,7 @@ class RunConfig:
 
 
 # Nodes of the root config that are not groups, with their schemas.
-NODE_SCHEMAS = {"vllm": VLLMConfig}
+NODE_SCHEMAS = {"vllm": VLLMConfig, "objective": ObjectiveConfig}
 
 # group -> schema of its options (method schemas come from the method registry).
 GROUP_SCHEMAS = {

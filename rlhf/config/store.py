@@ -16,6 +16,7 @@ from rlhf.methods import METHODS
 _registered = False
 
 
+
 def register_configs() -> None:
     global _registered
     if _registered:

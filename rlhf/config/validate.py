@@ -22,6 +22,7 @@ from rlhf.config.schema import (
     GROUP_SCHEMAS,
     NODE_SCHEMAS,
     HardwareConfig,
+    ObjectiveConfig,
     LoggerConfig,
     ModelConfig,
     PeftConfig,
@@ -43,6 +44,7 @@ class RunSpec:
     peft: PeftConfig
     logger: LoggerConfig
     vllm: VLLMConfig
+    objective: ObjectiveConfig
     seed: int
     cache_dir: str
     code_path: list[str]
