@@ -7,9 +7,13 @@
 | yes                      | yes            | true                 | a separate frozen copy of the base     |
 | yes                      | no             | -                    | a separate frozen copy of the base     |
 | GRPO with beta > 0       | no             | -                    | TRL loads a copy from name_or_path     |
+| yes, precomputed         | any            | false                | none in memory: log-probs computed once |
 
-With method.precompute_ref_log_probs the reference's log-probs are computed once before
-training and the reference model is then released (TRL keeps them with the dataset).
+With method.precompute_ref_log_probs the reference log-probs are computed once, before
+training, by the policy itself (identical to the reference at that point, or with its adapter
+disabled), and no reference model is held at all. TRL caches them with the prepared data,
+keyed by the weights and the data, so the jobs of a sweep over beta or the loss type compute
+them once and share them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 ADAPTER_DISABLED = "adapter_disabled"
 SEPARATE_COPY = "separate_copy"
 TRL_RELOAD = "trl_reload"
+PRECOMPUTED = "precomputed"
 NONE = "none"
 
 
@@ -42,6 +47,9 @@ def choose(run: Any) -> Reference:
     if not uses_reference(run):
         return Reference(NONE, f"{run.method.kind} has no reference model"
                          + (" (beta=0: no KL term)" if run.spec.kind == "grpo" else ""))
+    if getattr(run.method, "precompute_ref_log_probs", False) and not run.peft.rl_adapter_ref_model:
+        return Reference(PRECOMPUTED, "reference log-probs computed once before training by the policy itself"
+                         + (" with its adapter disabled" if adapter else "") + "; no reference model in memory")
     if adapter and not run.peft.rl_adapter_ref_model:
         return Reference(ADAPTER_DISABLED, "the policy itself with its adapter disabled (peft="
                          f"{run.peft.adapter}; no second model in memory)")
@@ -60,6 +68,6 @@ def load(run: Any, reference: Reference) -> Reference:
         # dtype and attention settings, makes the copy explicit and identical.
         reference.model = load_model(run.model, run.hardware, "reference model",
                                      quantized=run.peft.adapter == "qlora")
-    if getattr(run.method, "precompute_ref_log_probs", False):
+    if reference.kind == SEPARATE_COPY and getattr(run.method, "precompute_ref_log_probs", False):
         reference.why += "; its log-probs are computed once before training, then it is released"
     return reference

@@ -94,6 +94,23 @@ class HistoryWriter:
         self.callback = _Callback()
 
 
+def build_trainer(spec: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple[Any, dict | None]:
+    """The TRL trainer. With precomputed reference log-probs (DPO family) the precompute goes
+    through the shared store (rlhf.shared_reference), and jobs sharing the prepared data build
+    their trainers one at a time, so the log-probs are computed once. Returns, per split,
+    whether they were computed or reused."""
+    trainer_class = import_object(spec.spec.trl_trainer)
+    if not getattr(spec.method, "precompute_ref_log_probs", False) or spec.spec.kind != "dpo":
+        return trainer_class(**kwargs), None
+    from rlhf.data.pipeline import _locked
+    from rlhf.shared_reference import sharing_trainer
+
+    shared_class = sharing_trainer(trainer_class, data_dir, spec.method.max_length)
+    with _locked(data_dir / "reference.lock"):
+        trainer = shared_class(**kwargs)
+    return trainer, dict(trainer.shared_reference)
+
+
 def latest_checkpoint(run_dir: Path) -> str | None:
     directory = run_dir / rundir.CHECKPOINTS
     if not directory.is_dir():
@@ -116,10 +133,13 @@ def peft_config(spec: RunSpec) -> Any:
 def models_in_memory() -> int:
     """How many transformers models this process holds (a reference copy shows up here)."""
     import gc
+    import warnings
 
     from transformers import PreTrainedModel
 
-    models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+    with warnings.catch_warnings():  # isinstance() pokes deprecated lazy objects on the heap
+        warnings.simplefilter("ignore")
+        models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
     inner = {id(m) for model in models for m in model.modules() if m is not model}
     return sum(id(model) not in inner for model in models)
 
@@ -190,7 +210,7 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
     )
     if spec.spec.reference_arg is not None:
         trainer_kwargs[spec.spec.reference_arg] = ref.model
-    trainer = import_object(spec.spec.trl_trainer)(**trainer_kwargs)
+    trainer, shared = build_trainer(spec, trainer_kwargs, data.path)
     del model, ref.model  # the trainer holds what it needs; a released reference is freed
     held = models_in_memory()
 
@@ -211,7 +231,8 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
             metric=spec.spec.metric,
             metric_value=metrics["eval"].get(spec.spec.metric, metrics["learning"].get(spec.spec.metric)),
             data={"cache": data.cache, "path": str(data.path), **data.report.__dict__},
-            reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held},
+            reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held,
+                       **({"precomputed": shared} if shared is not None else {})},
             seconds=round(time.perf_counter() - started, 2),
         )
         rundir.write_metrics(run_dir, metrics)

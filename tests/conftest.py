@@ -65,3 +65,25 @@ def default_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("default")
     train(tmp, run_dir=tmp / "run")
     return tmp / "run"
+
+
+def _slurm_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("slurm_cluster", REPO / "launchers" / "slurm_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The project's single-node SLURM (installed and started by launchers/slurm_cluster.py);
+    stopped at the end only if this session started it."""
+    module = _slurm_module()
+    cluster = module.LocalSlurm()
+    was_up = cluster.is_up()
+    cluster.start()
+    yield cluster
+    if not was_up:
+        cluster.stop()

@@ -87,7 +87,8 @@ def check_dpo(run) -> list[str]:
     if method.use_weighting and {"aot", "aot_unpaired"} & set(losses):
         problems.append("method.use_weighting (WPO) does not work with the 'aot' / 'aot_unpaired' losses")
     if method.sync_ref_model and method.precompute_ref_log_probs:
-        problems.append("method.sync_ref_model (TR-DPO) cannot be combined with method.precompute_ref_log_probs")
+        problems.append("method.sync_ref_model (TR-DPO) updates the reference, so its log-probs cannot be "
+                        "precomputed: set method.precompute_ref_log_probs=false")
     return problems
 
 

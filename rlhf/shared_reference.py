@@ -1,0 +1,59 @@
+"""Reference log-probs computed once per model and data, shared by every job that trains on them.
+
+With `method.precompute_ref_log_probs`, TRL's DPOTrainer computes the reference log-probs of
+the whole dataset before training. It caches them beside the data, but under a fingerprint
+that includes its whole config (beta, output dir, ...), so the jobs of a sweep over beta or
+the loss type never share them. Here TRL still computes them, once; we keep the two columns
+it produces under a key of what they depend on only: the prepared rows (our data cache key),
+the reference weights (TRL's own hash of the module), the split, the length limit and the TRL
+version. Jobs that build their trainer one at a time (a lock beside the data) find them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("rlhf")
+
+COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def sharing_trainer(trainer_class: type, data_dir: Path, max_length: int | None) -> type:
+    """A subclass of TRL's trainer whose reference precompute reads and fills the shared store."""
+    store = Path(data_dir) / "reference"
+
+    class SharedReference(trainer_class):  # type: ignore[misc, valid-type]
+        shared_reference: dict[str, str] = {}
+
+        def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            import datasets
+
+            parts = [name, str(self._precompute_model_hash), str(max_length), metadata.version("trl"),
+                     str(len(dataset))]
+            key = hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
+            path = store / key
+            if (path / "dataset_info.json").is_file():
+                cached = datasets.load_from_disk(str(path))
+                if len(cached) == len(dataset):
+                    self.shared_reference[name] = "reused"
+                    log.info("reference log-probs for %s reused from %s", name, path)
+                    return datasets.concatenate_datasets([dataset, cached], axis=1)
+            result = super()._precompute_ref_logps(dataset, name, batch_size)
+            self.shared_reference[name] = "computed"
+            if self.accelerator.is_main_process:
+                staging = store / f".{key}.{os.getpid()}"
+                shutil.rmtree(staging, ignore_errors=True)
+                result.select_columns(list(COLUMNS)).flatten_indices().save_to_disk(str(staging))
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(staging, path)
+                log.info("reference log-probs for %s computed and kept in %s", name, path)
+            return result
+
+    SharedReference.__name__ = f"Shared{trainer_class.__name__}"
+    return SharedReference
