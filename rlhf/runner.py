@@ -89,7 +89,7 @@ class HistoryWriter:
             def on_log(inner, args, state, control, logs=None, **kwargs):  # noqa: N805
                 if state.is_world_process_zero and logs:
                     with open(path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                        f.write(json.dumps({"step": state.global_step, **logs, "time": time.time()}) + "\n")
 
         self.callback = _Callback()
 
@@ -106,8 +106,13 @@ def build_trainer(spec: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tupl
     from rlhf.shared_reference import sharing_trainer
 
     shared_class = sharing_trainer(trainer_class, data_dir, spec.method.max_length)
-    with _locked(data_dir / "reference.lock"):
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # The ranks of one job construct together (collectives inside); concurrent jobs may
+        # then both compute, and the store's atomic rename keeps it whole.
         trainer = shared_class(**kwargs)
+    else:
+        with _locked(data_dir / "reference.lock"):
+            trainer = shared_class(**kwargs)
     return trainer, dict(trainer.shared_reference)
 
 
@@ -137,6 +142,7 @@ def models_in_memory() -> int:
 
     from transformers import PreTrainedModel
 
+    gc.collect()  # what an earlier job of an in-process sweep left in reference cycles
     with warnings.catch_warnings():  # isinstance() pokes deprecated lazy objects on the heap
         warnings.simplefilter("ignore")
         models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
@@ -243,4 +249,20 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
             wandb_run.finish(tracker)
         rundir.mark_success(run_dir)
         log.info("finished: %s = %s; run dir %s", spec.spec.metric, metrics["metric_value"], run_dir)
+    release(trainer)
     return metrics
+
+
+def release(trainer: Any) -> None:
+    """Free the job's models before the next job of an in-process sweep starts."""
+    import gc
+
+    import torch
+
+    trainer.model = trainer.model_wrapped = None
+    for name in ("ref_model", "accelerator"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,276 @@
+"""make bench (python -m rlhf.bench [--quick]): measure the platform and write BENCHMARKS.md.
+
+Everything runs in one invocation, with the two sides of each comparison interleaved (A, B,
+A, B, ...) so that machine noise hits both alike:
+- the platform against a plain TRL script (rlhf.bench.plain_trl) on the same model, data and
+  settings: median step time, time to first step, peak memory, per method;
+- configuration speed: `--cfg job` and a validation error;
+- data preparation throughput on 100k rows of chatml.intel, cold and cached;
+- a 4-job DPO beta sweep against 4 independent runs, with their results compared;
+- peak memory of LoRA DPO with the reference from the disabled adapter against a separate
+  reference model, on a larger benchmark model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ("dpo", "kto", "orpo", "simpo", "grpo")
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", WANDB_MODE="disabled",
+               PYTHONPATH=str(REPO) + os.pathsep + out.get("PYTHONPATH", ""), TQDM_DISABLE="1",
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    return out
+
+
+def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float, subprocess.CompletedProcess]:
+    """Start time, wall seconds and peak RSS (MiB) of a child, measured with wait4."""
+    start = time.time()
+    proc = subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    stderr_chunks = []
+    # wait4 gives the child's own rusage; read stderr first so the pipe never blocks it.
+    stderr_chunks.append(proc.stderr.read())
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.time() - start
+    completed = subprocess.CompletedProcess(command, proc.returncode, "", "".join(stderr_chunks))
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return start, seconds, usage.ru_maxrss / 1024, completed
+
+
+def platform_run(method: str, steps: int, work: Path, index: int) -> dict:
+    run_dir = work / f"platform-{method}-{index}"
+    command = [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
+               "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]",
+               f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}"]
+    start, seconds, rss, _ = run_measured(command, work)
+    history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    stamps = [h["time"] for h in history if "loss" in h]
+    return {"start": start, "seconds": seconds, "rss": rss, "stamps": stamps}
+
+
+def plain_run(method: str, steps: int, work: Path, index: int) -> dict:
+    out = work / f"plain-{method}-{index}"
+    command = [sys.executable, "-m", "rlhf.bench.plain_trl", method, str(out), str(steps)]
+    start, seconds, rss, _ = run_measured(command, work)
+    stamps = json.loads((out / "times.json").read_text())["steps"]
+    return {"start": start, "seconds": seconds, "rss": rss, "stamps": stamps}
+
+
+def summarise(runs: list[dict]) -> dict:
+    step_times = [b - a for run in runs for a, b in zip(run["stamps"][1:], run["stamps"][2:])]
+    return {"median_step_ms": 1000 * statistics.median(step_times),
+            "first_step_s": statistics.median(run["stamps"][0] - run["start"] for run in runs),
+            "peak_rss_mib": max(run["rss"] for run in runs),
+            "wall_s": statistics.median(run["seconds"] for run in runs)}
+
+
+def bench_methods(work: Path, steps: int, repeats: int) -> dict:
+    results = {}
+    for method in METHODS:
+        platform_runs, plain_runs = [], []
+        for index in range(repeats):  # interleaved: A B A B
+            plain_runs.append(plain_run(method, steps, work, index))
+            platform_runs.append(platform_run(method, steps, work, index))
+        results[method] = {"platform": summarise(platform_runs), "plain": summarise(plain_runs)}
+        print(f"{method}: {results[method]}", file=sys.stderr)
+    return results
+
+
+def bench_config(work: Path, repeats: int) -> dict:
+    out = {}
+    for name, args in (("cfg_job", ["--cfg", "job"]), ("validation_error", ["method.beta=-1"]),
+                       ("help", ["--help"])):
+        times = []
+        for _ in range(repeats):
+            start = time.time()
+            subprocess.run([sys.executable, "-m", "rlhf.train", *args], cwd=work, env=env(), capture_output=True)
+            times.append(time.time() - start)
+        out[name] = {"median_s": statistics.median(times), "max_s": max(times)}
+    return out
+
+
+def bench_data(work: Path, rows: int) -> dict:
+    data = work / "big.jsonl"
+    with open(data, "w") as f:
+        for i in range(rows):
+            row = {"question": f"Question number {i}: name a fruit?", "chosen": f"mango {i}", "rejected": f"tiger {i}"}
+            if i % 3 == 0:
+                row["system"] = "Answer in a few words."
+            f.write(json.dumps(row) + "\n")
+    code = f"""
+import json, sys, time
+from rlhf.cli import compose_job
+from rlhf.config.validate import validate
+from rlhf.data.pipeline import prepare_data
+from rlhf.models import load_tokenizer
+run = validate(compose_job(["cache_dir={work / 'data_cache'}", "dataset.path={data}", "dataset.type=chatml.intel",
+                            "dataset.eval=[]"]))
+tokenizer = load_tokenizer(run.model)
+out = {{}}
+for attempt in ("cold", "cached"):
+    start = time.perf_counter()
+    prepared = prepare_data(run, tokenizer)
+    out[attempt] = {{"seconds": time.perf_counter() - start, "cache": prepared.cache, "rows": len(prepared.train)}}
+print(json.dumps(out))
+"""
+    shutil.rmtree(work / "data_cache", ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env(), capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for attempt in result.values():
+        attempt["rows_per_s"] = rows / attempt["seconds"]
+    result["speedup"] = result["cold"]["seconds"] / result["cached"]["seconds"]
+    return result
+
+
+def bench_sweep(work: Path, betas: tuple[float, ...]) -> dict:
+    """One 4-job sweep command against 4 independent commands (each its own cache)."""
+    sweep_dir = work / "sweep"
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "rlhf.train", "-m", f"method.beta={','.join(map(str, betas))}",
+                    f"hydra.sweep.dir={sweep_dir}", f"cache_dir={work / 'sweep_cache'}"], cwd=work, env=env(),
+                   capture_output=True, check=True)
+    sweep_seconds = time.time() - start
+    start = time.time()
+    for i, beta in enumerate(betas):
+        subprocess.run([sys.executable, "-m", "rlhf.train", f"method.beta={beta}", f"hydra.run.dir={work / f'ind{i}'}",
+                        f"cache_dir={work / f'ind_cache{i}'}"], cwd=work, env=env(), capture_output=True, check=True)
+    independent_seconds = time.time() - start
+    identical = True
+    for i in range(len(betas)):
+        a = json.loads((sweep_dir / str(i) / "metrics.json").read_text())["eval"]
+        b = json.loads((work / f"ind{i}" / "metrics.json").read_text())["eval"]
+        keys = [k for k in a if k.startswith("eval_") and "runtime" not in k and "per_second" not in k]
+        identical &= all(a[k] == b[k] for k in keys)
+    return {"sweep_s": sweep_seconds, "independent_s": independent_seconds,
+            "ratio": sweep_seconds / independent_seconds, "identical_results": identical}
+
+
+def bench_lora_memory(work: Path, steps: int) -> dict:
+    from rlhf.assets.build_tiny import build
+
+    model_dir = work / "bench-model"
+    if not (model_dir / "model.safetensors").is_file():
+        build(model_dir, hidden=768, layers=12, heads=12, intermediate=3072)
+    out = {}
+    variants = {
+        "lora_adapter_disabled": ["peft=lora"],
+        "lora_separate_reference": ["peft=lora", "peft.rl_adapter_ref_model=true"],
+        "full_separate_reference": [],
+    }
+    for name, extra in variants.items():
+        run_dir = work / f"mem-{name}"
+        command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}",
+                   "method.precompute_ref_log_probs=false", f"method.max_steps={steps}", "method.micro_batch_size=8",
+                   "dataset.eval=[]", "method.save_steps=100000", f"hydra.run.dir={run_dir}",
+                   f"cache_dir={work / 'cache'}", *extra]
+        _, seconds, rss, _ = run_measured(command, work)
+        out[name] = {"peak_rss_mib": rss, "seconds": seconds}
+    out["ratio_vs_lora_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["lora_separate_reference"][
+        "peak_rss_mib"]
+    out["ratio_vs_full_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["full_separate_reference"][
+        "peak_rss_mib"]
+    return out
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    import torch
+
+    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python "
+            f"{platform.python_version()}, torch {torch.__version__}")
+
+
+def render(results: dict, command: str) -> str:
+    methods = results["methods"]
+    lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Machine: {results['machine']}  ",
+             f"Date: {results['date']}", "",
+             "## Platform against a plain TRL script (same model, data, settings)", "",
+             "Median step time over every step after the first, time from process start to the end of the "
+             f"first step, and peak RSS; {results['repeats']} interleaved runs of {results['steps']} steps per "
+             "side.", "",
+             "| method | step ms (platform / TRL) | ratio | first step s (platform / TRL) | ratio | peak MiB "
+             "(platform / TRL) |", "|---|---|---|---|---|---|"]
+    for method, r in methods.items():
+        p, t = r["platform"], r["plain"]
+        lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | "
+                     f"{p['median_step_ms'] / t['median_step_ms']:.3f} | {p['first_step_s']:.2f} / "
+                     f"{t['first_step_s']:.2f} | {p['first_step_s'] / t['first_step_s']:.3f} | "
+                     f"{p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
+    config = results["config"]
+    lines += ["", "## Configuration speed", "",
+              "| command | median s | max s |", "|---|---|---|"]
+    for name, r in config.items():
+        lines.append(f"| {name} | {r['median_s']:.3f} | {r['max_s']:.3f} |")
+    data = results["data"]
+    lines += ["", f"## Data preparation ({data['cold']['rows']} rows of chatml.intel)", "",
+              "| pass | seconds | rows/s |", "|---|---|---|",
+              f"| cold | {data['cold']['seconds']:.2f} | {data['cold']['rows_per_s']:.0f} |",
+              f"| cached | {data['cached']['seconds']:.3f} | {data['cached']['rows_per_s']:.0f} |",
+              "", f"Cached is {data['speedup']:.0f}x faster than cold."]
+    sweep = results["sweep"]
+    lines += ["", "## A 4-job DPO beta sweep against 4 independent runs", "",
+              f"One `-m method.beta=...` command: {sweep['sweep_s']:.1f} s; four separate commands, each with its own "
+              f"cache: {sweep['independent_s']:.1f} s; ratio {sweep['ratio']:.2f}. Identical eval metrics per beta: "
+              f"{sweep['identical_results']}."]
+    memory = results["lora_memory"]
+    lines += ["", "## LoRA DPO peak memory (benchmark model: hidden 768, 12 layers, ~110M parameters)", "",
+              "| variant | peak RSS MiB |", "|---|---|"]
+    for name in ("lora_adapter_disabled", "lora_separate_reference", "full_separate_reference"):
+        lines.append(f"| {name} | {memory[name]['peak_rss_mib']:.0f} |")
+    lines += ["", f"Adapter-disabled reference / separate reference (LoRA): {memory['ratio_vs_lora_separate']:.2f}; "
+              f"/ full DPO with a separate reference: {memory['ratio_vs_full_separate']:.2f}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections to run: methods config data sweep lora_memory")
+    args = parser.parse_args()
+    sections = args.only or ["methods", "config", "data", "sweep", "lora_memory"]
+    work = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps,
+               "repeats": args.repeats}
+    if "methods" in sections:
+        results["methods"] = bench_methods(work, args.steps, args.repeats)
+    if "config" in sections:
+        results["config"] = bench_config(work, 5)
+    if "data" in sections:
+        results["data"] = bench_data(work, 100_000)
+    if "sweep" in sections:
+        results["sweep"] = bench_sweep(work, (0.05, 0.1, 0.2, 0.4))
+    if "lora_memory" in sections:
+        results["lora_memory"] = bench_lora_memory(work, 6)
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=2))
+    if set(sections) >= {"methods", "config", "data", "sweep", "lora_memory"}:
+        command = "make bench  (python -m rlhf.bench " + " ".join(sys.argv[1:]) + ")"
+        Path(args.out).write_text(render(results, command.replace(" )", ")")))
+        print(f"wrote {args.out}", file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

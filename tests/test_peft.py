@@ -1,0 +1,38 @@
+"""PEFT: with an adapter the reference is the base model with the adapter switched off (no
+second model in memory), unless peft.rl_adapter_ref_model asks for a separate one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import train
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_lora_dpo_keeps_no_second_model_in_memory(tmp_path):
+    run_dir = tmp_path / "lora"
+    train(tmp_path, "peft=lora", "method.precompute_ref_log_probs=false", "method.max_steps=4", run_dir=run_dir)
+    reference = _metrics(run_dir)["reference"]
+    assert reference["kind"] == "adapter_disabled" and reference["models_in_memory"] == 1
+    assert (run_dir / "model" / "adapter_config.json").is_file()  # the adapter is what was saved
+
+
+def test_rl_adapter_ref_model_loads_a_separate_reference(tmp_path):
+    run_dir = tmp_path / "separate"
+    train(tmp_path, "peft=lora", "peft.rl_adapter_ref_model=true", "method.precompute_ref_log_probs=false",
+          "method.max_steps=4", run_dir=run_dir)
+    reference = _metrics(run_dir)["reference"]
+    assert reference["kind"] == "separate_copy" and reference["models_in_memory"] == 2
+
+
+def test_lora_learns_the_embedded_task(tmp_path):
+    run_dir = tmp_path / "lora"
+    train(tmp_path, "peft=lora", "peft.r=32", "peft.alpha=64", "method.learning_rate=5e-3", run_dir=run_dir)
+    assert _metrics(run_dir)["eval"]["eval_rewards/accuracies"] >= 0.85

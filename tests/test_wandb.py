@@ -1,0 +1,53 @@
+"""Weights & Biases in offline mode: a run per job with the resolved config, a sweep grouped,
+a re-run continuing the same W&B run, and no secret written anywhere."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+SECRET = "planted-secret-5f3a9c1e7b"
+
+
+def _offline_runs(job):
+    return sorted((job / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_offline_sweep_groups_runs_keeps_ids_and_leaks_no_secret(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = cli_env(WANDB_API_KEY=SECRET, HF_TOKEN=SECRET, WANDB_MODE="offline")
+    command = ["-m", "logger=wandb", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+               "method.beta=0.1,0.2", "method.max_steps=3"]
+    run_cli("rlhf.train", *command, cwd=tmp_path, env=env)
+    ids = {}
+    for job in ("0", "1"):
+        runs = _offline_runs(sweep / job)
+        assert len(runs) == 1, runs
+        run_id = (sweep / job / "wandb_id").read_text().strip()
+        assert runs[0].name.endswith(run_id)
+        ids[job] = run_id
+        config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
+        # The resolved config is attached; the sweep is the group, the overrides the name.
+        assert config["method"]["value"]["beta"] in (0.1, 0.2)
+        logger = config["logger"]["value"]
+        assert logger["group"] == "/".join(sweep.parts[-2:])
+        assert f"method.beta={config['method']['value']['beta']}" in logger["name"]
+    assert ids["0"] != ids["1"]
+
+    # A re-run of an unfinished job continues its W&B run (same id, a new offline segment).
+    (sweep / "1" / "SUCCESS").unlink()
+    run_cli("rlhf.train", *command, cwd=tmp_path, env=env)
+    assert (sweep / "1" / "wandb_id").read_text().strip() == ids["1"]
+    assert [r.name.endswith(ids["1"]) for r in _offline_runs(sweep / "1")] == [True, True]
+    assert len(_offline_runs(sweep / "0")) == 1  # finished: not touched
+
+    leaks = [str(p) for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
+    report = (sweep / "report.md").read_text()
+    assert SECRET not in report and json.dumps(SECRET) not in report
