@@ -30,9 +30,3 @@ def test_rl_adapter_ref_model_loads_a_separate_reference(tmp_path):
           "method.max_steps=4", run_dir=run_dir)
     reference = _metrics(run_dir)["reference"]
     assert reference["kind"] == "separate_copy" and reference["models_in_memory"] == 2
-
-
-def test_lora_learns_the_embedded_task(tmp_path):
-    run_dir = tmp_path / "lora"
-    train(tmp_path, "peft=lora", "peft.r=32", "peft.alpha=64", "method.learning_rate=5e-3", run_dir=run_dir)
-    assert _metrics(run_dir)["eval"]["eval_rewards/accuracies"] >= 0.85

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from conftest import cli_env, run_cli
+from wandb_log import run_record
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,12 @@ def test_wandb_offline_sweep_groups_runs_keeps_ids_and_leaks_no_secret(tmp_path)
         run_id = (sweep / job / "wandb_id").read_text().strip()
         assert runs[0].name.endswith(run_id)
         ids[job] = run_id
-        config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
+        record = run_record(next(runs[0].glob("run-*.wandb")))
         # The resolved config is attached; the sweep is the group, the overrides the name.
-        assert config["method"]["value"]["beta"] in (0.1, 0.2)
-        logger = config["logger"]["value"]
-        assert logger["group"] == "/".join(sweep.parts[-2:])
-        assert f"method.beta={config['method']['value']['beta']}" in logger["name"]
+        beta = record["config"]["method"]["beta"]
+        assert beta in (0.1, 0.2) and record["config"]["dataset"]["type"] == "chatml.intel"
+        assert record["id"] == run_id and record["group"] == "/".join(sweep.parts[-2:])
+        assert f"method.beta={beta}" in record["name"]
     assert ids["0"] != ids["1"]
 
     # A re-run of an unfinished job continues its W&B run (same id, a new offline segment).
