@@ -218,7 +218,6 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
         trainer_kwargs[spec.spec.reference_arg] = ref.model
     trainer, shared = build_trainer(spec, trainer_kwargs, data.path)
     del model, ref.model  # the trainer holds what it needs; a released reference is freed
-    held = models_in_memory()
 
     resume = latest_checkpoint(run_dir)
     if resume is None:
@@ -229,6 +228,7 @@ def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
     if trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps:
         return {"stopped_at_step": trainer.state.global_step}  # preempted: saved, not finished
     metrics = final_metrics(spec, trainer, train_result, has_eval)
+    held = models_in_memory()  # counted after training (same models), so the count costs no step time
 
     if trainer.is_world_process_zero():
         trainer.save_model(str(run_dir / rundir.MODEL_DIR))

@@ -57,7 +57,7 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float, su
 def platform_run(method: str, steps: int, work: Path, index: int) -> dict:
     run_dir = work / f"platform-{method}-{index}"
     command = [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
-               "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]",
+               "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]", "dataset.shuffle=false",
                f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}"]
     start, seconds, rss, _ = run_measured(command, work)
     history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
@@ -204,6 +204,7 @@ def render(results: dict, command: str) -> str:
     lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Machine: {results['machine']}  ",
              f"Date: {results['date']}", "",
              "## Platform against a plain TRL script (same model, data, settings)", "",
+             "Both sides train on the same rows in the same order (the platform with dataset.shuffle=false). "
              "Median step time over every step after the first, time from process start to the end of the "
              f"first step, and peak RSS; {results['repeats']} interleaved runs of {results['steps']} steps per "
              "side.", "",

@@ -56,6 +56,32 @@ class MethodConfig:
     save_total_limit: int = knob(1, "checkpoints kept in the run dir (older ones are deleted)", ge=1)
 
 
+@dataclass
+class ReferenceMethodConfig(MethodConfig):
+    """Knobs of the methods that compare against a frozen reference model (DPO family, KTO)."""
+
+    beta: float = knob(0.1, "strength of the pull towards the reference model (IPO: tau)", gt=0)
+    sync_ref_model: bool = knob(False, "TR-DPO: mix the policy into the reference periodically")
+    ref_model_mixup_alpha: float = knob(0.6, "TR-DPO mixing weight", ge=0, le=1)
+    ref_model_sync_steps: int = knob(512, "TR-DPO steps between reference updates", ge=1)
+    precompute_ref_log_probs: bool = knob(
+        False, "compute reference log-probs once before training: no reference model in memory, shared by a sweep"
+    )
+
+
+# Each one TRL field of the same name, in DPOConfig and KTOConfig alike.
+REFERENCE_TRL_FIELDS = {name: name for name in ("beta", "sync_ref_model", "ref_model_mixup_alpha",
+                                                "ref_model_sync_steps", "precompute_ref_log_probs")}
+
+
+def check_reference(run: Any) -> list[str]:
+    method = run.method
+    if method.sync_ref_model and method.precompute_ref_log_probs:
+        return ["method.sync_ref_model (TR-DPO) updates the reference, so its log-probs cannot be "
+                "precomputed: set method.precompute_ref_log_probs=false"]
+    return []
+
+
 # method.<knob> -> TRL/transformers field, for the knobs every method shares. Cadence knobs
 # (eval_steps, save_steps) become a strategy plus steps in `common_trl_kwargs`.
 COMMON_TRL_FIELDS = {

@@ -7,7 +7,14 @@ from typing import Any
 
 from rlhf.config.fields import knob
 from rlhf.errors import did_you_mean, one_of
-from rlhf.methods.base import PAIRS, MethodConfig, MethodSpec, register
+from rlhf.methods.base import (
+    PAIRS,
+    REFERENCE_TRL_FIELDS,
+    MethodSpec,
+    ReferenceMethodConfig,
+    check_reference,
+    register,
+)
 
 # Every value TRL 1.16's DPOConfig.loss_type accepts (tests/test_methods.py checks this list
 # against the installed TRL). TRL itself only notices a bad name at the first loss.
@@ -22,9 +29,8 @@ F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"
 
 
 @dataclass
-class DPOMethod(MethodConfig):
+class DPOMethod(ReferenceMethodConfig):
     kind: str = "dpo"
-    beta: float = knob(0.1, "strength of the pull towards the reference model (IPO: tau)", gt=0)
     # A name, or a list of names combined with loss_weights (e.g. MPO, or RPO as [sigmoid, sft]).
     loss_type: Any = knob("sigmoid", f"DPO loss, or a list of them: {one_of(DPO_LOSSES)}")
     loss_weights: Any = knob(None, "one weight per loss in loss_type (default: all 1.0)")
@@ -34,12 +40,6 @@ class DPOMethod(MethodConfig):
     f_alpha_divergence_coef: float = knob(0.5, "alpha of the alpha-divergence", gt=0)
     use_weighting: bool = knob(False, "WPO weighting of pairs by the policy's probability")
     discopop_tau: float = knob(0.05, "DiscoPOP temperature", gt=0)
-    sync_ref_model: bool = knob(False, "TR-DPO: mix the policy into the reference periodically")
-    ref_model_mixup_alpha: float = knob(0.6, "TR-DPO mixing weight", ge=0, le=1)
-    ref_model_sync_steps: int = knob(512, "TR-DPO steps between reference updates", ge=1)
-    precompute_ref_log_probs: bool = knob(
-        False, "compute reference log-probs once before training and drop the reference model"
-    )
 
 
 def loss_names(value: Any) -> list[str]:
@@ -86,10 +86,7 @@ def check_dpo(run) -> list[str]:
         problems.append(f"method.label_smoothing={method.label_smoothing} must be < 0.5 for the 'robust' loss")
     if method.use_weighting and {"aot", "aot_unpaired"} & set(losses):
         problems.append("method.use_weighting (WPO) does not work with the 'aot' / 'aot_unpaired' losses")
-    if method.sync_ref_model and method.precompute_ref_log_probs:
-        problems.append("method.sync_ref_model (TR-DPO) updates the reference, so its log-probs cannot be "
-                        "precomputed: set method.precompute_ref_log_probs=false")
-    return problems
+    return problems + check_reference(run)
 
 
 SPEC = register(MethodSpec(
@@ -99,7 +96,7 @@ SPEC = register(MethodSpec(
     trl_config="trl:DPOConfig",
     trl_trainer="trl:DPOTrainer",
     trl_fields={
-        "beta": "beta",
+        **REFERENCE_TRL_FIELDS,
         "loss_type": "loss_type",
         "loss_weights": "loss_weights",
         "label_smoothing": "label_smoothing",
@@ -108,10 +105,6 @@ SPEC = register(MethodSpec(
         "f_alpha_divergence_coef": "f_alpha_divergence_coef",
         "use_weighting": "use_weighting",
         "discopop_tau": "discopop_tau",
-        "sync_ref_model": "sync_ref_model",
-        "ref_model_mixup_alpha": "ref_model_mixup_alpha",
-        "ref_model_sync_steps": "ref_model_sync_steps",
-        "precompute_ref_log_probs": "precompute_ref_log_probs",
     },
     metric="eval_rewards/accuracies",
     greater_is_better=True,
