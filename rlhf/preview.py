@@ -60,7 +60,8 @@ def preview_rows(run: Any, tokenizer: Any, rows: int, evaluation: bool = False) 
         formatted = format_source(source, run.spec.kind, run.spec.shape, tokenizer, index, DataReport(),
                                   code_path=run.code_path)
         for row in formatted:
-            shown.append({"source": source.label, "type": str(config.type), "row": row,
+            type_name = "user_defined.default (mapping)" if hasattr(config.type, "keys") else str(config.type)
+            shown.append({"source": source.label, "type": type_name, "row": row,
                           "tokens": token_counts(row, tokenizer)})
     return shown
 

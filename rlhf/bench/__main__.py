@@ -167,7 +167,7 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
 
     model_dir = work / "bench-model"
     if not (model_dir / "model.safetensors").is_file():
-        build(model_dir, hidden=768, layers=12, heads=12, intermediate=3072)
+        build(model_dir, hidden=1024, layers=16, heads=16, intermediate=4096)
     out = {}
     variants = {
         "lora_adapter_disabled": ["peft=lora"],
@@ -233,7 +233,7 @@ def render(results: dict, command: str) -> str:
               f"cache: {sweep['independent_s']:.1f} s; ratio {sweep['ratio']:.2f}. Identical eval metrics per beta: "
               f"{sweep['identical_results']}."]
     memory = results["lora_memory"]
-    lines += ["", "## LoRA DPO peak memory (benchmark model: hidden 768, 12 layers, ~110M parameters)", "",
+    lines += ["", "## LoRA DPO peak memory (benchmark model: hidden 1024, 16 layers, ~200M parameters, fp32)", "",
               "| variant | peak RSS MiB |", "|---|---|"]
     for name in ("lora_adapter_disabled", "lora_separate_reference", "full_separate_reference"):
         lines.append(f"| {name} | {memory[name]['peak_rss_mib']:.0f} |")
@@ -244,8 +244,8 @@ def render(results: dict, command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections to run: methods config data sweep lora_memory")
