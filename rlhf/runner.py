@@ -89,7 +89,9 @@ class HistoryWriter:
             def on_log(inner, args, state, control, logs=None, **kwargs):  # noqa: N805
                 if state.is_world_process_zero and logs:
                     with open(path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": state.global_step, **logs, "time": time.time()}) + "\n")
+                        line = {"step": state.global_step, **logs, "time": time.time(),
+                                "cpu_time": time.process_time()}
+                        f.write(json.dumps(line) + "\n")
 
         self.callback = _Callback()
 

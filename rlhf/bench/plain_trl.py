@@ -92,14 +92,16 @@ def main() -> None:
         raise SystemExit(f"unknown method {method}")
 
     stamps: list[float] = []
+    cpu: list[float] = []
 
     class Stamp(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             stamps.append(time.time())
+            cpu.append(time.process_time())
 
     trainer = Trainer(model=model, args=args, processing_class=tokenizer, callbacks=[Stamp()], **kwargs)
     trainer.train()
-    (out_dir / "times.json").write_text(json.dumps({"started": STARTED, "steps": stamps}))
+    (out_dir / "times.json").write_text(json.dumps({"started": STARTED, "steps": stamps, "cpu": cpu}))
 
 
 if __name__ == "__main__":
