@@ -168,22 +168,24 @@ def final_metrics(spec: RunSpec, trainer: Any, train_result: Any, has_eval: bool
     }
 
 
-def run_until_done(run_dir: Path) -> dict[str, Any]:
+def run_until_done(run_dir: Path, spec: RunSpec | None = None) -> dict[str, Any]:
     """`run`, saving and stopping on SLURM's warning signals (see rlhf.preemption)."""
     from rlhf.preemption import Preemption
 
     preemption = Preemption().install()
     try:
-        metrics = run(run_dir, callbacks=[preemption.callback()])
+        metrics = run(run_dir, callbacks=[preemption.callback()], spec=spec)
     finally:
         preemption.finish()  # a recorded signal requeues (submitit) or raises Preempted
     return metrics
 
 
-def run(run_dir: str | Path, callbacks: list | None = None) -> dict[str, Any]:
+def run(run_dir: str | Path, callbacks: list | None = None, spec: RunSpec | None = None) -> dict[str, Any]:
+    """Train the job in `run_dir`. `spec` is its config already validated in this process (the
+    one Hydra composed, which is what config.yaml holds); other processes validate the file."""
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
-    spec = validate(config)
+    spec = spec or validate(config)
     from rlhf.usercode import EXTRA_DIRS
 
     EXTRA_DIRS[:] = [Path(d) for d in spec.code_path]

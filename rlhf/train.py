@@ -63,7 +63,7 @@ def train_job(cfg: DictConfig) -> float | None:
         elif distributed.world_size(spec.hardware) > 1:
             distributed.run_local_ranks(run_dir, spec.hardware)
         else:
-            run_until_done(run_dir)
+            run_until_done(run_dir, spec)
         return _objective(run_dir, spec)
     except Preempted as stop:
         log.warning("%s: %s; starting the job again resumes from it", run_dir, stop)

@@ -151,6 +151,17 @@ def test_conversation_roles_are_checked():
         format_row("dpo", "chatml.argilla_chat", row)
 
 
+@pytest.mark.parametrize("mapping", ["argilla_chat", "ultra"])
+@pytest.mark.parametrize("rejected,message", [
+    (msgs(("assistant", "x"), ("assistant", R)), "field 'rejected' starts with a 'assistant' message"),
+    (msgs(("assistant", R)), "field 'rejected' has 1 message"),
+])
+def test_the_rejected_conversation_is_checked_like_the_chosen_one(mapping, rejected, message):
+    row = {"prompt": P, "chosen": msgs(("user", P), ("assistant", C)), "rejected": rejected}
+    with pytest.raises(RowError, match=message):
+        format_row("dpo", f"chatml.{mapping}", row)
+
+
 def test_argilla_is_accepted_for_dpo():
     """Spec 6.1: Axolotl fails to load chatml.argilla / llama3.argilla for DPO."""
     assert "chatml.argilla" in valid_types("dpo") and "llama3.argilla" in valid_types("dpo")
@@ -273,7 +284,7 @@ def test_kto_labels_become_booleans(raw, expected):
     assert out["label"] is expected
 
 
-@pytest.mark.parametrize("raw", ["yes", 2, None, "", [True]])
+@pytest.mark.parametrize("raw", ["yes", 2, None, "", [True], " true", "false ", 1.0, 0.0, "1"])
 def test_kto_label_that_is_not_boolean_is_an_error(raw):
     with pytest.raises(RowError, match="field 'label' is .*a KTO label must be true or false"):
         format_row("kto", "chatml.intel", {"question": P, "completion": X, "label": raw})

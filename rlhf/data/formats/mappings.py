@@ -90,6 +90,7 @@ def _argilla_chat_pair(fields: Fields) -> PairParts:
     chosen = fields.messages("chosen")
     rejected = fields.messages("rejected")
     turns = _history(fields, "chosen", chosen)
+    _history(fields, "rejected", rejected)  # the same shape rules hold for the rejected conversation
     return None, turns, _last_answer(fields, "chosen", chosen), _last_answer(fields, "rejected", rejected)
 
 
@@ -98,6 +99,7 @@ def _ultra_pair(fields: Fields) -> PairParts:
     chosen = fields.messages("chosen")
     rejected = fields.messages("rejected")
     turns = _history(fields, "chosen", chosen, first_user_text=prompt)
+    _history(fields, "rejected", rejected)
     return fields.system(), turns, _last_answer(fields, "chosen", chosen), _last_answer(fields, "rejected", rejected)
 
 
