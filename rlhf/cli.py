@@ -22,7 +22,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
 
 # Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
-_PRINT_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
+# (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
+_PRINT_ONLY = ("help", "hydra_help", "info", "shell_completion")
 
 
 def conf_dir() -> Path:
@@ -35,8 +36,14 @@ def conf_dir() -> Path:
 def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job the command would run (a single run is one job)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise ConfigError(f"cannot read the override {error.override!r}: {error.message.splitlines()[0]} "
+                          "(the form is key=value; quote values that hold brackets, braces, commas or "
+                          "spaces, e.g. 'dataset.eval=[]' or \"key='a, b'\")") from None
     # Hydra's own settings (run dir, launcher, sweeper) do not change what a job trains.
     parsed = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
     if not multirun:
@@ -75,8 +82,20 @@ def explain_compose_error(error: Exception, overrides: list[str], config_dir: Pa
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None
+    yaml_problem = _yaml_problem(error, config_dir)
+    if yaml_problem:
+        return yaml_problem
     if isinstance(error, MissingConfigException):
         return _explain_missing_option(str(error))
+    in_list = _list_override(error, cause)
+    if in_list is not None:  # a key inside an entry of a list given on the command line
+        override_key, fields = in_list
+        key = str(getattr(cause, "key", "") or getattr(cause, "full_key", ""))
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            hint = did_you_mean(key, fields)
+            return (f"unknown key {key!r} in an entry of {override_key}{hint}"
+                    + ("" if hint else f"; an entry's keys: {', '.join(fields)}"))
+        return f"{override_key} entry, key {key!r}: {str(cause).splitlines()[0]}"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         full_key = getattr(cause, "full_key", "") or ""
         parent, _, key = full_key.rpartition(".")
@@ -91,6 +110,48 @@ def explain_compose_error(error: Exception, overrides: list[str], config_dir: Pa
         return f"{full_key}: {first}" if full_key else first
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _yaml_problem(error: Exception, config_dir: Path | None) -> str | None:
+    """A YAML syntax error, with the file(s) of the config tree that do not parse and where."""
+    import yaml
+
+    chain, seen = [], error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    marked = next((e for e in chain if isinstance(e, yaml.MarkedYAMLError)), None)
+    if marked is None:
+        return None
+    broken = []
+    for directory in {config_dir or conf_dir(), conf_dir()}:
+        for file in sorted(directory.rglob("*.yaml")):
+            try:
+                yaml.safe_load(file.read_text(encoding="utf-8"))
+            except yaml.MarkedYAMLError as bad:
+                mark = bad.problem_mark or bad.context_mark
+                where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+                broken.append(f"{where}: {bad.context or ''} {bad.problem or ''}".replace("  ", " ").strip())
+            except (OSError, yaml.YAMLError):
+                continue
+    what = "; ".join(broken) if broken else f"{marked.context or ''} {marked.problem or ''}".strip()
+    return f"a config file is not valid YAML: {what}"
+
+
+_OVERRIDE_KEY = re.compile(r"(?:Could not override '|Error merging override )(?P<key>[\w.]+)")
+
+
+def _list_override(error: Exception, cause: Any) -> tuple[str, list[str]] | None:
+    """(override key, valid keys of an entry) when the failing key sits inside a list entry the
+    override gave (dataset.extra=[{...}]): OmegaConf then names only the entry's own key."""
+    import dataclasses
+
+    schema = getattr(cause, "object_type", None)
+    match = _OVERRIDE_KEY.search(str(error))
+    full_key = str(getattr(cause, "full_key", "") or "")
+    if cause is None or match is None or "." in full_key or not dataclasses.is_dataclass(schema):
+        return None
+    return match["key"], [f.name for f in dataclasses.fields(schema)]
 
 
 _MISSING = re.compile(r"Could not find '(?P<missing>[^']+)'")

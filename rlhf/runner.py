@@ -20,6 +20,7 @@ from typing import Any
 
 from rlhf import distributed, rundir
 from rlhf.config.validate import RunSpec, validate
+from rlhf.errors import RlhfError
 
 log = logging.getLogger("rlhf")
 
@@ -44,6 +45,11 @@ def configure_process(spec: RunSpec) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.hardware.train_gpus)
     import torch
 
+    if spec.hardware.accelerator == "cuda" and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise RlhfError(f"hardware.accelerator=cuda, but torch {torch.__version__} sees no CUDA device"
+                        + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
+                        + ": run on a GPU host with a CUDA build of torch, or choose hardware=cpu")
     threads = spec.hardware.torch_threads or spec.hardware.cpus_per_process
     torch.set_num_threads(threads)
     if not logging.getLogger().handlers:  # run outside Hydra (a rank, a test): log to stderr
@@ -137,6 +143,26 @@ def peft_config(spec: RunSpec) -> Any:
                       bias=spec.peft.bias, task_type="CAUSAL_LM")
 
 
+def check_target_modules(spec: RunSpec, model: Any) -> None:
+    """Each LoRA target module name matches a module of the model (PEFT's own error comes from
+    deep inside the trainer, without the names the model has)."""
+    import torch
+
+    from rlhf.errors import did_you_mean
+
+    targets = spec.peft.target_modules
+    if spec.peft.adapter == "none" or isinstance(targets, str):
+        return  # a string is 'all-linear' or a regular expression, which PEFT checks itself
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        hints = "".join(did_you_mean(t, linear) for t in missing)
+        raise RlhfError(f"peft.target_modules: {', '.join(repr(t) for t in missing)} matches no module of "
+                        f"{spec.model.name_or_path}{hints}; its linear layers are {', '.join(linear)} "
+                        "(or use 'all-linear')")
+
+
 def models_in_memory() -> int:
     """How many transformers models this process holds (a reference copy shows up here)."""
     import gc
@@ -166,6 +192,16 @@ def final_metrics(spec: RunSpec, trainer: Any, train_result: Any, has_eval: bool
         "first_loss": train_logs[0]["loss"] if train_logs else None,
         "learning": spec.spec.summarize(trainer.state.log_history) if spec.spec.summarize else {},
     }
+
+
+def prepare_before_ranks(run_dir: Path, spec: RunSpec) -> None:
+    """Check the machine and prepare the data once, in the process that starts the ranks: a bad
+    row is then one message before torchrun starts, and every rank finds the data cached."""
+    from rlhf.data.pipeline import prepare_data
+    from rlhf.models import load_tokenizer
+
+    configure_process(spec)
+    prepare_data(spec, load_tokenizer(spec.model), run_config=rundir.read_config(run_dir))
 
 
 def run_until_done(run_dir: Path, spec: RunSpec | None = None) -> dict[str, Any]:
@@ -200,7 +236,12 @@ def run(run_dir: str | Path, callbacks: list | None = None, spec: RunSpec | None
     tokenizer = load_tokenizer(spec.model)
     data = prepare_data(spec, tokenizer, run_config=config)
     extra_inputs = spec.spec.trainer_inputs(spec) if spec.spec.trainer_inputs else {}
+    if "reward_funcs" in extra_inputs:
+        from rlhf.usercode import check_reward_columns
+
+        check_reward_columns(extra_inputs["reward_funcs"], list(spec.method.reward_funcs), data.train.column_names)
     model = load_model(spec.model, spec.hardware, quantized=spec.peft.adapter == "qlora")
+    check_target_modules(spec, model)
     ref = reference.load(spec, reference.choose(spec))
     log.info("reference model: %s", ref.why)
 

@@ -61,6 +61,9 @@ def train_job(cfg: DictConfig) -> float | None:
             distributed.wait_for(run_dir / rundir.CONFIG)
             run_until_done(run_dir)
         elif distributed.world_size(spec.hardware) > 1:
+            from rlhf.runner import prepare_before_ranks
+
+            prepare_before_ranks(run_dir, spec)
             distributed.run_local_ranks(run_dir, spec.hardware)
         else:
             run_until_done(run_dir, spec)

@@ -6,6 +6,7 @@ goes wrong is a `UserCodeError` naming the string, where it was looked for and w
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -96,10 +97,55 @@ def check_reward_signature(function: Callable, name: str) -> None:
             + "; ".join(problems) + ". It must accept (prompts, completions, **kwargs) or (completions, **kwargs)")
 
 
+# What TRL passes to every reward function besides the dataset's columns.
+TRL_REWARD_ARGUMENTS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
+
+
+def check_reward_columns(functions: list[Callable], names: list[str], columns: list[str]) -> None:
+    """Every parameter a reward function requires is a column of the prepared data (TRL passes
+    the columns by keyword), so a missing one is named now, not by a TypeError mid-training."""
+    for function, name in zip(functions, names):
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        required = [p.name for p in parameters if p.default is p.empty and p.name not in TRL_REWARD_ARGUMENTS
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [p for p in required if p not in columns]
+        if missing:
+            raise UserCodeError(f"reward function {name!r} needs the column(s) {', '.join(missing)}, which the "
+                                f"training data does not have; its columns: {', '.join(columns)}. Choose a "
+                                "dataset (or transform) that provides them, or a reward for this data")
+
+
+def _checked(function: Callable, name: str) -> Callable:
+    """The reward function, with its result checked: one number (or None) per completion."""
+    if inspect.iscoroutinefunction(function):
+        return function  # TRL awaits these itself; their results are not seen here
+
+    @functools.wraps(function)
+    def reward(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        completions = kwargs.get("completions", args[1] if len(args) > 1 else args[0] if args else None)
+        try:
+            ok = len(result) == len(completions) and all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) or hasattr(v, "item")
+                for v in result)
+        except TypeError:
+            ok = False
+        if not ok:
+            shown = repr(result)[:200]
+            raise UserCodeError(f"reward function {name!r} returned {shown}: it must return a list with one "
+                                f"number (or None) per completion ({len(completions or [])} here)")
+        return result
+
+    return reward
+
+
 def load_reward_functions(names: list[str], code_path: list[str] | tuple[str, ...] = ()) -> list[Callable]:
     functions = []
     for name in names:
         function = load_callable(name, "reward function", code_path)
         check_reward_signature(function, name)
-        functions.append(function)
+        functions.append(_checked(function, name))
     return functions

@@ -179,6 +179,17 @@ BAD_INPUTS = [
                                       "hinge, ipo, exo_pair"]),
     (["method.loss_type=[sigmoid,sft]", "method.loss_weights=[1.0]"], ["1 weights for 2 losses"]),
     (["hardware.precision=fp8"], ["hardware.precision='fp8' is not one of: fp32, bf16, fp16"]),
+    (["method.beta=["], ["cannot read the override 'method.beta=['", "quote values"]),
+    (["dataset.extra=[{path: a.jsonl, typ: chatml.intel}]"], ["unknown key 'typ' in an entry of dataset.extra",
+                                                               "did you mean 'type'"]),
+    (["dataset.path=mine.jsonl", "dataset.type=chatml.intel", "dataset.eval=[]"],
+     ["dataset.path: no such file or directory: mine.jsonl"]),
+    (["dataset=sample_intel", "dataset.val_set_size=1.5"], ["val_set_size=1.5 is neither a fraction"]),
+    (["method.optimizer=paged_adamw_8bit"], ["runs on bitsandbytes, which is not installed"]),
+    (["model.name_or_path=./no-model"], ["model.name_or_path=./no-model: no such directory"]),
+    (["dataset.path=mine.jsonl", "dataset.type=chatml.intel"],
+     ["dataset.path=mine.jsonl is your data, but dataset.eval still holds the embedded default's eval set",
+      "'dataset.eval=[]' dataset.val_set_size=0.05"]),
 ]
 
 

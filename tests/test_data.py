@@ -88,8 +88,11 @@ def test_eval_from_a_held_out_fraction_a_named_split_or_separate_data(tmp_path):
                     "dataset.eval_split=test")
     assert (split.report.train_rows, split.report.eval_rows) == (8, 4)
     with pytest.raises(ConfigError, match="choose one"):
+        prepare(tmp_path, f"dataset.path={repo}", "dataset.type=chatml.intel", "dataset.eval_split=test",
+                "dataset.eval=[]", "dataset.val_set_size=0.25")
+    with pytest.raises(ConfigError, match="still holds the embedded default's eval set"):
         prepare(tmp_path, f"dataset.path={tmp_path / 'train.jsonl'}", "dataset.type=chatml.intel",
-                "dataset.val_set_size=0.25")  # the default config also has dataset.eval
+                "dataset.val_set_size=0.25")  # the default config has its own dataset.eval
 
 
 @pytest.mark.parametrize("rule,train_rows", [("drop", 6), ("truncate", 12)])
@@ -269,11 +272,21 @@ def test_corrupt_jsonl_line_is_file_and_line(tmp_path):
     err = _bad(tmp_path, json.dumps(PAIRS[0]) + "\n" + json.dumps(PAIRS[1])[:-5] + "\n",
                "dataset.type=chatml.intel")
     assert "bad.jsonl:2: not valid JSON" in err
+    assert f"at column {len(json.dumps(PAIRS[1])) - 4}" in err  # where the line breaks off, not "column 1"
+
+
+def test_a_csv_row_with_more_or_fewer_cells_than_the_header_is_named(tmp_path):
+    err = _bad(tmp_path, "question,chosen,rejected\nq,a,b\nq,a,b,extra\n", "dataset.type=chatml.intel", name="d.csv")
+    assert "d.csv row 2 (line 3): 4 cells, but the header has 3 columns (question, chosen, rejected)" in err
+    err = _bad(tmp_path, "question,chosen,rejected\nq,a\n", "dataset.type=chatml.intel", name="e.csv")
+    assert "e.csv row 1 (line 2): 2 cells, but the header has 3 columns" in err
 
 
 def test_missing_file_is_named(tmp_path):
-    proc = train(tmp_path, f"dataset.path={tmp_path / 'nope.jsonl'}", "dataset.eval=[]", check=False)
-    assert proc.returncode == 1 and f"no such file or directory: {tmp_path / 'nope.jsonl'}" in proc.stderr
+    proc = train(tmp_path, f"dataset.path={tmp_path / 'nope.jsonl'}", "dataset.eval=[]", run_dir=tmp_path / "r",
+                 check=False)
+    assert proc.returncode == 2 and f"dataset.path: no such file or directory: {tmp_path / 'nope.jsonl'}" in proc.stderr
+    assert not (tmp_path / "r").exists()  # found before the job started
 
 
 def test_unknown_type_for_the_method_lists_the_valid_ones_before_the_job_starts(tmp_path):

@@ -30,3 +30,10 @@ def test_rl_adapter_ref_model_loads_a_separate_reference(tmp_path):
           "method.max_steps=4", run_dir=run_dir)
     reference = _metrics(run_dir)["reference"]
     assert reference["kind"] == "separate_copy" and reference["models_in_memory"] == 2
+
+
+def test_a_lora_target_module_typo_names_the_model_layers(tmp_path):
+    proc = train(tmp_path, "peft=lora", "peft.target_modules=[q_projj,v_proj]", run_dir=tmp_path / "run", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "peft.target_modules: 'q_projj' matches no module of" in proc.stderr
+    assert "did you mean 'q_proj'?" in proc.stderr and "its linear layers are down_proj, gate_proj" in proc.stderr

@@ -78,8 +78,9 @@ def test_rerunning_a_finished_sweep_redoes_nothing_and_a_failed_job_only_is_redo
     data = tmp_path / "late.jsonl"
     from rlhf.assets import asset_path
 
+    data.write_text('{"question": \n')  # fails when the job reads it, not at validation
     command = ["-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}", "method.max_steps=2",
-               f"dataset.path={asset_path('data/topics_pairs.train.jsonl')},{data}"]
+               f"dataset.path={asset_path('data/topics_pairs.train.jsonl')},{data}", "dataset.eval=[]"]
     first = run_cli("rlhf.train", *command, cwd=tmp_path, check=False)
     assert first.returncode == 1 and "did not finish" in first.stderr
     assert (sweep / "0" / "SUCCESS").is_file() and (sweep / "1" / "FAILED").is_file()

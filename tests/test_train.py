@@ -61,9 +61,23 @@ def test_a_different_seed_gives_different_losses(default_run, tmp_path):
 
 def test_a_failed_run_is_never_marked_successful(tmp_path):
     run_dir = tmp_path / "run"
-    proc = train(tmp_path, f"dataset.path={tmp_path / 'missing.jsonl'}", run_dir=run_dir, check=False)
+    (tmp_path / "broken.jsonl").write_text('{"question": "q", "chosen": "a", "rejected": "b"}\n{"question": \n')
+    proc = train(tmp_path, f"dataset.path={tmp_path / 'broken.jsonl'}", "dataset.eval=[]", run_dir=run_dir,
+                 check=False)
     assert proc.returncode == 1
-    assert "no such file or directory" in proc.stderr and "missing.jsonl" in proc.stderr
+    assert "broken.jsonl:2: not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "SUCCESS").exists()
-    assert "missing.jsonl" in (run_dir / "FAILED").read_text()
+    assert "broken.jsonl:2" in (run_dir / "FAILED").read_text()
+
+
+def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(tmp_path):
+    from conftest import cli_env
+
+    env = cli_env(CUDA_VISIBLE_DEVICES="")  # no GPU visible, even on a machine that has one
+    proc = train(tmp_path, "hardware=gpu", run_dir=tmp_path / "run", check=False, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "hardware.accelerator=cuda, but torch" in proc.stderr and "sees no CUDA device" in proc.stderr
+    assert "hardware=cpu" in proc.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "sees no CUDA device" in log and "data cache" not in log  # stopped before the data stage

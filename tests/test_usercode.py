@@ -4,6 +4,7 @@ refused before any model loads, naming the string, where it was looked for and w
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import datasets
@@ -68,3 +69,29 @@ def test_a_reward_module_in_the_working_directory_is_found(rewards_dir):
     train(rewards_dir, "method=grpo", "method.reward_funcs=[my_rewards.good]", "method.max_steps=2",
           run_dir=run_dir)
     assert (run_dir / "SUCCESS").is_file()
+
+
+def test_a_reward_needing_a_column_the_data_lacks_is_named_before_training(tmp_path):
+    proc = train(tmp_path, "method=grpo", "dataset=gsm8k_sample", run_dir=tmp_path / "run", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert ("reward function 'rlhf.rewards.topic_reward' needs the column(s) category, which the training data "
+            "does not have; its columns: answer, prompt") in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before the trainer was built
+
+
+@pytest.mark.parametrize("returned,expected", [(None, "returned None"), ([1.0], "returned [1.0]"),
+                                               (["good", "bad"], "returned ['good', 'bad']")])
+def test_a_reward_result_that_is_not_one_number_per_completion_names_the_function(tmp_path, returned, expected):
+    from rlhf.errors import UserCodeError
+    from rlhf.usercode import load_reward_functions
+
+    module = f"badreward_{abs(hash(repr(returned)))}"  # a module name of its own per case (imports are cached)
+    (tmp_path / f"{module}.py").write_text(f"def r(completions, **kwargs):\n    return {returned!r}\n")
+    (reward,) = load_reward_functions([f"{module}.r"], [str(tmp_path)])
+    assert reward.__name__ == "r"  # TRL logs rewards under the function's own name
+    with pytest.raises(UserCodeError, match=f"reward function '{module}.r' {re.escape(expected)}: it must return "
+                                            "a list with one number \\(or None\\) per completion \\(2 here\\)"):
+        reward(prompts=["p", "q"], completions=["a", "b"])
+    (tmp_path / "goodreward.py").write_text("def r(completions, **kwargs):\n    return [1.0, None]\n")
+    (good,) = load_reward_functions(["goodreward.r"], [str(tmp_path)])
+    assert good(prompts=["p", "q"], completions=["a", "b"]) == [1.0, None]

@@ -89,7 +89,87 @@ def check_dataset_types(run: Any) -> list[str]:
     return problems
 
 
-RUN_CHECKS = (check_hardware, check_peft, check_dataset_types)
+def _sources(dataset: Any) -> list[tuple[str, Any]]:
+    return ([("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
+            + [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)])
+
+
+def check_dataset_files(run: Any) -> list[str]:
+    """Every local source's files exist (a sweep point with a missing file fails here, before
+    any job starts, not ten seconds into its own run)."""
+    from rlhf.data.sources import Source
+    from rlhf.errors import RlhfError
+
+    problems = []
+    for where, config in _sources(run.dataset):
+        source = Source(config)
+        if not source.is_local:
+            continue
+        try:
+            source.files()
+        except RlhfError as error:
+            problems.append(f"{where}.path: {str(error).split(': ', 1)[-1]}")
+    return problems
+
+
+def check_eval_data(run: Any) -> list[str]:
+    """The eval set belongs to the training data: an embedded default's eval set does not
+    silently score a user's own dataset, and a held-out fraction is a fraction or a row count."""
+    from rlhf.assets import ASSETS
+
+    dataset = run.dataset
+    problems = []
+    size = dataset.val_set_size
+    if size >= 1 and size != int(size):
+        problems.append(f"dataset.val_set_size={size} is neither a fraction (< 1) nor a whole number of rows")
+
+    def embedded(path: str) -> bool:
+        return Path(str(path)).expanduser().resolve().is_relative_to((Path(ASSETS) / "data").resolve())
+
+    embedded_eval = [s.path for s in dataset.eval if embedded(s.path)]
+    if embedded_eval and not embedded(dataset.path):
+        problems.append(
+            f"dataset.path={dataset.path} is your data, but dataset.eval still holds the embedded default's eval "
+            f"set ({', '.join(str(p) for p in embedded_eval)}), which would score your run on other data. "
+            "Evaluate on part of your data with 'dataset.eval=[]' dataset.val_set_size=0.05, on a file of "
+            "yours with 'dataset.eval=[{path: eval.jsonl, type: ...}]', or not at all with 'dataset.eval=[]'")
+    elif size > 0 and (dataset.eval or dataset.eval_split):
+        problems.append("dataset.val_set_size holds out training rows for eval, but eval data is also given "
+                        "(dataset.eval or dataset.eval_split): choose one, e.g. add 'dataset.eval=[]'")
+    return problems
+
+
+# Optimizers that transformers runs through bitsandbytes.
+BNB_OPTIMIZERS = ("8bit", "paged_")
+
+
+def check_optimizer(run: Any) -> list[str]:
+    name = run.method.optimizer
+    if any(marker in name for marker in BNB_OPTIMIZERS) and importlib.util.find_spec("bitsandbytes") is None:
+        return [f"method.optimizer={name} runs on bitsandbytes, which is not installed: pip install bitsandbytes "
+                "(on a CUDA machine), or use adamw_torch"]
+    return []
+
+
+_PATH_PREFIXES = ("/", "./", "../", "~")
+
+
+def check_model_files(run: Any) -> list[str]:
+    """A model, tokenizer or chat template given as a local path exists (a hub id is not checked)."""
+    model = run.model
+    problems = []
+    for key, value in (("model.name_or_path", model.name_or_path), ("model.tokenizer", model.tokenizer)):
+        if value and str(value).startswith(_PATH_PREFIXES) and not Path(value).expanduser().is_dir():
+            problems.append(f"{key}={value}: no such directory (a local checkpoint is a directory with "
+                            "config.json; a hub id looks like org/name)")
+    template = model.chat_template
+    if template and str(template).endswith(".jinja") and not Path(template).expanduser().is_file():
+        problems.append(f"model.chat_template={template}: no such file")
+    return problems
+
+
+RUN_CHECKS = (check_hardware, check_peft, check_optimizer, check_model_files, check_dataset_types,
+              check_dataset_files, check_eval_data)
 
 
 def objective_metric(run: Any) -> str:

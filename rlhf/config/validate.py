@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from rlhf.config.checks import RUN_CHECKS
@@ -27,6 +27,7 @@ from rlhf.config.schema import (
     ModelConfig,
     PeftConfig,
     RunConfig,
+    SourceConfig,
     VLLMConfig,
 )
 from rlhf.errors import ConfigError, did_you_mean, one_of
@@ -82,6 +83,28 @@ def _typed(group: str, node: Any, schema: type, problems: list[str]) -> Any:
     return instance
 
 
+def _sources_typed(dataset: Any, problems: list[str]) -> bool:
+    """Check each entry of dataset.extra / dataset.eval on its own, so that a problem names the
+    entry (dataset.eval[0].typ) and the closest valid key. False if any entry has a problem."""
+    found = len(problems)
+    for key in ("extra", "eval"):
+        entries = dataset.get(key) if isinstance(dataset, DictConfig) else None
+        if not isinstance(entries, ListConfig):
+            continue
+        for index, entry in enumerate(entries):
+            where = f"dataset.{key}[{index}]"
+            if not isinstance(entry, DictConfig):
+                problems.append(f"{where} is {entry!r}: each entry is a source with a path and a type, "
+                                f"e.g. {{path: data.jsonl, type: chatml.intel}}")
+                continue
+            for name in entry.keys():
+                if name not in _schema_keys(SourceConfig):
+                    problems.append(f"unknown key '{where}.{name}'{did_you_mean(str(name), _schema_keys(SourceConfig))}")
+            if len(problems) == found:
+                _typed(where, entry, SourceConfig, problems)
+    return len(problems) == found
+
+
 def _method_schema(node: Any, problems: list[str]) -> type | None:
     kind = node.get("kind") if isinstance(node, (dict, DictConfig)) else None
     if kind not in METHODS:
@@ -115,6 +138,8 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     if method_schema is not None:
         typed["method"] = _typed("method", cfg.method, method_schema, problems)
     for group, schema in GROUP_SCHEMAS.items():
+        if group == "dataset" and not _sources_typed(cfg.dataset, problems):
+            continue  # the list entries' own problems say more than the group's merge would
         typed[group] = _typed(group, cfg[group], schema, problems)
     for node, schema in NODE_SCHEMAS.items():
         typed[node] = _typed(node, cfg.get(node) or {}, schema, problems)

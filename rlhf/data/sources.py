@@ -50,7 +50,7 @@ def _json_rows(file: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # the newline would move the error to "line 2"
             except json.JSONDecodeError as error:
                 raise DataError(f"{file}:{lineno}: not valid JSON ({error.msg} at column {error.colno})") from None
             yield f"{file}:{lineno}", row
@@ -58,7 +58,12 @@ def _json_rows(file: Path) -> Iterator[tuple[str, Any]]:
 
 def _csv_rows(file: Path) -> Iterator[tuple[str, Any]]:
     with open(file, encoding="utf-8", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), 1):
+        reader = csv.DictReader(f)
+        for i, row in enumerate(reader, 1):
+            if None in row or None in row.values():  # more or fewer cells than the header names
+                cells = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
+                raise DataError(f"{file} row {i} (line {reader.line_num}): {cells} cells, but the header has "
+                                f"{len(reader.fieldnames or [])} columns ({', '.join(reader.fieldnames or [])})")
             yield f"{file} row {i}", dict(row)
 
 
