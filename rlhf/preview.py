@@ -59,6 +59,8 @@ def preview_rows(run: Any, tokenizer: Any, rows: int, evaluation: bool = False) 
         source = Source(limited)
         formatted = format_source(source, run.spec.kind, run.spec.shape, tokenizer, index, DataReport(),
                                   code_path=run.code_path)
+        if not formatted:
+            raise RlhfError(f"dataset {source.label} has no rows")
         for row in formatted:
             type_name = "user_defined.default (mapping)" if hasattr(config.type, "keys") else str(config.type)
             shown.append({"source": source.label, "type": type_name, "row": row,

@@ -225,6 +225,13 @@ def test_preview_prints_the_exact_strings_with_token_counts(tmp_path):
     assert not (tmp_path / "outputs").exists()  # nothing trained, nothing written
 
 
+def test_preview_of_an_empty_file_says_so(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    proc = run_cli("rlhf.preview", f"dataset.path={tmp_path / 'empty.jsonl'}", "dataset.type=chatml.intel",
+                   "dataset.eval=[]", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and f"dataset {tmp_path / 'empty.jsonl'} has no rows" in proc.stderr
+
+
 def test_preview_loads_no_model(tmp_path):
     code = ("import sys; sys.argv=['preview','--rows','1']; from rlhf.preview import main; main(); "
             "import transformers; from transformers import PreTrainedModel; import gc; "
