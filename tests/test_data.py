@@ -279,7 +279,9 @@ def test_corrupt_jsonl_line_is_file_and_line(tmp_path):
     err = _bad(tmp_path, json.dumps(PAIRS[0]) + "\n" + json.dumps(PAIRS[1])[:-5] + "\n",
                "dataset.type=chatml.intel")
     assert "bad.jsonl:2: not valid JSON" in err
-    assert f"at column {len(json.dumps(PAIRS[1])) - 4}" in err  # where the line breaks off, not "column 1"
+    with pytest.raises(json.JSONDecodeError) as expected:  # where the cut line itself fails, not "column 1"
+        json.loads(json.dumps(PAIRS[1])[:-5])
+    assert expected.value.colno > 1 and f"at column {expected.value.colno})" in err
 
 
 def test_a_csv_row_with_more_or_fewer_cells_than_the_header_is_named(tmp_path):
