@@ -196,11 +196,7 @@ def _sources(spec: Any) -> tuple[list[Source], list[Source]]:
     evaluation = [Source(s) for s in dataset.eval]
     if dataset.eval_split is not None:
         evaluation.append(Source(dataset, split=dataset.eval_split))
-    held_out = dataset.val_set_size > 0
-    if held_out and evaluation:
-        raise ConfigError("dataset.val_set_size holds out training rows for eval, but eval data is also given "
-                          "(dataset.eval or dataset.eval_split): choose one")
-    return train, evaluation
+    return train, evaluation  # held-out rows and eval data together are refused at validation
 
 
 def _held_out_count(size: float, n: int) -> int:
