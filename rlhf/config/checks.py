@@ -65,6 +65,11 @@ def check_peft(run: Any) -> list[str]:
     return problems
 
 
+def _sources(dataset: Any) -> list[tuple[str, Any]]:
+    return ([("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
+            + [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)])
+
+
 def check_dataset_types(run: Any) -> list[str]:
     """Each source's type fits the method, before any data is read (rows are checked later)."""
     from rlhf.data.formats import check_type
@@ -73,9 +78,7 @@ def check_dataset_types(run: Any) -> list[str]:
 
     dataset = run.dataset
     problems = []
-    sources = [("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
-    sources += [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)]
-    for where, source in sources:
+    for where, source in _sources(dataset):
         method = "dpo" if source.unpair else run.spec.kind
         if source.unpair and run.spec.shape != "unpaired":
             problems.append(f"{where}.unpair=true turns preference pairs into KTO rows, but {run.method.kind} "
@@ -87,11 +90,6 @@ def check_dataset_types(run: Any) -> list[str]:
             text = str(error).removeprefix("invalid config: ")
             problems.append(f"{where}.type: {text}")
     return problems
-
-
-def _sources(dataset: Any) -> list[tuple[str, Any]]:
-    return ([("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
-            + [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)])
 
 
 def check_dataset_files(run: Any) -> list[str]:
