@@ -135,6 +135,17 @@ def test_training_knobs_map_to_trl_fields():
     assert {k: kwargs[k] for k in expected} == expected
 
 
+@pytest.mark.parametrize("method", method_options())
+def test_a_run_that_chooses_no_optimizer_gets_the_one_plain_trl_gets(method):
+    """A plain TRL script trains with transformers' default optimizer (fused AdamW); a run that
+    does not choose one must too, or each of its steps costs more than TRL's."""
+    from transformers import TrainingArguments
+
+    spec = compose_valid(f"method={method}")
+    trl_default = TrainingArguments.__dataclass_fields__["optim"].default
+    assert spec.spec.trl_kwargs(spec.method, has_eval=False)["optim"] == trl_default
+
+
 # ------------------------------------------------------------------ the command line
 
 

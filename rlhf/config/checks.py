@@ -145,7 +145,7 @@ def check_optimizer(run: Any) -> list[str]:
     name = run.method.optimizer
     if any(marker in name for marker in BNB_OPTIMIZERS) and importlib.util.find_spec("bitsandbytes") is None:
         return [f"method.optimizer={name} runs on bitsandbytes, which is not installed: pip install bitsandbytes "
-                "(on a CUDA machine), or use adamw_torch"]
+                "(on a CUDA machine), or use adamw_torch_fused"]
     return []
 
 
