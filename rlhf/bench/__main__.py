@@ -1,9 +1,10 @@
-"""make bench (python -m rlhf.bench [--quick]): measure the platform and write BENCHMARKS.md.
+"""make bench (python -m rlhf.bench [--only SECTION ...]): measure the platform and write BENCHMARKS.md.
 
-Everything runs in one invocation, with the two sides of each comparison interleaved (A, B,
-A, B, ...) so that machine noise hits both alike:
+Everything runs in one invocation, with the two sides of each comparison run so that machine
+noise hits both alike:
 - the platform against a plain TRL script (rlhf.bench.plain_trl) on the same model, data and
-  settings: median step time, time to first step, peak memory, per method;
+  settings: median step time, time to first step, peak memory, per method. The two sides run
+  at the same moment, each pinned to its own core, the cores swapping between repeats;
 - configuration speed: `--cfg job` and a validation error;
 - data preparation throughput on 100k rows of chatml.intel, cold and cached;
 - a 4-job DPO beta sweep against 4 independent runs, with their results compared;
@@ -54,49 +55,92 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float, su
     return start, seconds, usage.ru_maxrss / 1024, completed
 
 
-def platform_run(method: str, steps: int, work: Path, index: int) -> dict:
-    run_dir = work / f"platform-{method}-{index}"
-    command = [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
-               "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]", "dataset.shuffle=false",
-               f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}"]
-    start, seconds, rss, _ = run_measured(command, work)
+def run_together(commands: list[list[str]], cwd: Path, cores: list[int | None]) -> list[dict]:
+    """Start the commands at the same moment, each pinned to its core (None: not pinned), and
+    wait for all. Per command: start time, wall seconds, peak RSS (MiB, from wait4)."""
+    procs = []
+    for index, (command, core) in enumerate(zip(commands, cores)):
+        log = open(cwd / f"together-{index}.log", "w")
+        pin = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
+        procs.append((time.time(), log, subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
+                                                         stderr=log, preexec_fn=pin)))
+    out = []
+    for index, (start, log, proc) in enumerate(procs):
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.time() - start
+        log.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            tail = (cwd / f"together-{index}.log").read_text()[-3000:]
+            raise RuntimeError(f"{' '.join(commands[index])} failed:\n{tail}")
+        out.append({"start": start, "seconds": seconds, "rss": usage.ru_maxrss / 1024})
+    return out
+
+
+def platform_command(method: str, steps: int, work: Path, run_dir: Path, threads: int) -> list[str]:
+    return [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
+            "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]", "dataset.shuffle=false",
+            f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}", f"hardware.torch_threads={threads}"]
+
+
+def platform_stamps(run_dir: Path) -> dict:
     history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    stamps = [h["time"] for h in history if "loss" in h]
-    cpu = [h["cpu_time"] for h in history if "loss" in h]
-    return {"start": start, "seconds": seconds, "rss": rss, "stamps": stamps, "cpu": cpu}
+    return {"stamps": [h["time"] for h in history if "loss" in h], "cpu": [h["cpu_time"] for h in history if "loss" in h]}
 
 
-def plain_run(method: str, steps: int, work: Path, index: int) -> dict:
-    out = work / f"plain-{method}-{index}"
-    command = [sys.executable, "-m", "rlhf.bench.plain_trl", method, str(out), str(steps)]
-    start, seconds, rss, _ = run_measured(command, work)
+def plain_stamps(out: Path) -> dict:
     times = json.loads((out / "times.json").read_text())
-    return {"start": start, "seconds": seconds, "rss": rss, "stamps": times["steps"], "cpu": times["cpu"]}
+    return {"stamps": times["steps"], "cpu": times["cpu"]}
 
 
-def _per_run_median(runs: list[dict], key: str) -> float:
-    """The median over runs of each run's median step interval (a slow spell of the machine
-    that hits one run moves one value, not the result)."""
-    return 1000 * statistics.median(statistics.median(b - a for a, b in zip(run[key][1:], run[key][2:]))
-                                    for run in runs)
+def _median_step(run: dict, key: str) -> float:
+    """A run's median interval between optimizer steps after the first, in ms."""
+    return 1000 * statistics.median(b - a for a, b in zip(run[key][1:], run[key][2:]))
 
 
 def summarise(runs: list[dict]) -> dict:
-    return {"median_step_ms": _per_run_median(runs, "stamps"), "median_step_cpu_ms": _per_run_median(runs, "cpu"),
+    return {"median_step_ms": statistics.median(_median_step(run, "stamps") for run in runs),
+            "median_step_cpu_ms": statistics.median(_median_step(run, "cpu") for run in runs),
             "first_step_s": statistics.median(run["stamps"][0] - run["start"] for run in runs),
             "peak_rss_mib": max(run["rss"] for run in runs),
             "wall_s": statistics.median(run["seconds"] for run in runs)}
 
 
+def paired_ratios(platform_runs: list[dict], plain_runs: list[dict]) -> dict:
+    """Platform / TRL within each pair of runs made together, then the median and range over
+    pairs: a slow spell of the machine hits both runs of a pair alike and cancels."""
+    def ratios(value) -> dict:
+        each = [value(p) / value(t) for p, t in zip(platform_runs, plain_runs)]
+        return {"median": statistics.median(each), "min": min(each), "max": max(each)}
+
+    return {"step": ratios(lambda run: _median_step(run, "stamps")),
+            "step_cpu": ratios(lambda run: _median_step(run, "cpu")),
+            "first_step": ratios(lambda run: run["stamps"][0] - run["start"])}
+
+
 def bench_methods(work: Path, steps: int, repeats: int) -> dict:
+    """Each repeat runs the platform and plain TRL at the same time, each pinned to its own core
+    with one torch thread; the cores swap every repeat. On a machine with one core the two run
+    one after the other."""
+    cores = sorted(os.sched_getaffinity(0))
+    together = len(cores) >= 2
     results = {}
     for method in METHODS:
         platform_runs, plain_runs = [], []
-        for index in range(repeats):  # interleaved: A B A B
-            plain_runs.append(plain_run(method, steps, work, index))
-            platform_runs.append(platform_run(method, steps, work, index))
-        results[method] = {"platform": summarise(platform_runs), "plain": summarise(plain_runs)}
+        for index in range(repeats):
+            run_dir, out = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
+            commands = [platform_command(method, steps, work, run_dir, threads=1),
+                        [sys.executable, "-m", "rlhf.bench.plain_trl", method, str(out), str(steps), "1"]]
+            if together:
+                pinned = [cores[index % 2], cores[(index + 1) % 2]]
+                platform_side, plain_side = run_together(commands, work, pinned)
+            else:
+                platform_side, plain_side = (run_together([command], work, [None])[0] for command in commands)
+            platform_runs.append({**platform_side, **platform_stamps(run_dir)})
+            plain_runs.append({**plain_side, **plain_stamps(out)})
+        results[method] = {"platform": summarise(platform_runs), "plain": summarise(plain_runs),
+                           "ratio": paired_ratios(platform_runs, plain_runs)}
         print(f"{method}: {results[method]}", file=sys.stderr)
+    results["_layout"] = "together, one core each" if together else "one after the other (one core)"
     return results
 
 
@@ -211,21 +255,28 @@ def render(results: dict, command: str) -> str:
     lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Machine: {results['machine']}  ",
              f"Date: {results['date']}", "",
              "## Platform against a plain TRL script (same model, data, settings)", "",
-             "Both sides train on the same rows in the same order (the platform with dataset.shuffle=false). "
-             "Step time: per run, the median interval between optimizer steps after the first; then the median "
-             "over runs (wall clock, and CPU time of the process, which a busy neighbour on the host does not "
-             "inflate). First step: from process start to the end of the first step. Peak RSS of the process. "
-             f"{results['repeats']} interleaved runs of {results['steps']} steps per side.", "",
-             "| method | step ms (platform / TRL) | ratio | step CPU ms (platform / TRL) | ratio | first step s "
-             "(platform / TRL) | ratio | peak MiB (platform / TRL) |", "|---|---|---|---|---|---|---|---|"]
+             "Both sides train on the same rows in the same order (the platform with dataset.shuffle=false) "
+             "with TRL's defaults, fused AdamW included. "
+             f"Layout: {methods['_layout']}. In each of {results['repeats']} repeats the two runs "
+             f"({results['steps']} steps each) are made at the same moment, each pinned to its own core with one "
+             "torch thread, and the cores swap between repeats, so a slow spell of this shared VM hits both sides "
+             "of a pair alike. Step time: a run's median interval between optimizer steps after the first (wall "
+             "clock, and CPU time of the process). First step: from process start to the end of the first step. "
+             "Ratio: platform / TRL within each pair, then the median over pairs, with the lowest and highest "
+             "pair in brackets. Times per side are medians over runs; peak RSS is the highest of the runs.", "",
+             "| method | step ms (platform / TRL) | step ratio | step CPU ratio | first step s (platform / TRL) | "
+             "first step ratio | peak MiB (platform / TRL) |", "|---|---|---|---|---|---|---|"]
+
+    def ratio(r: dict) -> str:
+        return f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]"
+
     for method, r in methods.items():
-        p, t = r["platform"], r["plain"]
-        lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | "
-                     f"{p['median_step_ms'] / t['median_step_ms']:.3f} | {p['median_step_cpu_ms']:.1f} / "
-                     f"{t['median_step_cpu_ms']:.1f} | {p['median_step_cpu_ms'] / t['median_step_cpu_ms']:.3f} | "
-                     f"{p['first_step_s']:.2f} / "
-                     f"{t['first_step_s']:.2f} | {p['first_step_s'] / t['first_step_s']:.3f} | "
-                     f"{p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
+        if method.startswith("_"):
+            continue
+        p, t, q = r["platform"], r["plain"], r["ratio"]
+        lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | {ratio(q['step'])} | "
+                     f"{ratio(q['step_cpu'])} | {p['first_step_s']:.2f} / {t['first_step_s']:.2f} | "
+                     f"{ratio(q['first_step'])} | {p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
     config = results["config"]
     lines += ["", "## Configuration speed", "",
               "| command | median s | max s |", "|---|---|---|"]
@@ -254,8 +305,8 @@ def render(results: dict, command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections to run: methods config data sweep lora_memory")

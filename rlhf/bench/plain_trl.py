@@ -2,7 +2,7 @@
 measures the platform against. Same tiny model, same embedded data (formatted here with a few
 lines of Python), same hyperparameters as the platform's tiny-model tuning.
 
-    python -m rlhf.bench.plain_trl <method> <out_dir> <max_steps> [extra TRL key=value ...]
+    python -m rlhf.bench.plain_trl <method> <out_dir> <max_steps> [<threads>]
 
 Writes <out_dir>/times.json: the wall-clock time at the end of every optimizer step.
 """
@@ -24,6 +24,7 @@ def chatml(row: dict) -> str:
 
 def main() -> None:
     method, out_dir, max_steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     out_dir.mkdir(parents=True, exist_ok=True)
     import datasets
     import torch
@@ -31,7 +32,7 @@ def main() -> None:
 
     from rlhf.assets import asset_path
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     tiny = asset_path("models/tiny-chatml")
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
