@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("dpo", "kto", "orpo", "simpo", "grpo")
+CONTROL = "dpo"  # the method whose plain TRL script is also measured against itself
 
 
 def env() -> dict[str, str]:
@@ -55,25 +56,52 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float, su
     return start, seconds, usage.ru_maxrss / 1024, completed
 
 
-def run_together(commands: list[list[str]], cwd: Path, cores: list[int | None]) -> list[dict]:
-    """Start the commands at the same moment, each pinned to its core (None: not pinned), and
-    wait for all. Per command: start time, wall seconds, peak RSS (MiB, from wait4)."""
+SWAP_EVERY_S = 0.25
+
+
+def _pin(pid: int, core: int) -> None:
+    """Pin every thread of a running process to one core (a thread that just ended is skipped)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {core})
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+
+
+def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) -> list[dict]:
+    """Start the commands at the same moment and wait for all. With `cores` (one per command),
+    each runs pinned to its own core and the cores rotate among the commands every
+    SWAP_EVERY_S, so each spends the same share of its time on each core: a core that a busy
+    neighbour slows for a while slows them alike. Per command: start time, wall seconds, peak
+    RSS (MiB, from wait4)."""
     procs = []
-    for index, (command, core) in enumerate(zip(commands, cores)):
+    for index, command in enumerate(commands):
         log = open(cwd / f"together-{index}.log", "w")
-        pin = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
-        procs.append((time.time(), log, subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
-                                                         stderr=log, preexec_fn=pin)))
-    out = []
-    for index, (start, log, proc) in enumerate(procs):
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.time() - start
-        log.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            tail = (cwd / f"together-{index}.log").read_text()[-3000:]
-            raise RuntimeError(f"{' '.join(commands[index])} failed:\n{tail}")
-        out.append({"start": start, "seconds": seconds, "rss": usage.ru_maxrss / 1024})
-    return out
+        pin = (lambda c=cores[index]: os.sched_setaffinity(0, {c})) if cores else None
+        procs.append({"start": time.time(), "log": log, "index": index,
+                      "proc": subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=log,
+                                               preexec_fn=pin)})
+    out: dict[int, dict] = {}
+    turn = 0
+    while len(out) < len(procs):
+        time.sleep(SWAP_EVERY_S if cores else 0.05)
+        turn += 1
+        for entry in procs:
+            index, proc = entry["index"], entry["proc"]
+            if index in out:
+                continue
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == 0:
+                if cores:
+                    _pin(proc.pid, cores[(index + turn) % len(cores)])
+                continue
+            entry["log"].close()
+            if os.waitstatus_to_exitcode(status) != 0:
+                tail = (cwd / f"together-{index}.log").read_text()[-3000:]
+                raise RuntimeError(f"{' '.join(commands[index])} failed:\n{tail}")
+            out[index] = {"start": entry["start"], "seconds": time.time() - entry["start"],
+                          "rss": usage.ru_maxrss / 1024}
+    return [out[index] for index in range(len(procs))]
 
 
 def platform_command(method: str, steps: int, work: Path, run_dir: Path, threads: int) -> list[str]:
@@ -92,9 +120,14 @@ def plain_stamps(out: Path) -> dict:
     return {"stamps": times["steps"], "cpu": times["cpu"]}
 
 
+def _median_interval(stamps: list[float]) -> float:
+    """The median interval between consecutive stamps, in ms."""
+    return 1000 * statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
 def _median_step(run: dict, key: str) -> float:
     """A run's median interval between optimizer steps after the first, in ms."""
-    return 1000 * statistics.median(b - a for a, b in zip(run[key][1:], run[key][2:]))
+    return _median_interval(run[key][1:])
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -105,42 +138,69 @@ def summarise(runs: list[dict]) -> dict:
             "wall_s": statistics.median(run["seconds"] for run in runs)}
 
 
+def _overlap(run: dict, other: dict) -> tuple[list[float], list[float]]:
+    """The steps of `run` made while `other` was training too (both past their first step): a
+    step made while the other side was still importing or already done ran on a quieter
+    machine, and would favour one side."""
+    low, high = max(run["stamps"][1], other["stamps"][1]), min(run["stamps"][-1], other["stamps"][-1])
+    keep = [i for i, t in enumerate(run["stamps"]) if low <= t <= high]
+    if len(keep) < 12:  # barely overlapping runs: every step after the first
+        keep = list(range(1, len(run["stamps"])))
+    return [run["stamps"][i] for i in keep], [run["cpu"][i] for i in keep]
+
+
 def paired_ratios(platform_runs: list[dict], plain_runs: list[dict]) -> dict:
-    """Platform / TRL within each pair of runs made together, then the median and range over
-    pairs: a slow spell of the machine hits both runs of a pair alike and cancels."""
-    def ratios(value) -> dict:
-        each = [value(p) / value(t) for p, t in zip(platform_runs, plain_runs)]
+    """Platform / TRL within each pair of runs made together (step times over the steps both
+    made at the same time), then the median and range over pairs."""
+    def ratios(each: list[float]) -> dict:
         return {"median": statistics.median(each), "min": min(each), "max": max(each)}
 
-    return {"step": ratios(lambda run: _median_step(run, "stamps")),
-            "step_cpu": ratios(lambda run: _median_step(run, "cpu")),
-            "first_step": ratios(lambda run: run["stamps"][0] - run["start"])}
+    pairs = [(_overlap(p, t), _overlap(t, p)) for p, t in zip(platform_runs, plain_runs)]
+    return {"step": ratios([_median_interval(p[0]) / _median_interval(t[0]) for p, t in pairs]),
+            "step_cpu": ratios([_median_interval(p[1]) / _median_interval(t[1]) for p, t in pairs]),
+            "first_step": ratios([(p["stamps"][0] - p["start"]) / (t["stamps"][0] - t["start"])
+                                  for p, t in zip(platform_runs, plain_runs)])}
+
+
+def _pair(commands: list[list[str]], work: Path, index: int, cores: list[int]) -> list[dict]:
+    """One repeat: the commands together, on two rotating cores (which side starts on which
+    alternates between repeats), or one after the other on a machine with one core."""
+    if len(cores) >= 2:
+        first = index % 2
+        return run_together(commands, work, [cores[first], cores[1 - first]])
+    return [run_together([command], work, None)[0] for command in commands]
+
+
+def plain_command(method: str, steps: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "rlhf.bench.plain_trl", method, str(out), str(steps), "1"]
 
 
 def bench_methods(work: Path, steps: int, repeats: int) -> dict:
-    """Each repeat runs the platform and plain TRL at the same time, each pinned to its own core
-    with one torch thread; the cores swap every repeat. On a machine with one core the two run
-    one after the other."""
+    """Each repeat runs the platform and plain TRL at the same time, each with one torch thread
+    and pinned to one of two cores, the cores rotating between them (run_together). The control
+    measures plain TRL against itself the same way: the spread a zero overhead shows here."""
     cores = sorted(os.sched_getaffinity(0))
-    together = len(cores) >= 2
     results = {}
     for method in METHODS:
         platform_runs, plain_runs = [], []
         for index in range(repeats):
             run_dir, out = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
-            commands = [platform_command(method, steps, work, run_dir, threads=1),
-                        [sys.executable, "-m", "rlhf.bench.plain_trl", method, str(out), str(steps), "1"]]
-            if together:
-                pinned = [cores[index % 2], cores[(index + 1) % 2]]
-                platform_side, plain_side = run_together(commands, work, pinned)
-            else:
-                platform_side, plain_side = (run_together([command], work, [None])[0] for command in commands)
+            commands = [platform_command(method, steps, work, run_dir, threads=1), plain_command(method, steps, out)]
+            platform_side, plain_side = _pair(commands, work, index, cores)
             platform_runs.append({**platform_side, **platform_stamps(run_dir)})
             plain_runs.append({**plain_side, **plain_stamps(out)})
         results[method] = {"platform": summarise(platform_runs), "plain": summarise(plain_runs),
                            "ratio": paired_ratios(platform_runs, plain_runs)}
         print(f"{method}: {results[method]}", file=sys.stderr)
-    results["_layout"] = "together, one core each" if together else "one after the other (one core)"
+    first_runs, second_runs = [], []
+    for index in range(repeats):
+        outs = [work / f"control-a-{index}", work / f"control-b-{index}"]
+        sides = _pair([plain_command(CONTROL, steps, out) for out in outs], work, index, cores)
+        first_runs.append({**sides[0], **plain_stamps(outs[0])})
+        second_runs.append({**sides[1], **plain_stamps(outs[1])})
+    results["_control"] = {"method": CONTROL, "ratio": paired_ratios(first_runs, second_runs)}
+    results["_layout"] = ("together, each on one of two cores, the cores swapping between the two every "
+                          f"{SWAP_EVERY_S} s" if len(cores) >= 2 else "one after the other (one core)")
     return results
 
 
@@ -258,12 +318,12 @@ def render(results: dict, command: str) -> str:
              "Both sides train on the same rows in the same order (the platform with dataset.shuffle=false) "
              "with TRL's defaults, fused AdamW included. "
              f"Layout: {methods['_layout']}. In each of {results['repeats']} repeats the two runs "
-             f"({results['steps']} steps each) are made at the same moment, each pinned to its own core with one "
-             "torch thread, and the cores swap between repeats, so a slow spell of this shared VM hits both sides "
-             "of a pair alike. Step time: a run's median interval between optimizer steps after the first (wall "
-             "clock, and CPU time of the process). First step: from process start to the end of the first step. "
-             "Ratio: platform / TRL within each pair, then the median over pairs, with the lowest and highest "
-             "pair in brackets. Times per side are medians over runs; peak RSS is the highest of the runs.", "",
+             f"({results['steps']} steps each, one torch thread each) start at the same moment; which side starts "
+             "on which core alternates between repeats. Step time: a run's median interval between optimizer "
+             "steps, over the steps both runs of the pair made at the same time (wall clock, and CPU time of the "
+             "process). First step: from process start to the end of the first step. Ratio: platform / TRL "
+             "within each pair, then the median over pairs, with the lowest and highest pair in brackets. Times "
+             "per side are medians over runs; peak RSS is the highest of the runs.", "",
              "| method | step ms (platform / TRL) | step ratio | step CPU ratio | first step s (platform / TRL) | "
              "first step ratio | peak MiB (platform / TRL) |", "|---|---|---|---|---|---|---|"]
 
@@ -277,6 +337,11 @@ def render(results: dict, command: str) -> str:
         lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | {ratio(q['step'])} | "
                      f"{ratio(q['step_cpu'])} | {p['first_step_s']:.2f} / {t['first_step_s']:.2f} | "
                      f"{ratio(q['first_step'])} | {p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
+    control = methods["_control"]
+    lines += ["", f"Control, plain TRL ({control['method']}) against itself, measured the same way: step ratio "
+              f"{ratio(control['ratio']['step'])}, step CPU ratio {ratio(control['ratio']['step_cpu'])}, first "
+              f"step ratio {ratio(control['ratio']['first_step'])}. A ratio of the table inside this spread is an "
+              "overhead this machine cannot tell from none."]
     config = results["config"]
     lines += ["", "## Configuration speed", "",
               "| command | median s | max s |", "|---|---|---|"]
@@ -306,7 +371,7 @@ def render(results: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections to run: methods config data sweep lora_memory")
