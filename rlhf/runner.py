@@ -10,6 +10,7 @@ SLURM task all run exactly this. No Hydra here.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import importlib
 import json
@@ -54,12 +55,30 @@ def configure_process(spec: RunSpec) -> None:
                         + ": run on a GPU host with a CUDA build of torch, or choose hardware=cpu")
     threads = spec.hardware.torch_threads or spec.hardware.cpus_per_process
     torch.set_num_threads(threads)
+    if spec.hardware.accelerator == "cpu" and spec.hardware.malloc_keep_mb:
+        keep_freed_memory(spec.hardware.malloc_keep_mb)
     if not logging.getLogger().handlers:  # run outside Hydra (a rank, a test): log to stderr
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     log.setLevel(logging.INFO)
     import transformers
 
     transformers.logging.set_verbosity_warning()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(megabytes: int) -> bool:
+    """Have glibc's malloc serve blocks up to 32 MiB from its heap and keep up to `megabytes` of
+    freed memory for reuse. By default a CPU training step's large tensors are mapped fresh from
+    the OS and returned when freed, so their pages fault in again every step: ~2,300 extra page
+    faults a step on the tiny DPO model, about 5% of its step time. False where the C library is
+    not glibc (nothing changes there)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, megabytes << 20))
 
 
 @contextlib.contextmanager
