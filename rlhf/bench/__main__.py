@@ -39,23 +39,6 @@ def env() -> dict[str, str]:
     return out
 
 
-def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float, subprocess.CompletedProcess]:
-    """Start time, wall seconds and peak RSS (MiB) of a child, measured with wait4."""
-    start = time.time()
-    proc = subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    stderr_chunks = []
-    # wait4 gives the child's own rusage; read stderr first so the pipe never blocks it.
-    stderr_chunks.append(proc.stderr.read())
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.time() - start
-    completed = subprocess.CompletedProcess(command, proc.returncode, "", "".join(stderr_chunks))
-    if completed.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
-    return start, seconds, usage.ru_maxrss / 1024, completed
-
-
 SWAP_EVERY_S = 0.25
 
 
@@ -291,8 +274,8 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
                    "method.precompute_ref_log_probs=false", f"method.max_steps={steps}", "method.micro_batch_size=8",
                    "dataset.eval=[]", "method.save_steps=100000", f"hydra.run.dir={run_dir}",
                    f"cache_dir={work / 'cache'}", *extra]
-        _, seconds, rss, _ = run_measured(command, work)
-        out[name] = {"peak_rss_mib": rss, "seconds": seconds}
+        measured = run_together([command], work, None)[0]
+        out[name] = {"peak_rss_mib": measured["rss"], "seconds": measured["seconds"]}
     out["ratio_vs_lora_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["lora_separate_reference"][
         "peak_rss_mib"]
     out["ratio_vs_full_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["full_separate_reference"][
