@@ -70,10 +70,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.
 
 def keep_freed_memory(megabytes: int) -> bool:
     """Have glibc's malloc serve blocks up to 32 MiB from its heap and keep up to `megabytes` of
-    freed memory for reuse. By default a CPU training step's large tensors are mapped fresh from
-    the OS and returned when freed, so their pages fault in again every step: ~2,300 extra page
-    faults a step on the tiny DPO model, about 5% of its step time. False where the C library is
-    not glibc (nothing changes there)."""
+    freed memory for reuse. glibc's self-adjusting defaults map many of a CPU training step's
+    large tensors fresh from the OS and return them when freed, so their pages fault in again:
+    ~2,300 extra page faults a step on the tiny DPO model, about 5% of its step time. False where
+    the C library is not glibc (nothing changes there)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

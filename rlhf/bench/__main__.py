@@ -351,6 +351,17 @@ def render(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+HAND_WRITTEN = "## Reading these figures"  # a section of BENCHMARKS.md that a person writes
+
+
+def kept_notes(out: Path) -> str:
+    """The hand-written section of the previous BENCHMARKS.md (from its heading to the end), so a
+    new run replaces the figures and keeps the reading of them for a person to update."""
+    text = out.read_text() if out.exists() else ""
+    at = text.find(HAND_WRITTEN)
+    return "\n" + text[at:] if at >= 0 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
     parser.add_argument("--steps", type=int, default=60)
@@ -376,7 +387,9 @@ def main() -> None:
     (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=2))
     if set(sections) >= {"methods", "config", "data", "sweep", "lora_memory"}:
         command = "make bench  (python -m rlhf.bench " + " ".join(sys.argv[1:]) + ")"
-        Path(args.out).write_text(render(results, command.replace(" )", ")")))
+        out = Path(args.out)
+        notes = kept_notes(out)
+        out.write_text(render(results, command.replace(" )", ")")) + notes)
         print(f"wrote {args.out}", file=sys.stderr)
     print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
