@@ -61,7 +61,7 @@ def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) 
     for index, command in enumerate(commands):
         log = open(cwd / f"together-{index}.log", "w")
         pin = (lambda c=cores[index]: os.sched_setaffinity(0, {c})) if cores else None
-        procs.append({"start": time.time(), "log": log, "index": index,
+        procs.append({"start": time.time(), "log": log,
                       "proc": subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=log,
                                                preexec_fn=pin)})
     out: dict[int, dict] = {}
@@ -69,8 +69,8 @@ def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) 
     while len(out) < len(procs):
         time.sleep(SWAP_EVERY_S if cores else 0.05)
         turn += 1
-        for entry in procs:
-            index, proc = entry["index"], entry["proc"]
+        for index, entry in enumerate(procs):
+            proc = entry["proc"]
             if index in out:
                 continue
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

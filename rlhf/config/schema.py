@@ -87,8 +87,7 @@ class HardwareConfig:
     vllm_gpus: list[int] | None = knob(None, "GPU ids the vLLM server uses (GRPO, vllm_mode=server)")
     dataloader_num_workers: int = knob(0, "data-loading worker processes per training process", ge=0)
     torch_threads: int = knob(0, "intra-op CPU threads per process (0: cpus_per_process)", ge=0)
-    # glibc malloc hands each step's large CPU tensors back to the OS when they are freed, and
-    # their pages fault in again on the next step; keeping freed memory for reuse avoids that.
+    # Why: rlhf.runner.keep_freed_memory (freed step tensors otherwise fault in again).
     malloc_keep_mb: int = knob(256, "freed memory a CPU process keeps for reuse, MiB (0: the C library's "
                                     "default)", ge=0)
 
