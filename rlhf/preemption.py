@@ -10,18 +10,52 @@ callback notices it at the end of the current optimizer step (agreeing across ra
 a checkpoint into the run dir and stops; then `finish()` hands the signal to the handler that
 was there before (submitit's, which requeues the job and exits). The requeued job finds the
 checkpoint in its run dir and resumes from it.
+
+The agreement is one all-reduce per optimizer step, only when there are several ranks, on the
+device the process group's backend takes tensors on (`collective_device`): NCCL, the backend
+of every multi-GPU job, takes no CPU tensor.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("rlhf")
 
 WARNING_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+def collective_device(backend: str, cuda_index: int) -> torch.device:
+    """The device a tensor must be on for a collective of a process group with this backend.
+
+    `backend` is what torch.distributed reports for the group: a backend name ("gloo", "nccl",
+    "mpi", "ucc") or the per-device form of `get_backend_config()` ("cpu:gloo,cuda:nccl").
+    A backend that takes CPU tensors gets the CPU (no copy to a GPU, no CUDA call); one that
+    takes CUDA tensors only (NCCL) gets this rank's own GPU, `cuda:<cuda_index>`, the device the
+    rank trains on: NCCL runs a collective on the tensor's device, and each rank must use its
+    own. Anything else (e.g. xccl, on XPUs, which rlhf does not train on) is a ValueError.
+    """
+    import torch
+    from torch.distributed import Backend
+
+    name = str(backend).lower()
+    if ":" in name:  # "cpu:gloo,cuda:nccl": the devices are the keys
+        devices = [pair.split(":", 1)[0].strip() for pair in name.split(",")]
+    else:  # torch's own table: gloo, mpi, ucc -> cpu and cuda; nccl -> cuda
+        devices = list(Backend.backend_capability.get(name, []))
+    if "cpu" in devices:
+        return torch.device("cpu")
+    if "cuda" in devices:
+        return torch.device("cuda", cuda_index)
+    raise ValueError(f"torch.distributed backend {backend!r} takes tensors on {devices or 'unknown devices'}; "
+                     "rlhf can agree across ranks on cpu (gloo, mpi, ucc) or cuda (nccl) only")
 
 
 class Preempted(Exception):
@@ -72,7 +106,13 @@ class Preemption:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             import torch
 
-            tensor = torch.tensor([1 if flag else 0])
+            # The GPU the Trainer (accelerate) made current for this rank: LOCAL_RANK's, modulo
+            # the GPUs the rank sees (one, index 0, when SLURM binds a GPU per task). CUDA is not
+            # touched where nothing initialised it (CPU training: gloo, which takes CPU tensors).
+            cuda_index = (torch.cuda.current_device() if torch.cuda.is_initialized()
+                          else int(os.environ.get("LOCAL_RANK", "0")))
+            device = collective_device(dist.get_backend_config(), cuda_index)
+            tensor = torch.tensor([1 if flag else 0], device=device)
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
             flag = bool(tensor.item())
             if flag and self.signum is None:
