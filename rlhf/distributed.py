@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlhf import rundir
 from rlhf.errors import RlhfError
 
 # DeepSpeed configs: "auto" lets the HF Trainer fill batch sizes, clipping and precision in.
@@ -32,13 +33,9 @@ DEEPSPEED_AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulati
                   "fp16": {"enabled": "auto"}}
 
 
-def world_size(hardware: Any) -> int:
-    return hardware.nodes * hardware.processes_per_node
-
-
 def trl_kwargs(hardware: Any) -> dict[str, Any]:
     """The Trainer settings of the multi-process strategy."""
-    if world_size(hardware) == 1:
+    if hardware.world_size == 1:
         return {}
     kwargs: dict[str, Any] = {"ddp_backend": "gloo" if hardware.accelerator == "cpu" else "nccl"}
     if hardware.distributed == "fsdp":
@@ -99,5 +96,5 @@ def run_local_ranks(run_dir: Path, hardware: Any) -> None:
     env["OMP_NUM_THREADS"] = str(hardware.torch_threads or hardware.cpus_per_process)
     process = subprocess.run(command, env=env)
     if process.returncode != 0:
-        failed = (run_dir / "FAILED").read_text().strip() if (run_dir / "FAILED").is_file() else ""
+        failed = rundir.failure(run_dir)
         raise RlhfError(failed or f"a training rank exited with code {process.returncode}; see {run_dir}")

@@ -35,26 +35,21 @@ class Reference:
     model: Any = None  # the model to pass to the trainer, if the platform loads it
 
 
-def uses_reference(run: Any) -> bool:
-    if run.spec.reference_arg is not None:
-        return True
-    return getattr(run.method, "beta", 0) > 0 and run.spec.kind == "grpo"
-
-
 def choose(run: Any) -> Reference:
     """The reference policy of this run, without loading anything."""
     adapter = run.peft.adapter != "none"
-    if not uses_reference(run):
+    spec = run.spec
+    if not spec.uses_reference(run.method):
         return Reference(NONE, f"{run.method.kind} has no reference model"
-                         + (" (beta=0: no KL term)" if run.spec.kind == "grpo" else ""))
+                         + (" (beta=0: no KL term)" if spec.trainer_builds_reference is not None else ""))
     if getattr(run.method, "precompute_ref_log_probs", False) and not run.peft.rl_adapter_ref_model:
         return Reference(PRECOMPUTED, "reference log-probs computed once before training by the policy itself"
                          + (" with its adapter disabled" if adapter else "") + "; no reference model in memory")
     if adapter and not run.peft.rl_adapter_ref_model:
         return Reference(ADAPTER_DISABLED, "the policy itself with its adapter disabled (peft="
                          f"{run.peft.adapter}; no second model in memory)")
-    if run.spec.reference_arg is None:  # GRPO with a KL term and no adapter
-        return Reference(TRL_RELOAD, f"GRPO with beta={run.method.beta}: TRL loads a frozen copy of "
+    if spec.reference_arg is None:  # a trainer that builds its own (GRPO with a KL term), no adapter
+        return Reference(TRL_RELOAD, f"{run.method.kind} with beta={run.method.beta}: TRL loads a frozen copy of "
                          f"{run.model.name_or_path}")
     because = "peft.rl_adapter_ref_model=true" if adapter else "no adapter to disable"
     return Reference(SEPARATE_COPY, f"a separate frozen copy of {run.model.name_or_path} ({because})")

@@ -60,7 +60,7 @@ def train_job(cfg: DictConfig) -> float | None:
             distributed.export_slurm_ranks()
             distributed.wait_for(run_dir / rundir.CONFIG)
             run_until_done(run_dir)
-        elif distributed.world_size(spec.hardware) > 1:
+        elif spec.hardware.world_size > 1:
             from rlhf.runner import prepare_before_ranks
 
             prepare_before_ranks(run_dir, spec)

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rlhf.errors import RlhfError
+
 
 def check_hardware(run: Any) -> list[str]:
     hardware = run.hardware
@@ -25,7 +27,7 @@ def check_hardware(run: Any) -> list[str]:
             problems.append(f"hardware.distributed={hardware.distributed} needs GPUs; on the CPU use ddp (gloo)")
     elif hardware.gpus_per_node < 1:
         problems.append("hardware.accelerator=cuda with hardware.gpus_per_node=0: give the GPUs per node")
-    processes = hardware.nodes * hardware.processes_per_node
+    processes = hardware.world_size
     if processes > 1 and hardware.distributed == "none":
         problems.append(f"{processes} processes (hardware.nodes x processes_per_node) need a strategy: "
                         "set hardware.distributed to ddp, fsdp, deepspeed_zero2 or deepspeed_zero3")
@@ -65,27 +67,25 @@ def check_peft(run: Any) -> list[str]:
     return problems
 
 
-def _sources(dataset: Any) -> list[tuple[str, Any]]:
-    return ([("dataset", dataset)] + [(f"dataset.extra[{i}]", s) for i, s in enumerate(dataset.extra)]
-            + [(f"dataset.eval[{i}]", s) for i, s in enumerate(dataset.eval)])
-
-
 def check_dataset_types(run: Any) -> list[str]:
     """Each source's type fits the method, before any data is read (rows are checked later)."""
-    from rlhf.data.formats import check_type
-    from rlhf.data.pipeline import type_options
-    from rlhf.errors import RlhfError
+    from rlhf.data.formats import check_type, reader, type_options
+    from rlhf.data.sources import dataset_sources
+    from rlhf.methods.base import UNPAIRED
 
-    dataset = run.dataset
-    problems = []
-    for where, source in _sources(dataset):
-        method = "dpo" if source.unpair else run.spec.kind
-        if source.unpair and run.spec.shape != "unpaired":
-            problems.append(f"{where}.unpair=true turns preference pairs into KTO rows, but {run.method.kind} "
+    problems, seen = [], set()
+    for _, where, source in dataset_sources(run.dataset):
+        config = source.config
+        if id(config) in seen:  # the eval split of the primary source: the same type
+            continue
+        seen.add(id(config))
+        if config.unpair and run.spec.shape != UNPAIRED:
+            problems.append(f"{where}.unpair=true turns preference pairs into unpaired rows, but {run.method.kind} "
                             "does not train on unpaired rows")
             continue
         try:
-            check_type(method, source.type, code_path=run.code_path, **type_options(source))
+            check_type(reader(run.spec, unpair=config.unpair), config.type, code_path=run.code_path,
+                       **type_options(config))
         except RlhfError as error:
             text = str(error).removeprefix("invalid config: ")
             problems.append(f"{where}.type: {text}")
@@ -95,12 +95,10 @@ def check_dataset_types(run: Any) -> list[str]:
 def check_dataset_files(run: Any) -> list[str]:
     """Every local source's files exist (a sweep point with a missing file fails here, before
     any job starts, not ten seconds into its own run)."""
-    from rlhf.data.sources import Source
-    from rlhf.errors import RlhfError
+    from rlhf.data.sources import dataset_sources
 
     problems = []
-    for where, config in _sources(run.dataset):
-        source = Source(config)
+    for _, where, source in dataset_sources(run.dataset):
         if not source.is_local:
             continue
         try:

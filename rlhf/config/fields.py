@@ -24,10 +24,6 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = N
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def field_help(schema: type) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(schema)}
-
-
 def _describe(meta: dict) -> str:
     parts = []
     for key, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):

@@ -13,8 +13,6 @@ with a stable fingerprint.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,22 +24,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.config.schema import SourceConfig
-from rlhf.data.formats import RowError, get_formatter
-from rlhf.data.sources import Source
+from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, reader, type_options
+from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
 from rlhf.errors import ConfigError, DataError
-from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED
+from rlhf.locks import locked
+from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec
 
 log = logging.getLogger("rlhf")
 
 # Bump when the pipeline's output for the same inputs changes (the formats' code is hashed too).
 PIPELINE_VERSION = 1
-SHAPE_COLUMNS = {PAIRS: ("prompt", "chosen", "rejected"), UNPAIRED: ("prompt", "completion", "label"),
-                 PROMPTS: ("prompt",)}
 SHAPE_WORDS = {PAIRS: "preference pairs (prompt, chosen, rejected)",
                UNPAIRED: "unpaired rows with a label (prompt, completion, label)",
                PROMPTS: "prompts (prompt)"}
-TYPE_OPTIONS = ("field_messages", "field_chosen", "field_rejected", "message_property_mappings", "roles")
 
 
 @dataclass
@@ -65,17 +60,6 @@ class PreparedData:
 
 
 # ---------------------------------------------------------------------------- formatting
-
-
-def type_options(source: SourceConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    options = {}
-    for name in TYPE_OPTIONS:
-        value = getattr(source, name)
-        if value is not None:
-            options[name] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return options
 
 
 def _unpair(row: dict) -> list[dict]:
@@ -105,15 +89,15 @@ def _map_with_datasets(source: Source, formatter: Any, report: DataReport) -> li
     return mapped.to_list()
 
 
-def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: int,
+def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int,
                   report: DataReport, run_config: Any = None, code_path: list[str] | None = None) -> list[dict]:
     """Every row of one source as the trainer will see it; a DataError at the first bad row."""
     config = source.config
-    unpair = config.unpair
+    unpair, shape = config.unpair, method.shape
     if unpair and shape != UNPAIRED:
-        raise ConfigError(f"dataset {source.label}: unpair=true turns pairs into KTO rows, but this method "
-                          f"trains on {SHAPE_WORDS[shape]}")
-    formatter = get_formatter("dpo" if unpair else kind, config.type, tokenizer, cfg=run_config,
+        raise ConfigError(f"dataset {source.label}: unpair=true turns pairs into unpaired rows, but "
+                          f"{method.kind} trains on {SHAPE_WORDS[shape]}")
+    formatter = get_formatter(reader(method, unpair=unpair), config.type, tokenizer, cfg=run_config,
                               dataset_idx=index, code_path=code_path, **type_options(config))
     if formatter.map_kwargs:
         return _map_with_datasets(source, formatter, report)
@@ -143,7 +127,8 @@ def format_source(source: Source, kind: str, shape: str, tokenizer: Any, index: 
 # ---------------------------------------------------------------------------- lengths
 
 
-def _render(value: Any, tokenizer: Any, generation_prompt: bool) -> str:
+def render(value: Any, tokenizer: Any, generation_prompt: bool) -> str:
+    """A prompt or answer as text: a string as it is, messages through the chat template."""
     if isinstance(value, str):
         return value
     return tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
@@ -153,7 +138,7 @@ def token_lengths(rows: list[dict], tokenizer: Any, shape: str) -> list[int]:
     """Tokens of each row's longest sequence as the trainer builds it (prompt + answer + EOS)."""
     if not rows:
         return []
-    prompts = [_render(r["prompt"], tokenizer, True) for r in rows]
+    prompts = [render(r["prompt"], tokenizer, True) for r in rows]
     if shape == PROMPTS:
         return [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     answers = ("chosen", "rejected") if shape == PAIRS else ("completion",)
@@ -162,7 +147,7 @@ def token_lengths(rows: list[dict], tokenizer: Any, shape: str) -> list[int]:
     for column in answers:
         texts = []
         for prompt, row in zip(prompts, rows):
-            answer = _render(row[column], tokenizer, False)
+            answer = render(row[column], tokenizer, False)
             texts.append(prompt + answer + ("" if answer.endswith(eos) else eos))
         for i, ids in enumerate(tokenizer(texts)["input_ids"]):
             longest[i] = max(longest[i], len(ids))
@@ -190,13 +175,10 @@ def apply_length_rule(rows: list[dict], lengths: list[int], max_length: int, rul
 # ---------------------------------------------------------------------------- the whole stage
 
 
-def _sources(spec: Any) -> tuple[list[Source], list[Source]]:
-    dataset = spec.dataset
-    train = [Source(dataset)] + [Source(s) for s in dataset.extra]
-    evaluation = [Source(s) for s in dataset.eval]
-    if dataset.eval_split is not None:
-        evaluation.append(Source(dataset, split=dataset.eval_split))
-    return train, evaluation  # held-out rows and eval data together are refused at validation
+def _sources(run: Any) -> tuple[list[Source], list[Source]]:
+    found = dataset_sources(run.dataset)
+    # held-out rows and eval data together are refused at validation
+    return [s for role, _, s in found if role == TRAIN], [s for role, _, s in found if role == EVAL]
 
 
 def _held_out_count(size: float, n: int) -> int:
@@ -231,12 +213,12 @@ def _user_module_file(type_name: Any) -> Path | None:
     return Path(found.origin) if found is not None and found.origin and Path(found.origin).is_file() else None
 
 
-def _code_fingerprint(spec: Any) -> str:
+def _code_fingerprint(run: Any) -> str:
     """The code whose output is cached: this package's data code and any user transform module."""
     here = Path(__file__).resolve().parent
     files = sorted(here.rglob("*.py"))
-    for source in [spec.dataset, *spec.dataset.extra, *spec.dataset.eval]:
-        module_file = _user_module_file(source.type)
+    for _, _, source in dataset_sources(run.dataset):
+        module_file = _user_module_file(source.config.type)
         if module_file is not None:
             files.append(module_file)
     digest = hashlib.blake2b(digest_size=16)
@@ -245,35 +227,21 @@ def _code_fingerprint(spec: Any) -> str:
     return digest.hexdigest()
 
 
-def cache_key(spec: Any, tokenizer: Any, train: list[Source], evaluation: list[Source]) -> str:
-    from dataclasses import asdict as dc_asdict
-
+def cache_key(run: Any, tokenizer: Any, train: list[Source], evaluation: list[Source]) -> str:
     parts = {
         "version": PIPELINE_VERSION,
-        "code": _code_fingerprint(spec),
-        "kind": spec.spec.kind,
-        "shape": spec.spec.shape,
-        "dataset": dc_asdict(spec.dataset),
+        "code": _code_fingerprint(run),
+        "kind": run.spec.kind,
+        "shape": run.spec.shape,
+        "dataset": asdict(run.dataset),
         "train": [s.fingerprint() for s in train],
         "eval": [s.fingerprint() for s in evaluation],
         "tokenizer": _tokenizer_fingerprint(tokenizer),
-        "max_length": spec.method.max_length,
-        "seed": spec.seed,
+        "max_length": run.method.max_length,
+        "seed": run.seed,
     }
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `path` across processes (jobs of a sweep building the same cache)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _to_dataset(rows: list[dict], label: str) -> Any:
@@ -287,20 +255,18 @@ def _to_dataset(rows: list[dict], label: str) -> Any:
                         f"prompts mixed with message lists): {error}") from None
 
 
-def build(spec: Any, tokenizer: Any, run_config: Any = None,
+def build(run: Any, tokenizer: Any, run_config: Any = None,
           sources: tuple[list[Source], list[Source]] | None = None) -> tuple[list[dict], list[dict], DataReport]:
     """Format, check, filter, shuffle and split: the rows the trainer gets, uncached."""
     report = DataReport()
-    kind, shape = spec.spec.kind, spec.spec.shape
-    train_sources, eval_sources = sources or _sources(spec)
-    rule, max_length = spec.dataset.excess_length, spec.method.max_length
+    train_sources, eval_sources = sources or _sources(run)
+    rule, max_length = run.dataset.excess_length, run.method.max_length
 
     def load(sources: list[Source], role: str) -> list[dict]:
         rows: list[dict] = []
         for index, source in enumerate(sources):
-            formatted = format_source(source, kind, shape, tokenizer, index, report, run_config,
-                                      spec.code_path)
-            lengths = token_lengths(formatted, tokenizer, shape)
+            formatted = format_source(source, run.spec, tokenizer, index, report, run_config, run.code_path)
+            lengths = token_lengths(formatted, tokenizer, run.spec.shape)
             rows += apply_length_rule(formatted, lengths, max_length, rule, f"{role} dataset {source.label}",
                                       report)
             report.sources.append(f"{role}: {source.label} ({source.config.type or 'no type'})")
@@ -312,28 +278,28 @@ def build(spec: Any, tokenizer: Any, run_config: Any = None,
         raise DataError(f"no training rows are left from {', '.join(s.label for s in train_sources)} "
                         f"(read {report.rows_read}, dropped {report.dropped_empty} empty and "
                         f"{report.dropped_long} too long)")
-    if spec.dataset.shuffle:
-        random.Random(spec.seed).shuffle(train)
-    if spec.dataset.val_set_size > 0:
-        count = _held_out_count(spec.dataset.val_set_size, len(train))
+    if run.dataset.shuffle:
+        random.Random(run.seed).shuffle(train)
+    if run.dataset.val_set_size > 0:
+        count = _held_out_count(run.dataset.val_set_size, len(train))
         evaluation, train = train[:count], train[count:]
     report.train_rows, report.eval_rows = len(train), len(evaluation)
     return train, evaluation, report
 
 
-def prepare_data(spec: Any, tokenizer: Any, run_config: Any = None) -> PreparedData:
+def prepare_data(run: Any, tokenizer: Any, run_config: Any = None) -> PreparedData:
     """The trainer's datasets, from the cache when the same inputs were prepared before."""
     import datasets
 
-    train_sources, eval_sources = _sources(spec)
-    key = cache_key(spec, tokenizer, train_sources, eval_sources)
-    root = Path(spec.cache_dir).expanduser() / "data"
+    train_sources, eval_sources = _sources(run)
+    key = cache_key(run, tokenizer, train_sources, eval_sources)
+    root = Path(run.cache_dir).expanduser() / "data"
     final = root / key
     started = time.perf_counter()
-    with _locked(root / f"{key}.lock"):
+    with locked(root / f"{key}.lock"):
         cache = "hit" if (final / "report.json").is_file() else "miss"
         if cache == "miss":
-            train, evaluation, report = build(spec, tokenizer, run_config, (train_sources, eval_sources))
+            train, evaluation, report = build(run, tokenizer, run_config, (train_sources, eval_sources))
             staging = root / f".{key}.{os.getpid()}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             _to_dataset(train, "train data").save_to_disk(str(staging / "train"))
@@ -348,5 +314,5 @@ def prepare_data(spec: Any, tokenizer: Any, run_config: Any = None) -> PreparedD
     log.info("data cache %s: %s (%d train rows, %d eval rows; %d read, %d dropped empty, %d dropped "
              "longer than %d tokens, %d truncated) in %.2fs", cache, final, report.train_rows,
              report.eval_rows, report.rows_read, report.dropped_empty, report.dropped_long,
-             spec.method.max_length, report.truncated, time.perf_counter() - started)
+             run.method.max_length, report.truncated, time.perf_counter() - started)
     return PreparedData(train=train_ds, eval=eval_ds, report=report, cache=cache, path=final)

@@ -214,3 +214,18 @@ class Source:
                         getattr(self.hub_dataset(), "_fingerprint", None)]
             digest.update(json.dumps(identity, default=str).encode())
         return digest.hexdigest()
+
+
+TRAIN, EVAL = "train", "eval"
+
+
+def dataset_sources(dataset: Any) -> list[tuple[str, str, Source]]:
+    """Every source of a `dataset` config, in order: (train or eval, the key that configures
+    it, the source). The primary source, `dataset.extra`, `dataset.eval`, then the primary's
+    `dataset.eval_split`. The one walk of a dataset's sources (checks, data stage, preview)."""
+    found = [(TRAIN, "dataset", Source(dataset))]
+    found += [(TRAIN, f"dataset.extra[{i}]", Source(s)) for i, s in enumerate(dataset.extra)]
+    found += [(EVAL, f"dataset.eval[{i}]", Source(s)) for i, s in enumerate(dataset.eval)]
+    if dataset.eval_split is not None:
+        found.append((EVAL, "dataset.eval_split", Source(dataset, split=dataset.eval_split)))
+    return found

@@ -1,9 +1,11 @@
 """What every method shares: the training knobs, and the spec a method registers.
 
-A method is a `MethodSpec` in `METHODS` (filled by each method's module): its config schema,
-the kind of rows it trains on, the TRL config and trainer it wraps, and the one place where
-each `method.<name>` becomes a TRL field. Nothing here imports TRL or torch: composing and
-validating a config stays fast.
+A method is a `MethodSpec` in `METHODS` (filled by each module of this package): its config
+schema, the kind of rows it trains on and its embedded default data, its reference model, the
+TRL config and trainer it wraps, and the one place where each `method.<name>` becomes a TRL
+field. The rest of the platform asks the spec and never tests a method's name, so a new
+method is one module here plus its `conf/method/<name>.yaml`. Nothing here imports TRL or
+torch: composing and validating a config stays fast.
 """
 
 from __future__ import annotations
@@ -14,12 +16,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf.config.fields import knob
+from rlhf.errors import ConfigError, did_you_mean, one_of
 
 # Row shapes a trainer receives (see rlhf.data): preference pairs, unpaired rows with a
 # boolean label, or prompts for online generation.
 PAIRS = "pairs"
 UNPAIRED = "unpaired"
 PROMPTS = "prompts"
+
+
+@dataclass(frozen=True)
+class EmbeddedData:
+    """A shipped task a method trains on when no dataset is chosen (files under rlhf/assets)."""
+
+    train: str
+    type: str | None
+    eval: str | None = None
+
+
+# The embedded "topics" task in each row shape (rlhf/assets/build_data.py writes the files):
+# a method trains on its shape's data unless its spec names other data.
+EMBEDDED_BY_SHAPE = {
+    PAIRS: EmbeddedData("data/topics_pairs.train.jsonl", "chatml.intel", "data/topics_pairs.eval.jsonl"),
+    UNPAIRED: EmbeddedData("data/topics_kto.train.jsonl", "chatml.intel", "data/topics_kto.eval.jsonl"),
+    # Rows already hold `prompt` (messages) and the `category` column the topic reward reads.
+    PROMPTS: EmbeddedData("data/topics_prompts.train.jsonl", None),
+}
 
 LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -140,6 +162,20 @@ class MethodSpec:
     # The trainer's argument that takes an explicit reference model (None: the method has no
     # reference model, or its trainer builds one itself, as GRPO does when beta > 0).
     reference_arg: str | None
+    # For a trainer that builds its own reference: whether this config makes it build one
+    # (GRPO: a KL term, beta > 0).
+    trainer_builds_reference: Callable[[Any], bool] | None = None
+    # The trainer's reference log-probs can be precomputed once and shared by every job on the
+    # same model and data (rlhf.shared_reference hooks DPOTrainer's precompute).
+    shares_reference_logps: bool = False
+    # Dataset types only this method reads, beyond those of its shape (ORPO's
+    # chat_template.argilla).
+    extra_types: tuple[str, ...] = ()
+    # Other conf/method options that train with this spec (loss presets such as ipo): format_row
+    # and the dataset-type messages accept them as the method's name.
+    presets: tuple[str, ...] = ()
+    # Data trained on by default (dataset=embedded); None: the embedded task of its shape.
+    embedded: EmbeddedData | None = None
     # Method-specific checks beyond types and ranges: returns the problems found.
     check: Callable[[Any], list[str]] | None = None
     # Converts a value of ours to TRL's form where the two differ (e.g. a name -> a list).
@@ -153,8 +189,19 @@ class MethodSpec:
     # Learning figures computed from the log history (e.g. GRPO's reward early vs late);
     # `metric` may name one of them instead of an eval metric.
     summarize: Callable[[list[dict]], dict[str, Any]] | None = None
-    # Extra trainer arguments built from the run (e.g. GRPO's reward functions).
-    trainer_inputs: Callable[[Any], dict[str, Any]] | None = None
+    # Extra trainer arguments built from the run and the training rows' columns (e.g. GRPO's
+    # reward functions, checked against the columns they read).
+    trainer_inputs: Callable[[Any, list[str]], dict[str, Any]] | None = None
+
+    @property
+    def embedded_data(self) -> EmbeddedData:
+        return self.embedded or EMBEDDED_BY_SHAPE[self.shape]
+
+    def uses_reference(self, method: Any) -> bool:
+        """Whether training compares against a reference model (held, built or precomputed)."""
+        if self.reference_arg is not None:
+            return True
+        return self.trainer_builds_reference is not None and self.trainer_builds_reference(method)
 
     def trl_kwargs(self, method: Any, has_eval: bool) -> dict[str, Any]:
         common = common_trl_kwargs(method, has_eval)
@@ -171,11 +218,24 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    if spec.kind in METHODS:
-        raise ValueError(f"method {spec.kind!r} is registered twice")
+    taken = {name for other in METHODS.values() for name in (other.kind, *other.presets)}
+    clash = [name for name in (spec.kind, *spec.presets) if name in taken]
+    if clash:
+        raise ValueError(f"method name(s) {', '.join(clash)} registered twice")
     METHODS[spec.kind] = spec
     return spec
 
 
-def schema_field_names(schema: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(schema)]
+def method_names() -> list[str]:
+    """Every name a method answers to: registered kinds and their presets."""
+    return sorted(name for spec in METHODS.values() for name in (spec.kind, *spec.presets))
+
+
+def lookup(name: str) -> MethodSpec:
+    """The spec of a registered method, by its kind or one of its presets (ipo -> dpo)."""
+    for spec in METHODS.values():
+        if name == spec.kind or name in spec.presets:
+            return spec
+    names = method_names()
+    raise ConfigError(f"{name!r} is not a registered method{did_you_mean(str(name), names)}; methods: "
+                      f"{one_of(names)}")

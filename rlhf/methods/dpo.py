@@ -109,6 +109,9 @@ SPEC = register(MethodSpec(
     metric="eval_rewards/accuracies",
     greater_is_better=True,
     reference_arg="ref_model",
+    shares_reference_logps=True,
+    # IPO is DPO with loss_type ipo (conf/method/ipo.yaml).
+    presets=("ipo",),
     check=check_dpo,
     convert={"loss_type": loss_names, "loss_weights": lambda w: None if w is None else list(w)},
 ))

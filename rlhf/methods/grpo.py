@@ -12,7 +12,7 @@ from typing import Any
 
 from rlhf.config.fields import knob
 from rlhf.methods.base import PROMPTS, MethodConfig, MethodSpec, register
-from rlhf.usercode import load_reward_functions
+from rlhf.usercode import check_reward_columns, load_reward_functions
 
 GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -43,10 +43,6 @@ class GRPOMethod(MethodConfig):
     log_completions: bool = knob(False, "log sampled completions with their rewards")
 
 
-def world_size(run: Any) -> int:
-    return run.hardware.nodes * run.hardware.processes_per_node
-
-
 def check_grpo(run: Any) -> list[str]:
     from rlhf.errors import RlhfError
 
@@ -63,10 +59,10 @@ def check_grpo(run: Any) -> list[str]:
         problems.append(f"method.reward_weights has {len(method.reward_weights)} weights for "
                         f"{len(method.reward_funcs)} reward functions: give one weight per function")
     # TRL samples num_generations completions per prompt from each generation batch.
-    generation_batch = method.micro_batch_size * world_size(run) * method.gradient_accumulation_steps
+    generation_batch = method.micro_batch_size * run.hardware.world_size * method.gradient_accumulation_steps
     if generation_batch % method.num_generations:
         problems.append(
-            f"the generation batch (method.micro_batch_size={method.micro_batch_size} x {world_size(run)} "
+            f"the generation batch (method.micro_batch_size={method.micro_batch_size} x {run.hardware.world_size} "
             f"processes x method.gradient_accumulation_steps={method.gradient_accumulation_steps} = "
             f"{generation_batch} completions) must be divisible by method.num_generations="
             f"{method.num_generations}")
@@ -103,6 +99,14 @@ def reward_trend(history: list[dict]) -> dict[str, Any]:
             "reward_logged_steps": len(rewards)}
 
 
+def reward_functions(run: Any, columns: list[str]) -> dict[str, Any]:
+    """GRPOTrainer's reward_funcs, each checked against the columns the training rows have."""
+    names = list(run.method.reward_funcs)
+    functions = load_reward_functions(names, run.code_path)
+    check_reward_columns(functions, names, columns)
+    return {"reward_funcs": functions}
+
+
 SPEC = register(MethodSpec(
     kind="grpo",
     schema=GRPOMethod,
@@ -131,11 +135,15 @@ SPEC = register(MethodSpec(
     metric="reward_last_tenth",
     greater_is_better=True,
     reference_arg=None,
+    # With a KL term (beta > 0) TRL loads a frozen copy of the policy itself.
+    trainer_builds_reference=lambda method: method.beta > 0,
+    # The loss presets of conf/method/ (each sets every coupled setting of its paper).
+    presets=("bnpo", "dr_grpo", "dapo"),
     check=check_grpo,
     convert={"reward_weights": lambda w: None if w is None else list(w)},
     run_trl=vllm_trl_kwargs,
     # GRPOConfig has no max_length; the data stage still bounds prompts by it.
     not_in_trl=("max_length",),
     summarize=reward_trend,
-    trainer_inputs=lambda run: {"reward_funcs": load_reward_functions(list(run.method.reward_funcs), run.code_path)},
+    trainer_inputs=reward_functions,
 ))

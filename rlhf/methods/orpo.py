@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, MethodConfig, MethodSpec, register
+from rlhf.methods.base import PAIRS, EmbeddedData, MethodConfig, MethodSpec, register
 
 
 @dataclass
@@ -25,6 +25,10 @@ SPEC = register(MethodSpec(
     metric="eval_rewards/accuracies",
     greater_is_better=True,
     reference_arg=None,
+    # Axolotl's ORPO type: message lists with the answer's end-of-turn newline kept.
+    extra_types=("chat_template.argilla",),
+    # The embedded pairs as message lists, in that type.
+    embedded=EmbeddedData("data/topics_orpo.train.jsonl", "chat_template.argilla", "data/topics_orpo.eval.jsonl"),
     # ORPO's collator needs the raw columns; TRL forces this with a warning otherwise.
     fixed_trl={"remove_unused_columns": False},
 ))

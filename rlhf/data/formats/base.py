@@ -42,8 +42,6 @@ class Formatter:
     map_kwargs: dict[str, Any] = field(default_factory=dict)
     map_function: Callable | None = None
     remove_columns: tuple[str, ...] = ()
-    # The user module behind a `file.fn` type (for cache keys), if any.
-    source_file: str | None = None
 
     def __call__(self, row: Mapping) -> dict:
         if not isinstance(row, Mapping):

@@ -8,16 +8,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from rlhf.methods.base import PAIRS, UNPAIRED
+
 # (role, text) turns of the conversation before the answer, oldest first.
 Turns = Sequence[tuple[str, str]]
 
-DPO_STRING_MAPPINGS = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
-KTO_STRING_MAPPINGS = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
+PAIR_STRING_MAPPINGS = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
+UNPAIRED_STRING_MAPPINGS = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
 
 
 class Family(ABC):
     name: str = ""
-    # mappings this family supports, per table ("dpo" covers DPO, IPO, SimPO; "kto")
+    # mappings this family supports, per row shape (preference pairs, unpaired rows)
     mappings: dict[str, tuple[str, ...]] = {}
 
     @abstractmethod
@@ -31,7 +33,7 @@ class Family(ABC):
 
 class ChatML(Family):
     name = "chatml"
-    mappings = {"dpo": DPO_STRING_MAPPINGS, "kto": KTO_STRING_MAPPINGS}
+    mappings = {PAIRS: PAIR_STRING_MAPPINGS, UNPAIRED: UNPAIRED_STRING_MAPPINGS}
 
     @staticmethod
     def turn(role: str, text: str) -> str:
@@ -47,7 +49,7 @@ class ChatML(Family):
 
 class Llama3(Family):
     name = "llama3"
-    mappings = {"dpo": DPO_STRING_MAPPINGS, "kto": KTO_STRING_MAPPINGS}
+    mappings = {PAIRS: PAIR_STRING_MAPPINGS, UNPAIRED: UNPAIRED_STRING_MAPPINGS}
 
     @staticmethod
     def turn(role: str, text: str) -> str:
@@ -65,7 +67,7 @@ class Llama3(Family):
 
 class Zephyr(Family):
     name = "zephyr"
-    mappings = {"dpo": ("nectar",)}
+    mappings = {PAIRS: ("nectar",)}
 
     def prompt(self, system: str | None, turns: Turns) -> str:
         # Always an empty system turn, as Axolotl's zephyr.nectar writes it.

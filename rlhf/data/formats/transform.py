@@ -69,8 +69,7 @@ def build(type_name: str, tokenizer: Any, cfg: Any, dataset_idx: int,
         return function(example, tokenizer=tokenizer) if takes_tokenizer else function(example)
 
     return Formatter(type_name=type_name, required_fields=(), output_columns=("prompt",), convert=convert,
-                     map_kwargs=map_kwargs, map_function=map_function, remove_columns=tuple(remove),
-                     source_file=source)
+                     map_kwargs=map_kwargs, map_function=map_function, remove_columns=tuple(remove))
 
 
 def is_callable_name(type_name: str) -> bool:
