@@ -10,27 +10,17 @@ Nothing here imports torch or TRL, so `--help`, `--cfg job` and a config error a
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhf.errors import ConfigError, RlhfError, did_you_mean
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_NAME = "config"
+from rlhf.config.compose import CONFIG_NAME, add_code_dir, compose_job, conf_dir
+from rlhf.errors import ConfigError, RlhfError
 
 # Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
 # (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
 _PRINT_ONLY = ("help", "hydra_help", "info", "shell_completion")
-
-
-def conf_dir() -> Path:
-    if not (CONF_DIR / f"{CONFIG_NAME}.yaml").is_file():
-        raise RlhfError(f"the config tree is missing: expected {CONF_DIR / CONFIG_NAME}.yaml "
-                        "(install the project with `pip install -e .` from its checkout)")
-    return CONF_DIR
 
 
 def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -58,139 +48,6 @@ def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
-def compose_job(overrides: list[str], config_dir: Path | None = None,
-                config_name: str = CONFIG_NAME) -> Any:
-    """Compose one job's config as Hydra will (without Hydra's own node), or raise ConfigError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rlhf.config.store import register_configs
-
-    register_configs()
-    _add_code_dir(config_dir or conf_dir())
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
-        try:
-            return compose(config_name=config_name, overrides=overrides)
-        except Exception as error:  # Hydra raises several types; each becomes one message
-            raise ConfigError(explain_compose_error(error, overrides, config_dir, config_name)) from None
-
-
-def explain_compose_error(error: Exception, overrides: list[str], config_dir: Path | None,
-                          config_name: str) -> str:
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None
-    yaml_problem = _yaml_problem(error, config_dir)
-    if yaml_problem:
-        return yaml_problem
-    if isinstance(error, MissingConfigException):
-        return _explain_missing_option(str(error))
-    in_list = _list_override(error, cause)
-    if in_list is not None:  # a key inside an entry of a list given on the command line
-        override_key, fields = in_list
-        key = str(getattr(cause, "key", "") or getattr(cause, "full_key", ""))
-        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            hint = did_you_mean(key, fields)
-            return (f"unknown key {key!r} in an entry of {override_key}{hint}"
-                    + ("" if hint else f"; an entry's keys: {', '.join(fields)}"))
-        return f"{override_key} entry, key {key!r}: {str(cause).splitlines()[0]}"
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        full_key = getattr(cause, "full_key", "") or ""
-        parent, _, key = full_key.rpartition(".")
-        others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != full_key]
-        valid = _keys_at(parent, others, config_dir, config_name)
-        hint = did_you_mean(key, valid)
-        listing = f"; valid keys under {parent or 'the root'}: {', '.join(valid)}" if valid and not hint else ""
-        return f"unknown key {full_key!r}{hint}{listing}"
-    if cause is not None:
-        full_key = getattr(cause, "full_key", "") or ""
-        first = str(cause).splitlines()[0]
-        return f"{full_key}: {first}" if full_key else first
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _yaml_problem(error: Exception, config_dir: Path | None) -> str | None:
-    """A YAML syntax error, with the file(s) of the config tree that do not parse and where."""
-    import yaml
-
-    chain, seen = [], error
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    marked = next((e for e in chain if isinstance(e, yaml.MarkedYAMLError)), None)
-    if marked is None:
-        return None
-    broken = []
-    for directory in {config_dir or conf_dir(), conf_dir()}:
-        for file in sorted(directory.rglob("*.yaml")):
-            try:
-                yaml.safe_load(file.read_text(encoding="utf-8"))
-            except yaml.MarkedYAMLError as bad:
-                mark = bad.problem_mark or bad.context_mark
-                where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
-                broken.append(f"{where}: {bad.context or ''} {bad.problem or ''}".replace("  ", " ").strip())
-            except (OSError, yaml.YAMLError):
-                continue
-    what = "; ".join(broken) if broken else f"{marked.context or ''} {marked.problem or ''}".strip()
-    return f"a config file is not valid YAML: {what}"
-
-
-_OVERRIDE_KEY = re.compile(r"(?:Could not override '|Error merging override )(?P<key>[\w.]+)")
-
-
-def _list_override(error: Exception, cause: Any) -> tuple[str, list[str]] | None:
-    """(override key, valid keys of an entry) when the failing key sits inside a list entry the
-    override gave (dataset.extra=[{...}]): OmegaConf then names only the entry's own key."""
-    import dataclasses
-
-    schema = getattr(cause, "object_type", None)
-    match = _OVERRIDE_KEY.search(str(error))
-    full_key = str(getattr(cause, "full_key", "") or "")
-    if cause is None or match is None or "." in full_key or not dataclasses.is_dataclass(schema):
-        return None
-    return match["key"], [f.name for f in dataclasses.fields(schema)]
-
-
-_MISSING = re.compile(r"Could not find '(?P<missing>[^']+)'")
-_OPTIONS = re.compile(r"Available options in '(?P<group>[^']+)':\n(?P<options>(?:\t[^\n]*\n?)*)")
-
-
-def _explain_missing_option(message: str) -> str:
-    """Hydra's 'Could not find method/dpoo' plus its option list, as one line with a suggestion."""
-    missing = _MISSING.search(message)
-    listed = _OPTIONS.search(message)
-    if not missing or not listed:
-        return message.split("Config search path")[0].strip()
-    group, _, option = missing["missing"].rpartition("/")
-    # base_* are the typed schemas the options extend, not options a user picks.
-    options = [o.strip() for o in listed["options"].splitlines() if o.strip() and not o.strip().startswith("base_")]
-    return (f"{group}={option} is not an option of the {group!r} group{did_you_mean(option, options)}; "
-            f"options: {', '.join(options)}")
-
-
-def _keys_at(parent: str, overrides: list[str], config_dir: Path | None, config_name: str) -> list[str]:
-    """The keys a node has once composed without the offending override (for suggestions)."""
-    from omegaconf import OmegaConf
-
-    try:
-        cfg = compose_job(overrides, config_dir, config_name)
-    except ConfigError:
-        return []
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    return [str(k) for k in node.keys()] if hasattr(node, "keys") else []
-
-
-def _add_code_dir(directory: Path) -> None:
-    """User code (rewards.py, transforms) beside the config is importable as module.function."""
-    from rlhf.usercode import EXTRA_DIRS
-
-    if directory not in EXTRA_DIRS:
-        EXTRA_DIRS.append(directory)
-
-
 def preflight(argv: list[str]) -> Any:
     """Compose and validate every job of this command line; raise ConfigError on the first bad one.
     Returns the first job's validated run (None when the command only prints)."""
@@ -207,7 +64,7 @@ def preflight(argv: list[str]) -> Any:
     else:
         extra = []
     config_name = args.config_name or CONFIG_NAME
-    _add_code_dir(config_dir or conf_dir())
+    add_code_dir(config_dir or conf_dir())
     first = None
     for job in _job_overrides(args.overrides, args.multirun):
         cfg = compose_job(extra + job, config_dir, config_name)
@@ -271,7 +128,7 @@ def launch(task: Callable[[Any], Any]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     register_configs()
-    _add_code_dir(_config_path_arg(argv) or conf_dir())
+    add_code_dir(_config_path_arg(argv) or conf_dir())
     main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
     main()
     from rlhf.sweep import FAILED_JOBS

@@ -54,7 +54,7 @@ def _keys(prefix: str, schema: type, node: Any) -> list[tuple[str, str, str]]:
 def render(conf_dir: Path, overrides: list[str], entry: str = "train") -> str:
     from omegaconf import OmegaConf
 
-    from rlhf.cli import compose_job
+    from rlhf.config.compose import compose_job
     from rlhf.methods import METHODS
 
     cfg = OmegaConf.to_container(compose_job(overrides), resolve=False)

@@ -26,17 +26,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def _render(value: Any, tokenizer: Any, generation_prompt: bool) -> str:
-    if isinstance(value, str):
-        return value
-    return tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
-
-
 def token_counts(row: dict, tokenizer: Any) -> dict[str, int]:
+    from rlhf.data.pipeline import render
+
     counts = {}
     for column in TEXT_COLUMNS:
         if column in row:
-            text = _render(row[column], tokenizer, column == "prompt")
+            text = render(row[column], tokenizer, column == "prompt")
             counts[column] = len(tokenizer(text, add_special_tokens=column == "prompt")["input_ids"])
     return counts
 
@@ -44,21 +40,19 @@ def token_counts(row: dict, tokenizer: Any) -> dict[str, int]:
 def preview_rows(run: Any, tokenizer: Any, rows: int, evaluation: bool = False) -> list[dict]:
     """The first `rows` formatted rows of each source, in file order, with where they came from."""
     from rlhf.data.pipeline import DataReport, format_source
-    from rlhf.data.sources import Source
+    from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
 
-    dataset = run.dataset
-    configs = list(dataset.eval) if evaluation else [dataset, *dataset.extra]
-    if evaluation and dataset.eval_split is not None:
-        configs.append(dataclasses.replace(dataset, split=dataset.eval_split))
-    if not configs:
+    role = EVAL if evaluation else TRAIN
+    sources = [source for source_role, _, source in dataset_sources(run.dataset) if source_role == role]
+    if not sources:
         raise RlhfError("this config has no separate eval data (dataset.eval or dataset.eval_split); "
                         "held-out rows (dataset.val_set_size) are drawn at training time")
     shown: list[dict] = []
-    for index, config in enumerate(configs):
+    for index, whole in enumerate(sources):
+        config = whole.config
         limited = dataclasses.replace(config, num_rows=min(rows, config.num_rows or rows))
-        source = Source(limited)
-        formatted = format_source(source, run.spec.kind, run.spec.shape, tokenizer, index, DataReport(),
-                                  code_path=run.code_path)
+        source = Source(limited, split=whole.split)
+        formatted = format_source(source, run.spec, tokenizer, index, DataReport(), code_path=run.code_path)
         if not formatted:
             raise RlhfError(f"dataset {source.label} has no rows")
         for row in formatted:
@@ -90,7 +84,7 @@ def print_human(items: list[dict], max_length: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
     try:
-        from rlhf.cli import compose_job
+        from rlhf.config.compose import compose_job
         from rlhf.config.validate import validate
 
         run = validate(compose_job(overrides))

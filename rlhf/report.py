@@ -23,9 +23,6 @@ import yaml
 
 from rlhf import rundir
 
-STATUS_ORDER = ("finished", "failed", "unfinished")
-
-
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
     items = yaml.safe_load(path.read_text()) if path.is_file() else []
@@ -37,22 +34,14 @@ def _overrides(job: Path) -> dict[str, str]:
     return out
 
 
-def _status(job: Path) -> str:
-    if rundir.is_finished(job):
-        return "finished"
-    return "failed" if (job / rundir.FAILED).is_file() else "unfinished"
-
-
 def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], list[str], str | None]:
     """One row per job; the swept keys (those whose value differs between jobs); the metric."""
-    from rlhf.sweep import job_dirs
-
     rows = []
-    for job in job_dirs(sweep_dir):
-        metrics = json.loads((job / rundir.METRICS).read_text()) if (job / rundir.METRICS).is_file() else {}
+    for job in rundir.job_dirs(sweep_dir):
+        metrics = rundir.read_metrics(job) if (job / rundir.METRICS).is_file() else {}
         metric = metric or metrics.get("metric")
-        error = (job / rundir.FAILED).read_text().strip().splitlines()[0] if (job / rundir.FAILED).is_file() else ""
-        rows.append({"job": job.name, "overrides": _overrides(job), "status": _status(job),
+        error = rundir.failure(job, first_line=True)
+        rows.append({"job": job.name, "overrides": _overrides(job), "status": rundir.status(job),
                      "metrics": {**metrics.get("train", {}), **metrics.get("eval", {}),
                                  **metrics.get("learning", {})},
                      "seconds": metrics.get("seconds"), "error": error})
@@ -154,7 +143,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(body)
-    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
+    counts = {s: sum(r["status"] == s for r in rows) for s in rundir.STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     paths["md"].write_text(f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`.\n\n"
                            + _markdown(header, body) + "\n![plot](report.png)\n", encoding="utf-8")
@@ -168,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", help="metric to plot (default: each method's learning metric)")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
-    from rlhf.sweep import job_dirs
-
-    if not sweep_dir.is_dir() or not job_dirs(sweep_dir):
+    if not sweep_dir.is_dir() or not rundir.job_dirs(sweep_dir):
         print(f"error: {sweep_dir} is not a sweep directory (no job directories with a .hydra record in it)",
               file=sys.stderr)
         sys.exit(2)

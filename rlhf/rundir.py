@@ -153,8 +153,14 @@ def config_differences(saved: dict, current: dict) -> list[str]:
             if a.get(key) != b.get(key)]
 
 
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The newest complete trainer checkpoint in the run dir (the one a re-run resumes from)."""
+    steps = [p.parent for p in (Path(run_dir) / CHECKPOINTS).glob("checkpoint-*/trainer_state.json")]
+    return str(max(steps, key=lambda p: int(p.name.split("-")[1]))) if steps else None
+
+
 def has_checkpoint(run_dir: Path) -> bool:
-    return any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*/trainer_state.json"))
+    return latest_checkpoint(run_dir) is not None
 
 
 def check_same_config(run_dir: Path, resolved: dict, only_if_resumable: bool = False) -> None:
@@ -174,6 +180,30 @@ def check_same_config(run_dir: Path, resolved: dict, only_if_resumable: bool = F
 
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / SUCCESS).is_file()
+
+
+FINISHED, FAILED_STATUS, UNFINISHED = "finished", "failed", "unfinished"
+STATUSES = (FINISHED, FAILED_STATUS, UNFINISHED)
+
+
+def status(run_dir: Path) -> str:
+    """finished (SUCCESS), failed (FAILED) or unfinished (neither: running, killed or preempted)."""
+    if is_finished(run_dir):
+        return FINISHED
+    return FAILED_STATUS if (Path(run_dir) / FAILED).is_file() else UNFINISHED
+
+
+def failure(run_dir: Path, first_line: bool = False) -> str:
+    """A failed job's error, or its first line ("" when it did not fail)."""
+    path = Path(run_dir) / FAILED
+    text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    return text.splitlines()[0] if first_line and text else text
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The run dirs of a sweep's jobs (those with Hydra's .hydra record), in job order."""
+    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
 def mark_success(run_dir: Path) -> None:

@@ -21,25 +21,19 @@ log = logging.getLogger("rlhf")
 FAILED_JOBS: list[Path] = []
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The run dirs of a sweep's jobs, in job order."""
-    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
-
-
 class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        jobs = job_dirs(sweep_dir)
-        failed = [j for j in jobs if (j / rundir.FAILED).is_file()]
-        unfinished = [j for j in jobs if not rundir.is_finished(j) and j not in failed]
+        jobs = rundir.job_dirs(sweep_dir)
+        statuses = {job: rundir.status(job) for job in jobs}
+        failed = [j for j in jobs if statuses[j] == rundir.FAILED_STATUS]
+        unfinished = [j for j in jobs if statuses[j] == rundir.UNFINISHED]
         done = len(jobs) - len(failed) - len(unfinished)
         log.info("sweep %s: %d of %d jobs finished", sweep_dir, done, len(jobs))
         for job in failed:
-            error = (job / rundir.FAILED).read_text().strip().splitlines()
-            log.error("job %s failed: %s", job.name, error[0] if error else "(no message)")
+            log.error("job %s failed: %s", job.name, rundir.failure(job, first_line=True) or "(no message)")
         for job in unfinished:
             log.error("job %s did not finish (no %s)", job.name, rundir.SUCCESS)
         FAILED_JOBS.extend(failed + unfinished)

@@ -89,7 +89,7 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
 
 
 def main() -> None:
-    from rlhf.cli import compose_job
+    from rlhf.config.compose import compose_job
     from rlhf.config.validate import validate
 
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.errors import ConfigError
 from rlhf.methods import METHODS

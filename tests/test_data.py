@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO, cli_env, run_cli, train
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.errors import ConfigError, DataError
 
@@ -145,7 +145,7 @@ def test_two_jobs_building_the_same_cache_at_once_agree(tmp_path):
     code = f"""
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.data.pipeline import prepare_data
 from rlhf.models import load_tokenizer

@@ -9,7 +9,7 @@ import pytest
 
 from rlhf.assets import ASSETS
 from rlhf.assets.build_samples import LAYOUTS, build
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 
 PAIR_LAYOUTS = ["default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra"]

@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 
 from conftest import run_cli
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.errors import ConfigError, RlhfError
 

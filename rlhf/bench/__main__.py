@@ -210,7 +210,7 @@ def bench_data(work: Path, rows: int) -> dict:
             f.write(json.dumps(row) + "\n")
     code = f"""
 import json, sys, time
-from rlhf.cli import compose_job
+from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.data.pipeline import prepare_data
 from rlhf.models import load_tokenizer
