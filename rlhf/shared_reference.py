@@ -19,9 +19,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlhf.locks import locked
+
 log = logging.getLogger("rlhf")
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def build_trainer(trainer_class: type, kwargs: dict[str, Any], data_dir: Path, max_length: int | None,
+                  world_size: int) -> tuple[Any, dict[str, str]]:
+    """The trainer, its reference precompute going through the shared store. Jobs sharing the
+    prepared data build their trainers one at a time, so the log-probs are computed once.
+    Returns the trainer and, per split, whether they were computed or reused."""
+    shared_class = sharing_trainer(trainer_class, data_dir, max_length)
+    if world_size > 1:
+        # The ranks of one job construct together (collectives inside); concurrent jobs may
+        # then both compute, and the store's atomic rename keeps it whole.
+        trainer = shared_class(**kwargs)
+    else:
+        with locked(Path(data_dir) / "reference.lock"):
+            trainer = shared_class(**kwargs)
+    return trainer, dict(trainer.shared_reference)
 
 
 def sharing_trainer(trainer_class: type, data_dir: Path, max_length: int | None) -> type:
