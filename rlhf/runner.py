@@ -65,6 +65,9 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
         trainer_kwargs[run.spec.reference_arg] = ref.model
     trainer, shared = build_trainer(run, trainer_kwargs, data.path)
     del model, ref.model  # the trainer holds what it needs; a released reference is freed
+    from rlhf.run_totals import RunTotals
+
+    totals = RunTotals.attach(trainer)  # train_loss and num_tokens of the whole run, across resumes
 
     resume = rundir.latest_checkpoint(run_dir)
     if resume is None:
@@ -74,7 +77,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     train_result = trainer.train(resume_from_checkpoint=resume)
     if trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps:
         return {"stopped_at_step": trainer.state.global_step}  # preempted: saved, not finished
-    metrics = final_metrics(run, trainer, train_result, has_eval)
+    metrics = final_metrics(run, trainer, train_result, has_eval, totals.metrics(train_result))
     held = models_in_memory()  # counted after training (same models), so the count costs no step time
 
     if trainer.is_world_process_zero():
@@ -210,7 +213,9 @@ def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple
                                           run.hardware.world_size)
 
 
-def final_metrics(run: RunSpec, trainer: Any, train_result: Any, has_eval: bool) -> dict[str, Any]:
+def final_metrics(run: RunSpec, trainer: Any, train_result: Any, has_eval: bool,
+                  run_totals: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`run_totals` (rlhf.run_totals) replace the Trainer's figures of this session only."""
     history = trainer.state.log_history
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     if has_eval and (not evals or evals[-1].get("step", trainer.state.global_step) != trainer.state.global_step):
@@ -218,7 +223,8 @@ def final_metrics(run: RunSpec, trainer: Any, train_result: Any, has_eval: bool)
         evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
     train_logs = [h for h in history if "loss" in h]
     return {
-        "train": {**train_result.metrics, **({"last_logged": train_logs[-1]} if train_logs else {})},
+        "train": {**train_result.metrics, **(run_totals or {}),
+                  **({"last_logged": train_logs[-1]} if train_logs else {})},
         "eval": {k: v for k, v in evals[-1].items() if k.startswith("eval_")} if evals else {},
         "global_step": trainer.state.global_step,
         "first_loss": train_logs[0]["loss"] if train_logs else None,

@@ -16,7 +16,9 @@ from conftest import cli_env, read_history, run_cli, train
 
 pytestmark = pytest.mark.slow
 
-LONG = ("method.num_epochs=2", "method.save_steps=20", "method.logging_steps=5")
+# A checkpoint every 20 steps and a log every 7: each checkpoint falls inside a logging window, so
+# a resumed run has to carry the loss of the steps between the last log and the checkpoint.
+LONG = ("method.num_epochs=2", "method.save_steps=20", "method.logging_steps=7")
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -52,6 +54,12 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     reference = {h["step"]: h["loss"] for h in read_history(tmp_path / "whole") if "loss" in h}
     last = max(losses)
     assert losses[last] == pytest.approx(reference[last], rel=1e-4)
+    # The run-level figures cover the whole run, not only the steps after the resume.
+    assert resumed["train"]["train_loss"] == pytest.approx(whole["train"]["train_loss"], rel=1e-4), \
+        (resumed["train"]["train_loss"], whole["train"]["train_loss"])
+    assert resumed["train"]["num_tokens"] == whole["train"]["num_tokens"] > 0
+    # TRL's own count, as it logs it, goes on from the checkpoint instead of restarting at zero.
+    assert resumed["train"]["last_logged"]["num_tokens"] == whole["train"]["last_logged"]["num_tokens"]
 
 
 def test_terminated_run_saves_where_it_stopped_and_resumes(tmp_path):
