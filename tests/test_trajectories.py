@@ -103,7 +103,7 @@ def compare(recorded: dict, current: dict) -> str | None:
         if old is None or new is None:
             problems.append(f"{method}: {'not recorded' if old is None else 'not trained'}")
             continue
-        for key in sorted(set(old) | set(new)):
+        for key in [k for k in KEYS if k in old or k in new]:
             a, b = old.get(key), new.get(key)
             if a is None or b is None or len(a) != len(b):
                 problems.append(f"{method} {key}: recorded {a}, now {b}")
