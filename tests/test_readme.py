@@ -75,7 +75,7 @@ def test_every_readme_command_runs_as_typed_in_the_environment_it_describes(chec
         # Each block runs as a user would paste it, after activating the environment.
         lines = block if "source .venv/bin/activate" in block else ["source .venv/bin/activate", *block]
         proc = run_block(lines, checkout_like)
-        assert proc.returncode == 0, (f"README block failed:\n" + "\n".join(lines)
+        assert proc.returncode == 0, ("README block failed:\n" + "\n".join(lines)
                                       + f"\n--- stderr\n{proc.stderr[-4000:]}")
     sweep = checkout_like / "multirun" / "beta-by-loss"
     assert (sweep / "report.md").is_file() and (sweep / "report.png").is_file()
