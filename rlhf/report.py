@@ -157,9 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", help="metric to plot (default: each method's learning metric)")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
-    if not sweep_dir.is_dir() or not rundir.job_dirs(sweep_dir):
-        print(f"error: {sweep_dir} is not a sweep directory (no job directories with a .hydra record in it)",
-              file=sys.stderr)
+    problem = None
+    if not sweep_dir.exists():
+        problem = f"{sweep_dir} does not exist (give the sweep's directory, e.g. multirun/<date>/<time>)"
+    elif not sweep_dir.is_dir():
+        problem = f"{sweep_dir} is a file, not a sweep directory (multirun/<date>/<time>)"
+    elif not rundir.job_dirs(sweep_dir):
+        problem = f"{sweep_dir} is not a sweep directory (no job directories with a .hydra record in it)"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     for kind, path in write(sweep_dir, args.metric).items():
         print(f"{kind}: {path}")

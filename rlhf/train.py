@@ -74,16 +74,39 @@ def train_job(cfg: DictConfig) -> float | None:
     except Exception as error:
         if rank == 0 and owns_run_dir:
             rundir.mark_failed(run_dir, error)
-        if isinstance(error, RlhfError):
-            log.error("%s", error)
-        else:
-            log.exception("the job failed")
         if hydra.mode == RunMode.MULTIRUN:
-            return None  # the sweep goes on; the launching process reports the failures
+            # Logged once (terminal and the job's train.log); the sweep goes on, and the
+            # launching process lists the failures when it ends.
+            if isinstance(error, RlhfError):
+                log.error("%s", error)
+            else:
+                log.exception("the job failed")
+            return None
+        # A single run: train.log keeps the record, the terminal gets the message once, as
+        # `error: ...` on stderr (a bug: Hydra prints its traceback there).
+        _log_to_files_only(error)
         if isinstance(error, RlhfError):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(1)
         raise
+
+
+def _log_to_files_only(error: Exception) -> None:
+    """Record a single run's error in its log file(s) (train.log), not on the terminal, where
+    it is printed once by the caller."""
+    if isinstance(error, RlhfError):
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None)
+    else:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "the job failed", (),
+                                (type(error), error, error.__traceback__))
+    seen, logger = set(), log
+    while logger is not None:  # the handlers a record of `log` would reach
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and id(handler) not in seen:
+                seen.add(id(handler))
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        logger = logger.parent if logger.propagate else None
 
 
 def main() -> None:

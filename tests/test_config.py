@@ -183,8 +183,17 @@ BAD_INPUTS = [
     (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'", "dpo, dr_grpo, grpo, ipo, kto, orpo, simpo"]),
     (["model=qwen"], ["model=qwen is not an option", "qwen2.5-0.5b-instruct", "tiny"]),
     (["method.betta=0.1"], ["unknown key 'method.betta'", "did you mean 'beta'"]),
-    (["method.beta=abc"], ["method.beta", "'abc'", "Float"]),
-    (["method.micro_batch_size=1.5"], ["method.micro_batch_size", "'1.5'", "Integer"]),
+    (["method.beta=abc"], ["method.beta=abc is not a number (float)"]),
+    (["method.micro_batch_size=1.5"], ["method.micro_batch_size=1.5 is not a whole number (int)"]),
+    (["dataset.drop_empty=maybe"], ["dataset.drop_empty=maybe is not true or false (bool)"]),
+    (["beta=0.2"], ["unknown key 'beta'; did you mean 'method.beta'?", "method.beta=0.2"]),
+    (["+beta=0.2"], ["unknown top-level key 'beta'; did you mean 'method.beta'?", "method.beta=0.2"]),
+    (["method=grpo", "method.reward_funcs=rewards.fn"],
+     ["method.reward_funcs=rewards.fn is not a list", "'method.reward_funcs=[rewards.fn]'"]),
+    (["hardware.train_gpus=3"], ["hardware.train_gpus=3 is not a list", "'hardware.train_gpus=[3]'"]),
+    (["dataset.extra=[{path: a.jsonl, drop_empty: maybe}]"],
+     ["in an entry of dataset.extra: drop_empty=maybe is not true or false (bool)"]),
+    (["dataset.extra=more.jsonl"], ["dataset.extra=more.jsonl is not a list", "'dataset.extra=[{path: more.jsonl}]'"]),
     (["method.beta=-1"], ["method.beta=-1.0 is out of range", "must be > 0"]),
     (["method.loss_type=sigmoidd"], ["'sigmoidd' is not a DPO loss TRL has", "did you mean 'sigmoid'",
                                       "hinge, ipo, exo_pair"]),
@@ -211,6 +220,9 @@ def test_bad_input_is_one_clear_message_before_anything_runs(tmp_path, overrides
     assert "Traceback" not in proc.stderr
     for text in expected:
         assert text in proc.stderr, (text, proc.stderr)
+    assert proc.stderr.count("error:") == 1, proc.stderr  # one message, printed once
+    for raw in ("could not be converted", "ListConfig", "not a valid bool", "in an entry of beta"):
+        assert raw not in proc.stderr, proc.stderr  # OmegaConf's own words do not reach the user
     assert not (tmp_path / "run").exists(), "a bad config must not create a run dir"
 
 

@@ -229,7 +229,7 @@ def test_preview_of_an_empty_file_says_so(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     proc = run_cli("rlhf.preview", f"dataset.path={tmp_path / 'empty.jsonl'}", "dataset.type=chatml.intel",
                    "dataset.eval=[]", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and f"dataset {tmp_path / 'empty.jsonl'} has no rows" in proc.stderr
+    assert proc.returncode == 2 and f"{tmp_path / 'empty.jsonl'} is empty (no rows)" in proc.stderr
 
 
 def test_preview_loads_no_model(tmp_path):
@@ -250,6 +250,7 @@ def _bad(tmp_path: Path, rows_text: str, *overrides: str, name: str = "bad.jsonl
     run_dir = tmp_path / "run"
     proc = train(tmp_path, f"dataset.path={path}", "dataset.eval=[]", *overrides, run_dir=run_dir, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("error:") == 1, proc.stderr[-3000:]  # one message, printed once
     assert not (run_dir / "SUCCESS").exists()
     assert "model" not in {p.name for p in run_dir.iterdir()} if run_dir.exists() else True
     return proc.stderr
@@ -272,7 +273,16 @@ def test_null_and_wrong_typed_values_name_the_field(tmp_path):
 
 def test_empty_answer_is_an_error(tmp_path):
     err = _bad(tmp_path, json.dumps({**PAIRS[0], "rejected": ""}) + "\n", "dataset.type=chatml.intel")
-    assert "bad.jsonl:1: field 'rejected' is empty" in err and "drop_empty" in err
+    assert "bad.jsonl:1: field 'rejected' is empty" in err
+    assert "(to drop such rows instead, add dataset.drop_empty=true)" in err
+
+
+def test_empty_answer_in_an_extra_source_names_its_own_key(tmp_path):
+    write_jsonl(tmp_path / "more.jsonl", [{**PAIRS[0], "chosen": ""}])
+    err = _bad(tmp_path, json.dumps(PAIRS[0]) + "\n", "dataset.type=chatml.intel",
+               f"dataset.extra=[{{path: {tmp_path / 'more.jsonl'}, type: chatml.intel}}]")
+    assert "more.jsonl:1: field 'chosen' is empty" in err
+    assert "add dataset.extra[0].drop_empty=true" in err and "drop_empty: true" not in err
 
 
 def test_corrupt_jsonl_line_is_file_and_line(tmp_path):
@@ -282,13 +292,29 @@ def test_corrupt_jsonl_line_is_file_and_line(tmp_path):
     with pytest.raises(json.JSONDecodeError) as expected:  # where the cut line itself fails, not "column 1"
         json.loads(json.dumps(PAIRS[1])[:-5])
     assert expected.value.colno > 1 and f"at column {expected.value.colno})" in err
+    assert "at at" not in err  # json's "Unterminated string starting at" takes the column straight after
+    err = _bad(tmp_path, '[{"question": "q", "chosen": "a" "rejected": "b"}]', "dataset.type=chatml.intel",
+               name="array.json")
+    assert "array.json:1: not valid JSON (Expecting ',' delimiter at column 34)" in err
+
+
+@pytest.mark.parametrize("name,text", [("e.jsonl", ""), ("blank.jsonl", "\n\n"), ("e.json", "[]"),
+                                       ("e.csv", ""), ("header.csv", "question,chosen,rejected\n")])
+def test_an_empty_data_file_is_called_empty(tmp_path, name, text):
+    err = _bad(tmp_path, text, "dataset.type=chatml.intel", name=name)
+    assert f"{tmp_path / name} is empty (no rows)" in err
 
 
 def test_a_csv_row_with_more_or_fewer_cells_than_the_header_is_named(tmp_path):
     err = _bad(tmp_path, "question,chosen,rejected\nq,a,b\nq,a,b,extra\n", "dataset.type=chatml.intel", name="d.csv")
-    assert "d.csv row 2 (line 3): 4 cells, but the header has 3 columns (question, chosen, rejected)" in err
+    assert ("d.csv data row 2 (line 3, after the header): 4 cells, but the header has 3 columns "
+            "(question, chosen, rejected)") in err
     err = _bad(tmp_path, "question,chosen,rejected\nq,a\n", "dataset.type=chatml.intel", name="e.csv")
-    assert "e.csv row 1 (line 2): 2 cells, but the header has 3 columns" in err
+    assert "e.csv data row 1 (line 2, after the header): 2 cells, but the header has 3 columns" in err
+    # a quoted cell over two lines and a blank line: the row number counts data rows, the line is where it starts
+    err = _bad(tmp_path, 'question,chosen,rejected\n"two\nlines",a,b\n\nq,a,\n', "dataset.type=chatml.intel",
+               name="f.csv")
+    assert "f.csv data row 2 (line 5, after the header): field 'rejected' is empty" in err
 
 
 def test_missing_file_is_named(tmp_path):
@@ -307,7 +333,15 @@ def test_unknown_type_for_the_method_lists_the_valid_ones_before_the_job_starts(
 
 def test_pairs_given_to_kto_suggest_unpairing(tmp_path):
     err = _bad(tmp_path, json.dumps(PAIRS[0]) + "\n", "method=kto", "dataset.type=chatml.intel")
-    assert "field 'completion' is missing" in err and "set unpair=true" in err
+    assert "field 'completion' is missing" in err and "add dataset.unpair=true" in err
+
+
+@pytest.mark.parametrize("type_name", ["chatml.intel", "null"])
+def test_unpaired_rows_given_to_a_pair_method_say_which_method_reads_them(tmp_path, type_name):
+    rows = json.dumps({"prompt": "p", "completion": "c", "label": True}) + "\n"
+    err = _bad(tmp_path, rows, "method=dpo", f"dataset.type={type_name}")
+    assert "bad.jsonl:1:" in err and "This row is an unpaired row with a label" in err
+    assert "not a preference pair: train it with method=kto and a type that reads it: chatml.prompt_pairs" in err
 
 
 def test_kto_label_that_is_not_boolean(tmp_path):

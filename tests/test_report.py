@@ -51,3 +51,14 @@ def test_report_lists_a_failed_job_with_its_error(tmp_path):
         table = {r["job"]: r for r in csv.DictReader(f)}
     assert table["0"]["status"] == "failed" and "broken.jsonl:2: not valid JSON" in table["0"]["error"]
     assert table["1"]["status"] == "finished"
+
+
+def test_report_of_a_directory_that_is_missing_a_file_or_no_sweep_says_which(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    for target, message in ((tmp_path / "nope", f"{tmp_path / 'nope'} does not exist"),
+                            (tmp_path / "file.txt", f"{tmp_path / 'file.txt'} is a file, not a sweep directory"),
+                            (tmp_path / "empty", f"{tmp_path / 'empty'} is not a sweep directory (no job")):
+        proc = run_cli("rlhf.report", str(target), cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.count("error:") == 1 and message in proc.stderr, proc.stderr

@@ -71,6 +71,11 @@ def test_a_failed_run_is_never_marked_successful(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "SUCCESS").exists()
     assert "broken.jsonl:2" in (run_dir / "FAILED").read_text()
+    # One message: once on the terminal (stderr, as `error: ...`), once in train.log.
+    output = proc.stdout + proc.stderr
+    assert output.count("broken.jsonl:2: not valid JSON") == 1, output
+    assert "error: " in proc.stderr and "broken.jsonl:2" not in proc.stdout
+    assert (run_dir / "train.log").read_text().count("broken.jsonl:2: not valid JSON") == 1
 
 
 def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(tmp_path):

@@ -19,18 +19,20 @@ def check_hardware(run: Any) -> list[str]:
     problems = []
     if hardware.accelerator == "cpu":
         if hardware.precision == "fp16":
-            problems.append("hardware.precision=fp16 needs a GPU; on the CPU use fp32 or bf16")
+            problems.append("hardware.precision=fp16 needs a GPU; on the CPU use hardware.precision=fp32 (or bf16)")
         if hardware.gpus_per_node:
             problems.append(f"hardware.gpus_per_node={hardware.gpus_per_node} with hardware.accelerator=cpu: "
-                            "set accelerator=cuda to use GPUs, or gpus_per_node=0")
+                            "hardware.accelerator=cuda to use GPUs, or hardware.gpus_per_node=0")
         if hardware.distributed not in ("none", "ddp"):
-            problems.append(f"hardware.distributed={hardware.distributed} needs GPUs; on the CPU use ddp (gloo)")
+            problems.append(f"hardware.distributed={hardware.distributed} needs GPUs; on the CPU use "
+                            "hardware.distributed=ddp (gloo)")
     elif hardware.gpus_per_node < 1:
-        problems.append("hardware.accelerator=cuda with hardware.gpus_per_node=0: give the GPUs per node")
+        problems.append("hardware.accelerator=cuda with hardware.gpus_per_node=0: give the GPUs per node, "
+                        "e.g. hardware.gpus_per_node=1")
     processes = hardware.world_size
     if processes > 1 and hardware.distributed == "none":
         problems.append(f"{processes} processes (hardware.nodes x processes_per_node) need a strategy: "
-                        "set hardware.distributed to ddp, fsdp, deepspeed_zero2 or deepspeed_zero3")
+                        "hardware.distributed=ddp (or fsdp, deepspeed_zero2, deepspeed_zero3)")
     if hardware.train_gpus is not None and hardware.vllm_gpus is not None:
         shared = sorted(set(hardware.train_gpus) & set(hardware.vllm_gpus))
         if shared:
@@ -143,7 +145,7 @@ def check_optimizer(run: Any) -> list[str]:
     name = run.method.optimizer
     if any(marker in name for marker in BNB_OPTIMIZERS) and importlib.util.find_spec("bitsandbytes") is None:
         return [f"method.optimizer={name} runs on bitsandbytes, which is not installed: pip install bitsandbytes "
-                "(on a CUDA machine), or use adamw_torch_fused"]
+                "(on a CUDA machine), or use method.optimizer=adamw_torch_fused"]
     return []
 
 

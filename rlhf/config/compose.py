@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rlhf.config.explain import group_key_hint, value_problem
 from rlhf.errors import ConfigError, RlhfError, did_you_mean
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
@@ -62,18 +63,27 @@ def explain_compose_error(error: Exception, overrides: list[str], config_dir: Pa
             hint = did_you_mean(key, fields)
             return (f"unknown key {key!r} in an entry of {override_key}{hint}"
                     + ("" if hint else f"; an entry's keys: {', '.join(fields)}"))
-        return f"{override_key} entry, key {key!r}: {str(cause).splitlines()[0]}"
+        problem = value_problem(key, getattr(cause, "value", None), str(cause), getattr(cause, "object_type", None))
+        return (f"in an entry of {override_key}: {problem}" if problem
+                else f"{override_key} entry, key {key!r}: {str(cause).splitlines()[0]}")
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         full_key = getattr(cause, "full_key", "") or ""
         parent, _, key = full_key.rpartition(".")
-        others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != full_key]
+        others = [o for o in overrides if _override_key(o) != full_key]
         valid = _keys_at(parent, others, config_dir, config_name)
         hint = did_you_mean(key, valid)
+        if not parent and not hint:  # `beta=0.2`: a group's key written without its group
+            hint = group_key_hint(key, _composed(others, config_dir, config_name),
+                                  _override_value(overrides, full_key))
         listing = f"; valid keys under {parent or 'the root'}: {', '.join(valid)}" if valid and not hint else ""
         return f"unknown key {full_key!r}{hint}{listing}"
     if cause is not None:
         full_key = getattr(cause, "full_key", "") or ""
         first = str(cause).splitlines()[0]
+        problem = value_problem(full_key, getattr(cause, "value", None), first, getattr(cause, "object_type", None),
+                                str(getattr(cause, "key", "") or ""), _override_value(overrides, full_key))
+        if problem and full_key:
+            return problem
         return f"{full_key}: {first}" if full_key else first
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -118,6 +128,8 @@ def _list_override(error: Exception, cause: Any) -> tuple[str, list[str]] | None
     full_key = str(getattr(cause, "full_key", "") or "")
     if cause is None or match is None or "." in full_key or not dataclasses.is_dataclass(schema):
         return None
+    if match["key"] == full_key:  # a key at the root (`beta=0.2`), not one inside a list entry
+        return None
     return match["key"], [f.name for f in dataclasses.fields(schema)]
 
 
@@ -138,13 +150,32 @@ def _explain_missing_option(message: str) -> str:
             f"options: {', '.join(options)}")
 
 
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    """The value of `key` as the user typed it on the command line (None if not given there)."""
+    for override in overrides:
+        if _override_key(override) == key and "=" in override:
+            return override.split("=", 1)[1]
+    return None
+
+
+def _composed(overrides: list[str], config_dir: Path | None, config_name: str) -> Any:
+    """The config composed without the offending override (for suggestions), or None."""
+    try:
+        return compose_job(overrides, config_dir, config_name)
+    except ConfigError:
+        return None
+
+
 def _keys_at(parent: str, overrides: list[str], config_dir: Path | None, config_name: str) -> list[str]:
     """The keys a node has once composed without the offending override (for suggestions)."""
     from omegaconf import OmegaConf
 
-    try:
-        cfg = compose_job(overrides, config_dir, config_name)
-    except ConfigError:
+    cfg = _composed(overrides, config_dir, config_name)
+    if cfg is None:
         return []
     node = OmegaConf.select(cfg, parent) if parent else cfg
     return [str(k) for k in node.keys()] if hasattr(node, "keys") else []

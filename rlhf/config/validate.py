@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from rlhf.config.checks import RUN_CHECKS
+from rlhf.config.explain import group_key_hint, shown, value_problem
 from rlhf.config.fields import check_constraints
 from rlhf.config.schema import (
     DatasetConfig,
@@ -68,7 +69,10 @@ def explain_omegaconf_error(error: OmegaConfBaseException, group: str, schema: t
         return f"{where} is required but not set"
     if isinstance(error, ValidationError):
         message = str(error).splitlines()[0]
-        return f"{where}: {message}"
+        key = str(getattr(error, "key", "") or "")
+        problem = value_problem(where, getattr(error, "value", None), message, getattr(error, "object_type", None),
+                                key)
+        return problem or f"{where}: {message}"
     return f"{where}: {str(error).splitlines()[0]}"
 
 
@@ -121,7 +125,8 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     root_keys = set(_schema_keys(RunConfig))
     for key in cfg.keys():
         if key not in root_keys and key != "hydra":
-            problems.append(f"unknown top-level key {key!r}{did_you_mean(str(key), root_keys)}")
+            hint = did_you_mean(str(key), root_keys) or group_key_hint(str(key), cfg, shown(cfg.get(key)))
+            problems.append(f"unknown top-level key {key!r}{hint}")
     for group in ("method", *GROUP_SCHEMAS):
         if group not in cfg or OmegaConf.is_missing(cfg, group) or cfg[group] is None:
             problems.append(f"no {group} selected: choose one with {group}=<option>")

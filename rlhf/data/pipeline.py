@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, reader, type_options
+from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, reader, row_readers, suggest_types, type_options
 from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
 from rlhf.errors import ConfigError, DataError
 from rlhf.locks import locked
@@ -34,6 +34,7 @@ log = logging.getLogger("rlhf")
 
 # Bump when the pipeline's output for the same inputs changes (the formats' code is hashed too).
 PIPELINE_VERSION = 1
+ROW_WORDS = {PAIRS: "a preference pair", UNPAIRED: "an unpaired row with a label", PROMPTS: "a prompt"}
 SHAPE_WORDS = {PAIRS: "preference pairs (prompt, chosen, rejected)",
                UNPAIRED: "unpaired rows with a label (prompt, completion, label)",
                PROMPTS: "prompts (prompt)"}
@@ -89,13 +90,36 @@ def _map_with_datasets(source: Source, formatter: Any, report: DataReport) -> li
     return mapped.to_list()
 
 
+def _row_hint(error: RowError, raw: Any, source: Source, method: MethodSpec, unpair: bool) -> str:
+    """What to do about a row that failed, as the override to type for this source."""
+    if error.empty:
+        return f" (to drop such rows instead, add {source.key}.drop_empty=true)"
+    if not isinstance(raw, dict) or error.field is None or error.field in raw:
+        return ""  # a field that is there but wrong: the message says what it needs
+    if method.shape == UNPAIRED and not unpair and {"chosen", "rejected"} <= set(raw):
+        types = suggest_types(reader(method, unpair=True), raw)
+        with_type = (f" (with a pair type that reads it: {' or '.join(types)})"
+                     if types and source.config.type not in types else "")
+        return (f". This row is a preference pair: add {source.key}.unpair=true{with_type} to train {method.kind} on "
+                "its chosen (desirable) and rejected (undesirable) answers")
+    readers = row_readers(raw)
+    if not readers or method.shape in {shape for shape, _ in readers}:
+        return ""  # the message already lists the method's types whose fields the row has
+    shape, kinds = readers[0]
+    types = suggest_types(kinds[0], raw)
+    with_type = f" and a type that reads it: {' or '.join(types)}" if types else ""
+    return (f". This row is {ROW_WORDS[shape]} (what {' and '.join(kinds)} train{'s' if len(kinds) == 1 else ''} "
+            f"on), not {ROW_WORDS[method.shape]}: train it with "
+            + " or ".join(f"method={kind}" for kind in kinds) + with_type)
+
+
 def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int,
                   report: DataReport, run_config: Any = None, code_path: list[str] | None = None) -> list[dict]:
     """Every row of one source as the trainer will see it; a DataError at the first bad row."""
     config = source.config
     unpair, shape = config.unpair, method.shape
     if unpair and shape != UNPAIRED:
-        raise ConfigError(f"dataset {source.label}: unpair=true turns pairs into unpaired rows, but "
+        raise ConfigError(f"dataset {source.label}: {source.key}.unpair=true turns pairs into unpaired rows, but "
                           f"{method.kind} trains on {SHAPE_WORDS[shape]}")
     formatter = get_formatter(reader(method, unpair=unpair), config.type, tokenizer, cfg=run_config,
                               dataset_idx=index, code_path=code_path, **type_options(config))
@@ -110,12 +134,8 @@ def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int
             if error.empty and config.drop_empty:
                 report.dropped_empty += 1
                 continue
-            hint = ""
-            if shape == UNPAIRED and not unpair and {"chosen", "rejected"} <= set(raw):
-                hint = (" This row is a preference pair: set unpair=true on this dataset to train KTO on "
-                        "its chosen (desirable) and rejected (undesirable) answers.")
             # `where` names the file and line (or the hub dataset and row number).
-            raise DataError(f"{where}: {error}{hint}") from None
+            raise DataError(f"{where}: {error}{_row_hint(error, raw, source, method, unpair)}") from None
         rows.extend(_unpair(row) if unpair else [row])
     missing = [c for c in SHAPE_COLUMNS[shape] if rows and c not in rows[0]]
     if missing:
@@ -160,10 +180,11 @@ def apply_length_rule(rows: list[dict], lengths: list[int], max_length: int, rul
     if not over:
         return rows
     if rule == "raise":
-        i = over[0]
+        i, longest = over[0], max(lengths[j] for j in over)
         raise DataError(f"{label}: {len(over)} rows are longer than method.max_length={max_length} tokens "
-                        f"(the first is row {i + 1} of the formatted data, {lengths[i]} tokens); raise "
-                        "method.max_length, or set dataset.excess_length to drop or truncate")
+                        f"(the first is row {i + 1} of the formatted data, {lengths[i]} tokens): raise the limit "
+                        f"(method.max_length={longest} fits them all), or drop or cut such rows "
+                        "(dataset.excess_length=drop or dataset.excess_length=truncate)")
     if rule == "truncate":  # the trainer cuts them at max_length (keeping the start)
         report.truncated += len(over)
         return rows

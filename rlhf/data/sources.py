@@ -34,6 +34,13 @@ EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "par
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
 
 
+def _json_problem(error: json.JSONDecodeError) -> str:
+    """What json found wrong and where in the line. Some of its messages end in "at" (the
+    place of an unterminated string), and take the column straight after."""
+    joiner = " column" if error.msg.endswith(" at") else " at column"
+    return f"not valid JSON ({error.msg}{joiner} {error.colno})"
+
+
 def _json_rows(file: Path) -> Iterator[tuple[str, Any]]:
     with open(file, encoding="utf-8") as f:
         head = f.read(64).lstrip()
@@ -42,7 +49,7 @@ def _json_rows(file: Path) -> Iterator[tuple[str, Any]]:
             try:
                 rows = json.load(f)
             except json.JSONDecodeError as error:
-                raise DataError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
+                raise DataError(f"{file}:{error.lineno}: {_json_problem(error)}") from None
             for i, row in enumerate(rows, 1):
                 yield f"{file} row {i}", row
             return
@@ -52,19 +59,34 @@ def _json_rows(file: Path) -> Iterator[tuple[str, Any]]:
             try:
                 row = json.loads(line.rstrip("\r\n"))  # the newline would move the error to "line 2"
             except json.JSONDecodeError as error:
-                raise DataError(f"{file}:{lineno}: not valid JSON ({error.msg} at column {error.colno})") from None
+                raise DataError(f"{file}:{lineno}: {_json_problem(error)}") from None
             yield f"{file}:{lineno}", row
 
 
 def _csv_rows(file: Path) -> Iterator[tuple[str, Any]]:
+    """Each data row with its number among the data rows and the line it starts on, so that
+    neither reading (does the header count?) is left to guess."""
     with open(file, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for i, row in enumerate(reader, 1):
-            if None in row or None in row.values():  # more or fewer cells than the header names
-                cells = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
-                raise DataError(f"{file} row {i} (line {reader.line_num}): {cells} cells, but the header has "
-                                f"{len(reader.fieldnames or [])} columns ({', '.join(reader.fieldnames or [])})")
-            yield f"{file} row {i}", dict(row)
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return  # an empty file: Source.rows says so
+        number = 0
+        while True:
+            line = reader.line_num + 1
+            cells = next(reader, None)
+            if cells is None:
+                break
+            if not cells:  # a blank line
+                continue
+            number += 1
+            where = f"{file} data row {number} (line {line}, after the header)"
+            if len(cells) != len(header):
+                raise DataError(f"{where}: {len(cells)} cells, but the header has {len(header)} columns "
+                                f"({', '.join(header)})")
+            yield where, dict(zip(header, cells))
+        if number == 0:
+            raise DataError(f"{file} is empty (no rows): it has a header line and no data rows")
 
 
 def _table_rows(file: Path, kind: str) -> Iterator[tuple[str, Any]]:
@@ -97,9 +119,12 @@ READERS = {
 class Source:
     """One configured dataset source, opened lazily (a hub dataset is loaded once)."""
 
-    def __init__(self, config: SourceConfig, split: str | None = None):
+    def __init__(self, config: SourceConfig, split: str | None = None, key: str = "dataset"):
         self.config = config
         self.split = split or config.split
+        # The config key whose options this source reads (dataset, dataset.extra[0], ...): hints
+        # name the override to type, e.g. dataset.extra[0].drop_empty=true.
+        self.key = key
         self._hub: Any = None
 
     @property
@@ -162,7 +187,7 @@ class Source:
             return "json" if self.config.ds_type == "jsonl" else self.config.ds_type
         if file.suffix not in EXTENSIONS:
             raise DataError(f"dataset {self.label}: cannot tell the format of {file} from its extension; "
-                            "set ds_type to one of json, jsonl, csv, parquet, arrow")
+                            f"name it with {self.key}.ds_type=jsonl (or json, csv, parquet, arrow, text)")
         return EXTENSIONS[file.suffix]
 
     def hub_dataset(self) -> Any:
@@ -187,16 +212,24 @@ class Source:
     def rows(self) -> Iterator[tuple[str, dict]]:
         """Every row with where it came from; stops after num_rows rows."""
         if self.is_local:
-            rows = (item for file in self.files() for item in READERS[self._format_of(file)](file))
+            files = self.files()
+            rows = (item for file in files for item in READERS[self._format_of(file)](file))
         else:
+            files = []
             rows = ((f"{self.config.path} row {i}", row) for i, row in enumerate(self.hub_dataset(), 1))
         limit = self.config.num_rows
-        for count, (where, row) in enumerate(rows):
-            if limit is not None and count >= limit:
+        count = 0
+        for count, (where, row) in enumerate(rows, 1):
+            if limit is not None and count > limit:
                 return
             if not isinstance(row, dict):
                 raise DataError(f"{where}: a row must be an object with named fields, got {type(row).__name__}")
             yield where, row
+        if count == 0:
+            if len(files) == 1:
+                raise DataError(f"{files[0]} is empty (no rows)")
+            where = f": its files are {', '.join(str(f) for f in files)}" if files else ""
+            raise DataError(f"dataset {self.label} is empty (no rows){where}")
 
     def fingerprint(self) -> str:
         """What the content is: the local files' bytes, or the hub dataset's identity."""
@@ -224,8 +257,9 @@ def dataset_sources(dataset: Any) -> list[tuple[str, str, Source]]:
     it, the source). The primary source, `dataset.extra`, `dataset.eval`, then the primary's
     `dataset.eval_split`. The one walk of a dataset's sources (checks, data stage, preview)."""
     found = [(TRAIN, "dataset", Source(dataset))]
-    found += [(TRAIN, f"dataset.extra[{i}]", Source(s)) for i, s in enumerate(dataset.extra)]
-    found += [(EVAL, f"dataset.eval[{i}]", Source(s)) for i, s in enumerate(dataset.eval)]
-    if dataset.eval_split is not None:
+    for role, name in ((TRAIN, "extra"), (EVAL, "eval")):
+        for i, config in enumerate(getattr(dataset, name)):
+            found.append((role, f"dataset.{name}[{i}]", Source(config, key=f"dataset.{name}[{i}]")))
+    if dataset.eval_split is not None:  # the primary source's options, another split
         found.append((EVAL, "dataset.eval_split", Source(dataset, split=dataset.eval_split)))
     return found

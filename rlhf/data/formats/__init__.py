@@ -28,7 +28,7 @@ from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec, lookup
 from rlhf.usercode import load_callable
 
 __all__ = ["RowError", "Formatter", "Reader", "reader", "format_row", "get_formatter", "check_type",
-           "valid_types", "suggest_types", "type_options", "SHAPE_COLUMNS"]
+           "valid_types", "suggest_types", "row_readers", "type_options", "SHAPE_COLUMNS"]
 
 SHAPE_COLUMNS = {PAIRS: PAIR_COLUMNS, UNPAIRED: UNPAIRED_COLUMNS, PROMPTS: ("prompt",)}
 FIELD_MAPPINGS = {PAIRS: PAIR_MAPPINGS, UNPAIRED: UNPAIRED_MAPPINGS}
@@ -96,6 +96,21 @@ def suggest_types(method: str | MethodSpec | Reader, row: Mapping) -> list[str]:
         return []
     fitting = {name for name, mapping in FIELD_MAPPINGS[read.shape].items() if mapping.fits(row)}
     return [t for t in valid_types(read) if t.split(".", 1)[0] in FAMILIES and t.split(".", 1)[1] in fitting]
+
+
+def row_readers(row: Mapping) -> list[tuple[str, list[str]]]:
+    """The row shapes this row is laid out as (its fields fit one of the shape's types, or it
+    holds the shape's trainer columns), each with the registered methods that train on it.
+    For a row a method cannot read: which method can (preference pairs, unpaired rows)."""
+    from rlhf.methods import METHODS
+
+    found = []
+    for shape, mappings in FIELD_MAPPINGS.items():
+        if any(m.fits(row) for m in mappings.values()) or all(c in row for c in SHAPE_COLUMNS[shape]):
+            kinds = sorted(spec.kind for spec in METHODS.values() if spec.shape == shape)
+            if kinds:
+                found.append((shape, kinds))
+    return found
 
 
 def type_options(source: Any) -> dict[str, Any]:

@@ -96,8 +96,8 @@ class Fields:
         if not isinstance(value, str):
             raise RowError(f"{where} is {kind_of(value)}, not text; {self.type_name} needs text there", field=name)
         if answer and value == "":
-            raise RowError(f"{where} is empty: an answer must have text (set drop_empty: true on the dataset to "
-                           "drop such rows instead)", field=name, empty=True)
+            # The data stage adds the override that drops such rows (it knows the source's key).
+            raise RowError(f"{where} is empty: an answer must have text", field=name, empty=True)
         return value
 
     def first_present(self, names: tuple[str, ...]) -> str:
