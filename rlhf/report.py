@@ -4,13 +4,13 @@ Tables and one picture for a sweep: `report.csv` and `report.md` list every job'
 overrides, status, final metrics and time; `report_settings.csv` and `report.md` list each
 setting (the jobs that differ only by `seed`) with n, mean, sample std and the 95% confidence
 interval of the mean (Student's t, n-1 degrees of freedom), and report.md names the best
-setting and says whether its interval overlaps the runner-up's. `report.png` plots a metric
-(the method's learning metric by default) against the swept parameter(s). Written
-automatically when a multirun ends, and on demand for any sweep dir (also one still running,
-or re-run later).
+setting and says whether its interval overlaps the runner-up's. `report.png` plots each
+setting's mean and interval of a metric (the method's learning metric by default) against
+the swept parameter(s), with every seed's value as a dot. Written automatically when a
+multirun ends, and on demand for any sweep dir (also one still running, or re-run later).
 
-The PNG carries the values its lines were drawn from (read back from the plot's artists) in
-its metadata under "rlhf:plotted", so a reader (or a test) can check it against the table.
+The PNG carries the values it was drawn from (read back from the plot's artists) in its
+metadata under "rlhf:plotted", so a reader (or a test) can check it against the tables.
 """
 
 from __future__ import annotations
@@ -272,9 +272,11 @@ def _number(text: str) -> float | None:
         return None
 
 
-def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path) -> dict[str, Any]:
-    """The metric against the first swept key, one line per value of the others; returns what
-    was drawn, read back from the plot's lines."""
+def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
+         greater: bool | None = None) -> dict[str, Any]:
+    """Each setting's mean of the metric, with its 95% CI as an error bar and each seed's value
+    as a dot, against the first setting key, one line per value of the others; returns what was
+    drawn, read back from the plot's artists."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,33 +284,61 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path) -> 
     from PIL import PngImagePlugin
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    finished = [r for r in rows if _value(r, metric) is not None]
-    x_key = swept[0] if swept else None
-    x_values = [r["overrides"].get(x_key, r["job"]) if x_key else r["job"] for r in finished]
-    numeric = x_key is not None and all(_number(v) is not None for v in x_values)
-    categories = sorted(set(x_values), key=lambda v: (_number(v) is None, _number(v) or 0, v))
+    keys, stats = settings(rows, swept, metric)
+    measured = [s for s in stats if s["n"]]
+    x_key = keys[0] if keys else None
+
+    def x_of(s: dict) -> str:
+        return s["setting"][x_key] if x_key else "all jobs"
+
+    numeric = x_key is not None and all(_number(x_of(s)) is not None for s in measured)
+    categories = sorted({x_of(s) for s in measured}, key=_order)
+
+    def position(value: str) -> float:
+        return _number(value) if numeric else categories.index(value)
+
     groups: dict[str, list[dict]] = {}
-    for row in finished:
-        label = ", ".join(f"{k}={row['overrides'].get(k)}" for k in swept[1:]) or (metric or "")
-        groups.setdefault(label, []).append(row)
+    for s in measured:
+        label = ", ".join(f"{k}={s['setting'][k]}" for k in keys[1:]) or (metric or "")
+        groups.setdefault(label, []).append(s)
+    drawn = []
     for label, members in groups.items():
-        members.sort(key=lambda r: categories.index(r["overrides"].get(x_key, r["job"]) if x_key else r["job"]))
-        xs = [r["overrides"].get(x_key, r["job"]) if x_key else r["job"] for r in members]
-        xs = [_number(x) for x in xs] if numeric else [categories.index(x) for x in xs]
-        ax.plot(xs, [_value(r, metric) for r in members], marker="o", label=label)
+        members.sort(key=lambda s: _order(x_of(s)))
+        xs = [position(x_of(s)) for s in members]
+        (line,) = ax.plot(xs, [s["mean"] for s in members], marker="o", label=label)
+        with_ci = [(x, s) for x, s in zip(xs, members) if s["ci_low"] is not None]
+        bars = ax.errorbar([x for x, _ in with_ci], [s["mean"] for _, s in with_ci],
+                           yerr=[[s["mean"] - s["ci_low"] for _, s in with_ci],
+                                 [s["ci_high"] - s["mean"] for _, s in with_ci]],
+                           fmt="none", ecolor=line.get_color(), capsize=4) if with_ci else None
+        (seeds,) = ax.plot([x for x, s in zip(xs, members) for _ in s["values"]],
+                           [v for s in members for v in s["values"]], linestyle="none", marker=".",
+                           color=line.get_color(), alpha=0.45, label="_nolegend_")
+        drawn.append((line, bars, seeds))
     if not numeric:
         ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
-    ax.set_xlabel(x_key or "job")
-    ax.set_ylabel(metric or "metric")
-    failed = len(rows) - len(finished)
-    ax.set_title(f"{metric} over {len(finished)} finished job(s)" + (f", {failed} without it" if failed else ""))
+    ax.set_xlabel(x_key or "setting")
+    sense = "" if greater is None else (" (higher is better)" if greater else " (lower is better)")
+    ax.set_ylabel((metric or "metric") + sense)
+    with_metric = sum(s["n"] for s in stats)
+    ax.set_title(f"{metric}: {method_text(stats)}; dots: seeds\n{with_metric} of {len(rows)} job(s) "
+                 "finished with it", fontsize=10)
     if len(groups) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+
+    def extents(bars: Any) -> list[dict[str, float]]:
+        if bars is None:
+            return []
+        segments = bars.lines[2][0].get_segments()
+        return [{"x": float(seg[0][0]), "low": float(seg[0][1]), "high": float(seg[1][1])} for seg in segments]
+
     plotted = {"metric": metric, "x": x_key, "lines": [
         {"label": line.get_label(), "x": [float(v) for v in line.get_xdata()],
-         "y": [float(v) for v in line.get_ydata()]} for line in ax.lines]}
+         "y": [float(v) for v in line.get_ydata()], "errorbars": extents(bars),
+         "seeds": {"x": [float(v) for v in seeds.get_xdata()], "y": [float(v) for v in seeds.get_ydata()]}}
+        for line, bars, seeds in drawn]}
     if not numeric:
         plotted["categories"] = categories
     buffer = io.BytesIO()
@@ -361,7 +391,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
            "and none did.\n\n")
         + _markdown(s_header, s_body) + "\n## Jobs\n\n" + _markdown(header, body) + "\n![plot](report.png)\n",
         encoding="utf-8")
-    plot(rows, swept, metric, paths["png"])
+    plot(rows, swept, metric, paths["png"], judged["greater"])
     return paths
 
 

@@ -125,29 +125,79 @@ def test_failed_seeds_are_left_out_of_the_stats_and_counted():
     assert "method.beta=0.1: no seed finished" in sentence
 
 
-def test_sweep_report_table_and_plot_match(tmp_path):
+def test_the_plot_draws_each_settings_mean_and_interval_one_line_per_other_key(tmp_path):
+    rows = [job(s, 0.5 + 0.1 * b + 0.01 * s, method__beta=b, method__loss_type=lt)
+            for b in (0.1, 0.5) for lt in ("hinge", "sigmoid") for s in (1, 2, 3)]
+    rows.append(job(1, 0.7, method__beta=1.0, method__loss_type="hinge"))  # one seed: a point, no bar
+    swept = ["method.beta", "method.loss_type", "seed"]
+    plotted = report.plot(rows, swept, ACC, tmp_path / "p.png", True)
+    assert json.loads(Image.open(tmp_path / "p.png").text["rlhf:plotted"]) == plotted
+    _, stats = report.settings(rows, swept, ACC)
+    lines = {line["label"]: line for line in plotted["lines"]}
+    assert set(lines) == {"method.loss_type=hinge", "method.loss_type=sigmoid"}
+    for s in stats:
+        line = lines[f"method.loss_type={s['setting']['method.loss_type']}"]
+        x = float(s["setting"]["method.beta"])
+        assert line["y"][line["x"].index(x)] == pytest.approx(s["mean"])
+        bars = [b for b in line["errorbars"] if b["x"] == x]
+        assert bars == ([] if s["n"] == 1 else [{"x": x, "low": pytest.approx(s["ci_low"]),
+                                                 "high": pytest.approx(s["ci_high"])}])
+        seeds = sorted(y for sx, y in zip(line["seeds"]["x"], line["seeds"]["y"]) if sx == x)
+        assert seeds == pytest.approx(sorted(s["values"]))
+
+
+def test_sweep_over_seeds_reports_each_setting_with_its_interval_and_names_the_best(tmp_path):
     sweep = tmp_path / "multirun"
     run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
-            "method.beta=0.1,0.5", "method.loss_type=sigmoid,hinge", "method.max_steps=8", cwd=tmp_path)
+            "method.beta=0.05,0.5", "seed=1,2,3", "method.max_steps=4", cwd=tmp_path)
     # Written at the end of the multirun; the command writes it again on demand.
     assert (sweep / "report.png").is_file()
     (sweep / "report.png").unlink()
     out = run_cli("rlhf.report", str(sweep), cwd=tmp_path).stdout
-    assert "report.png" in out
+    assert "report.png" in out and "report_settings.csv" in out
     with open(sweep / "report.csv") as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 4 and {r["status"] for r in table} == {"finished"}
-    assert set(table[0]) >= {"method.beta", "method.loss_type", "eval_rewards/accuracies", "seconds"}
+        jobs = list(csv.DictReader(f))
+    assert len(jobs) == 6 and {r["status"] for r in jobs} == {"finished"}
+    assert set(jobs[0]) >= {"method.beta", "seed", ACC, "seconds"}
+    with open(sweep / "report_settings.csv") as f:
+        settings = {r["method.beta"]: r for r in csv.DictReader(f)}
+    assert set(settings) == {"0.05", "0.5"} and {(r["n"], r["seeds"]) for r in settings.values()} == {("3", "3")}
+    # Each setting's figures, recomputed here from the job table with the t table's 4.303.
+    for beta, row in settings.items():
+        values = [float(r[ACC]) for r in jobs if r["method.beta"] == beta]
+        mean = sum(values) / 3
+        half = 4.303 * math.sqrt(sum((v - mean) ** 2 for v in values) / 2) / math.sqrt(3)
+        assert float(row["mean"]) == pytest.approx(mean)
+        assert float(row["ci_low"]) == pytest.approx(mean - half, abs=1e-4)
+        assert float(row["ci_high"]) == pytest.approx(mean + half, abs=1e-4)
+    # The sentence names the setting with the higher mean (or says none is better), printed and in report.md.
+    sentence = out.strip().splitlines()[-1]
+    best, runner = sorted(settings, key=lambda b: -float(settings[b]["mean"]))
+    assert sentence.startswith(f"By {ACC} (higher is better), mean and 95% CI (Student's t, n=3 seeds): ")
+    if settings[best]["mean"] == settings[runner]["mean"]:
+        assert "none is better" in sentence
+    else:
+        assert f"method.beta={best} is best ({float(settings[best]['mean']):.4g}, 95% CI [" in sentence
+        overlap = (float(settings[best]["ci_low"]) <= float(settings[runner]["ci_high"])
+                   and float(settings[runner]["ci_low"]) <= float(settings[best]["ci_high"]))
+        assert (f"not separable from method.beta={runner}" in sentence) == overlap
+        assert (f"separable from the runner-up method.beta={runner}" in sentence) == (not overlap)
+    markdown = (sweep / "report.md").read_text()
+    assert "6 jobs: 6 finished" in markdown and sentence in markdown
+    assert "| method.beta | n | seeds | mean | std | ci_low | ci_high | note |" in markdown
+    assert "| method.beta | seed | status |" in markdown  # the job table, beside it
+    # The plot: one line of the two means, their intervals as error bars, each seed as a dot.
     image = Image.open(sweep / "report.png")
     assert image.size == (700, 450)
     plotted = json.loads(image.text["rlhf:plotted"])
-    assert plotted["metric"] == "eval_rewards/accuracies" and plotted["x"] == "method.beta"
-    drawn = {(line["label"], x, y) for line in plotted["lines"] for x, y in zip(line["x"], line["y"])}
-    expected = {(f"method.loss_type={r['method.loss_type']}", float(r["method.beta"]),
-                 float(r["eval_rewards/accuracies"])) for r in table}
-    assert drawn == expected
-    markdown = (sweep / "report.md").read_text()
-    assert "4 jobs: 4 finished" in markdown and "| method.beta |" in markdown
+    assert plotted["metric"] == ACC and plotted["x"] == "method.beta" and len(plotted["lines"]) == 1
+    line = plotted["lines"][0]
+    assert line["x"] == [0.05, 0.5]
+    assert line["y"] == pytest.approx([float(settings[b]["mean"]) for b in ("0.05", "0.5")])
+    assert line["errorbars"] == [{"x": float(b), "low": pytest.approx(float(settings[b]["ci_low"])),
+                                  "high": pytest.approx(float(settings[b]["ci_high"]))} for b in ("0.05", "0.5")]
+    assert sorted(zip(line["seeds"]["x"], line["seeds"]["y"])) == sorted(
+        (float(r["method.beta"]), float(r[ACC])) for r in jobs)
 
 
 def test_report_lists_a_failed_job_with_its_error(tmp_path):
