@@ -1,12 +1,16 @@
 """python -m rlhf.report multirun/<sweep dir> [--metric NAME]
 
-One table and one picture for a sweep: `report.csv` and `report.md` list every job's
-overrides, status, final metrics and time; `report.png` plots a metric (the method's learning
-metric by default) against the swept parameter(s). Written automatically when a multirun
-ends, and on demand for any sweep dir (also one still running, or re-run later).
+Tables and one picture for a sweep: `report.csv` and `report.md` list every job's
+overrides, status, final metrics and time; `report_settings.csv` and `report.md` list each
+setting (the jobs that differ only by `seed`) with n, mean, sample std and the 95% confidence
+interval of the mean (Student's t, n-1 degrees of freedom), and report.md names the best
+setting and says whether its interval overlaps the runner-up's. `report.png` plots each
+setting's mean and interval of a metric (the method's learning metric by default) against
+the swept parameter(s), with every seed's value as a dot. Written automatically when a
+multirun ends, and on demand for any sweep dir (also one still running, or re-run later).
 
-The PNG carries the values its lines were drawn from (read back from the plot's artists) in
-its metadata under "rlhf:plotted", so a reader (or a test) can check it against the table.
+The PNG carries the values it was drawn from (read back from the plot's artists) in its
+metadata under "rlhf:plotted", so a reader (or a test) can check it against the tables.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,10 +46,12 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
         metrics = rundir.read_metrics(job) if (job / rundir.METRICS).is_file() else {}
         metric = metric or metrics.get("metric")
         error = rundir.failure(job, first_line=True)
+        config = rundir.read_config(job) if (job / rundir.CONFIG).is_file() else {}
         rows.append({"job": job.name, "overrides": _overrides(job), "status": rundir.status(job),
                      "metrics": {**metrics.get("train", {}), **metrics.get("eval", {}),
                                  **metrics.get("learning", {})},
-                     "seconds": metrics.get("seconds"), "error": error})
+                     "seconds": metrics.get("seconds"), "error": error,
+                     "kind": (config.get("method") or {}).get("kind"), "objective": config.get("objective") or {}})
     keys = sorted({k for row in rows for k in row["overrides"]})
     swept = [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
     return rows, swept, metric
@@ -53,6 +60,188 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
 def _value(row: dict, metric: str | None) -> float | None:
     value = row["metrics"].get(metric) if metric else None
     return float(value) if isinstance(value, (int, float)) else None
+
+
+# --- settings: the jobs that differ only by seed, and what their seeds say -----------------
+
+SEED = "seed"
+LEVEL = 0.95
+
+
+def _central_t(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer df > 0: the finite series of Abramowitz and
+    Stegun 26.7.3 (odd df) and 26.7.4 (even df), exact up to rounding."""
+    theta = math.atan(t / math.sqrt(df))
+    cos = math.cos(theta)
+    if df % 2:
+        term, total = cos, 0.0
+        for j in range(1, (df - 1) // 2 + 1):  # cos + 2/3 cos^3 + (2*4)/(3*5) cos^5 + ... cos^(df-2)
+            total += term
+            term *= cos * cos * (2 * j) / (2 * j + 1)
+        return 2 / math.pi * (theta + math.sin(theta) * total)
+    term, total = 1.0, 0.0
+    for j in range(1, df // 2 + 1):  # 1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ... cos^(df-2)
+        total += term
+        term *= cos * cos * (2 * j - 1) / (2 * j)
+    return math.sin(theta) * total
+
+
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    """The t with P(|T| <= t) = level, Student's t with df degrees of freedom: the half-width
+    of a two-sided interval in standard errors (4.303 for df=2 at 95%)."""
+    if df < 1 or not 0 < level < 1:
+        raise ValueError(f"t_quantile needs df >= 1 and 0 < level < 1, not df={df}, level={level}")
+    low, high = 0.0, 1.0
+    while _central_t(high, df) < level:
+        low, high = high, high * 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _central_t(middle, df) < level else (low, middle)
+    return (low + high) / 2
+
+
+def summarize(values: list[float], level: float = LEVEL) -> dict[str, Any]:
+    """n, mean, sample std (n-1) and the level confidence interval of the mean by Student's t
+    with n-1 degrees of freedom; with one value no std and no interval (None)."""
+    n = len(values)
+    mean = math.fsum(values) / n if n else None
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    half = t_quantile(n - 1, level) * std / math.sqrt(n) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std,
+            "ci_low": mean - half if half is not None else None,
+            "ci_high": mean + half if half is not None else None}
+
+
+def _order(value: str) -> tuple:
+    number = _number(value)
+    return (number is None, number or 0.0, str(value))
+
+
+def settings(rows: list[dict], swept: list[str], metric: str | None) -> tuple[list[str], list[dict]]:
+    """The setting keys (the swept keys but seed) and one entry per setting: its key values,
+    its jobs, and the stats of the metric over those of its jobs that finished with it."""
+    keys = [k for k in swept if k != SEED]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"].get(k, "") for k in keys), []).append(row)
+    out = []
+    for values, members in sorted(groups.items(), key=lambda item: [_order(v) for v in item[0]]):
+        finished = [r for r in members if r["status"] == rundir.FINISHED]
+        measured = [v for v in (_value(r, metric) for r in finished) if v is not None and math.isfinite(v)]
+        notes = []
+        if len(finished) < len(members):
+            notes.append(f"{len(finished)} of {len(members)} seeds finished")
+        if len(measured) < len(finished):
+            notes.append(f"{len(finished) - len(measured)} finished without a finite {metric}")
+        if len(measured) == 1:
+            notes.append("one seed: no interval")
+        out.append({"setting": dict(zip(keys, values)), "jobs": [r["job"] for r in members],
+                    "seeds": len(members), "values": measured, **summarize(measured),
+                    "note": "; ".join(notes)})
+    return keys, out
+
+
+def greater_is_better(rows: list[dict], metric: str | None) -> bool:
+    """The metric's sense: objective.direction when the jobs' config sets it for this metric,
+    else the method's (rlhf.methods.lookup(method.kind).greater_is_better) when it is the
+    method's learning metric; a loss is always minimised, anything else maximised."""
+    from rlhf.config.checks import objective_direction
+
+    if not metric:
+        return True
+    direction, better = None, None
+    for row in rows:
+        spec = None
+        if row.get("kind"):
+            try:
+                from rlhf.methods import lookup
+
+                spec = lookup(row["kind"])
+            except Exception:  # a method of the user's code, not importable here
+                spec = None
+        objective = row.get("objective") or {}
+        if objective.get("direction") and (objective.get("metric") or (spec and spec.metric)) == metric:
+            direction = objective["direction"]
+        if spec is not None and spec.metric == metric:
+            better = spec.greater_is_better
+        if row.get("kind"):
+            break
+    return objective_direction(metric, direction, better) == "maximize"
+
+
+def _label(setting: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "all jobs"
+
+
+def _g(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def method_text(stats: list[dict], level: float = LEVEL) -> str:
+    """How the figures were computed, as the report says it."""
+    ns = sorted({s["n"] for s in stats if s["n"]})
+    if not ns:
+        return "no finished job with the metric"
+    if ns[-1] == 1:
+        return "one seed per setting, so no intervals"
+    n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+    return f"mean and {level:.0%} CI (Student's t, {n} seeds)"
+
+
+RULE = "non-overlap of 95% CIs is a conservative rule: a t-test may separate intervals that overlap a little"
+
+
+def best_setting(stats: list[dict], metric: str | None, greater: bool = True) -> str:
+    """One sentence: the best setting by the metric's mean, and whether its 95% interval
+    overlaps the runner-up's (or why that cannot be judged)."""
+    sense = "higher is better" if greater else "lower is better"
+    head = f"By {metric} ({sense}), {method_text(stats)}: "
+    measured = [s for s in stats if s["n"]]
+    unmeasured = [s for s in stats if not s["n"]]
+    missing = (f" ({', '.join(_label(s['setting']) for s in unmeasured)}: no seed finished with {metric},"
+               " not compared)") if unmeasured and measured else ""
+
+    def figure(s: dict, ci_word: bool = True) -> str:
+        if s["ci_low"] is None:
+            return f"{_g(s['mean'])}, one seed: no interval"
+        return f"{_g(s['mean'])}{', 95% CI ' if ci_word else ' '}[{_g(s['ci_low'])}, {_g(s['ci_high'])}]"
+
+    if not measured:
+        return f"No job finished with {metric or 'a metric'}: no best setting."
+    if len(stats) == 1:
+        return head + f"one setting ({_label(stats[0]['setting'])}), nothing to compare: {figure(stats[0])}."
+    if len(measured) == 1:
+        return head + (f"{_label(measured[0]['setting'])} ({figure(measured[0])}) is the only setting "
+                       f"with a finished seed{missing}.")
+    ranked = sorted(measured, key=lambda s: -s["mean"] if greater else s["mean"])
+    best = ranked[0]
+    tied = [s for s in ranked if math.isclose(s["mean"], best["mean"], rel_tol=1e-9, abs_tol=1e-12)]
+    if len(tied) == len(ranked):
+        return head + f"all {len(ranked)} settings have the same mean ({_g(best['mean'])}): none is better{missing}."
+    if len(tied) > 1:
+        return head + (" and ".join(_label(s["setting"]) for s in tied)
+                       + f" tie for best ({_g(best['mean'])}): none of them is better than the others{missing}.")
+    runner = ranked[1]
+    named = f"{_label(best['setting'])} is best ({figure(best)})"
+    if best["ci_low"] is None or runner["ci_low"] is None:
+        why = ("without repeated seeds" if best["n"] == 1 and runner["n"] == 1
+               else "with a single finished seed on one side")
+        return head + (f"{named}, ahead of {_label(runner['setting'])} ({figure(runner, False)}), but {why} "
+                       f"the difference cannot be judged{missing}.")
+    overlap = best["ci_low"] <= runner["ci_high"] and runner["ci_low"] <= best["ci_high"]
+    if overlap:
+        return head + (f"{named}; not separable from {_label(runner['setting'])} ({figure(runner, False)}): "
+                       f"the intervals overlap ({RULE}){missing}.")
+    return head + (f"{named} and separable from the runner-up {_label(runner['setting'])} "
+                   f"({figure(runner, False)}): the intervals do not overlap ({RULE}){missing}.")
+
+
+def settings_table(keys: list[str], stats: list[dict]) -> tuple[list[str], list[list[Any]]]:
+    header = [*keys, "n", "seeds", "mean", "std", "ci_low", "ci_high", "note"]
+    body = [[*(s["setting"][k] for k in keys), s["n"], s["seeds"],
+             *("" if s[f] is None else s[f] for f in ("mean", "std", "ci_low", "ci_high")), s["note"]]
+            for s in stats]
+    return header, body
 
 
 def table(rows: list[dict], swept: list[str], metric: str | None) -> tuple[list[str], list[list[Any]]]:
@@ -83,9 +272,11 @@ def _number(text: str) -> float | None:
         return None
 
 
-def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path) -> dict[str, Any]:
-    """The metric against the first swept key, one line per value of the others; returns what
-    was drawn, read back from the plot's lines."""
+def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
+         greater: bool | None = None) -> dict[str, Any]:
+    """Each setting's mean of the metric, with its 95% CI as an error bar and each seed's value
+    as a dot, against the first setting key, one line per value of the others; returns what was
+    drawn, read back from the plot's artists."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,33 +284,61 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path) -> 
     from PIL import PngImagePlugin
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    finished = [r for r in rows if _value(r, metric) is not None]
-    x_key = swept[0] if swept else None
-    x_values = [r["overrides"].get(x_key, r["job"]) if x_key else r["job"] for r in finished]
-    numeric = x_key is not None and all(_number(v) is not None for v in x_values)
-    categories = sorted(set(x_values), key=lambda v: (_number(v) is None, _number(v) or 0, v))
+    keys, stats = settings(rows, swept, metric)
+    measured = [s for s in stats if s["n"]]
+    x_key = keys[0] if keys else None
+
+    def x_of(s: dict) -> str:
+        return s["setting"][x_key] if x_key else "all jobs"
+
+    numeric = x_key is not None and all(_number(x_of(s)) is not None for s in measured)
+    categories = sorted({x_of(s) for s in measured}, key=_order)
+
+    def position(value: str) -> float:
+        return _number(value) if numeric else categories.index(value)
+
     groups: dict[str, list[dict]] = {}
-    for row in finished:
-        label = ", ".join(f"{k}={row['overrides'].get(k)}" for k in swept[1:]) or (metric or "")
-        groups.setdefault(label, []).append(row)
+    for s in measured:
+        label = ", ".join(f"{k}={s['setting'][k]}" for k in keys[1:]) or (metric or "")
+        groups.setdefault(label, []).append(s)
+    drawn = []
     for label, members in groups.items():
-        members.sort(key=lambda r: categories.index(r["overrides"].get(x_key, r["job"]) if x_key else r["job"]))
-        xs = [r["overrides"].get(x_key, r["job"]) if x_key else r["job"] for r in members]
-        xs = [_number(x) for x in xs] if numeric else [categories.index(x) for x in xs]
-        ax.plot(xs, [_value(r, metric) for r in members], marker="o", label=label)
+        members.sort(key=lambda s: _order(x_of(s)))
+        xs = [position(x_of(s)) for s in members]
+        (line,) = ax.plot(xs, [s["mean"] for s in members], marker="o", label=label)
+        with_ci = [(x, s) for x, s in zip(xs, members) if s["ci_low"] is not None]
+        bars = ax.errorbar([x for x, _ in with_ci], [s["mean"] for _, s in with_ci],
+                           yerr=[[s["mean"] - s["ci_low"] for _, s in with_ci],
+                                 [s["ci_high"] - s["mean"] for _, s in with_ci]],
+                           fmt="none", ecolor=line.get_color(), capsize=4) if with_ci else None
+        (seeds,) = ax.plot([x for x, s in zip(xs, members) for _ in s["values"]],
+                           [v for s in members for v in s["values"]], linestyle="none", marker=".",
+                           color=line.get_color(), alpha=0.45, label="_nolegend_")
+        drawn.append((line, bars, seeds))
     if not numeric:
         ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
-    ax.set_xlabel(x_key or "job")
-    ax.set_ylabel(metric or "metric")
-    failed = len(rows) - len(finished)
-    ax.set_title(f"{metric} over {len(finished)} finished job(s)" + (f", {failed} without it" if failed else ""))
+    ax.set_xlabel(x_key or "setting")
+    sense = "" if greater is None else (" (higher is better)" if greater else " (lower is better)")
+    ax.set_ylabel((metric or "metric") + sense)
+    with_metric = sum(s["n"] for s in stats)
+    ax.set_title(f"{metric}: {method_text(stats)}; dots: seeds\n{with_metric} of {len(rows)} job(s) "
+                 "finished with it", fontsize=10)
     if len(groups) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+
+    def extents(bars: Any) -> list[dict[str, float]]:
+        if bars is None:
+            return []
+        segments = bars.lines[2][0].get_segments()
+        return [{"x": float(seg[0][0]), "low": float(seg[0][1]), "high": float(seg[1][1])} for seg in segments]
+
     plotted = {"metric": metric, "x": x_key, "lines": [
         {"label": line.get_label(), "x": [float(v) for v in line.get_xdata()],
-         "y": [float(v) for v in line.get_ydata()]} for line in ax.lines]}
+         "y": [float(v) for v in line.get_ydata()], "errorbars": extents(bars),
+         "seeds": {"x": [float(v) for v in seeds.get_xdata()], "y": [float(v) for v in seeds.get_ydata()]}}
+        for line, bars, seeds in drawn]}
     if not numeric:
         plotted["categories"] = categories
     buffer = io.BytesIO()
@@ -134,20 +353,45 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path) -> 
     return plotted
 
 
+def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
+    rows, swept, metric = collect(sweep_dir, metric)
+    keys, stats = settings(rows, swept, metric)
+    greater = greater_is_better(rows, metric)
+    return {"rows": rows, "swept": swept, "metric": metric, "keys": keys, "stats": stats, "greater": greater,
+            "sentence": best_setting(stats, metric, greater)}
+
+
+def verdict(sweep_dir: str | Path, metric: str | None = None) -> str:
+    """The best-setting sentence of a sweep dir's report."""
+    return _judged(Path(sweep_dir), metric)["sentence"]
+
+
 def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     sweep_dir = Path(sweep_dir)
-    rows, swept, metric = collect(sweep_dir, metric)
+    judged = _judged(sweep_dir, metric)
+    rows, swept, metric, stats = judged["rows"], judged["swept"], judged["metric"], judged["stats"]
     header, body = table(rows, swept, metric)
-    paths = {"csv": sweep_dir / "report.csv", "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(body)
+    s_header, s_body = settings_table(judged["keys"], stats)
+    paths = {"csv": sweep_dir / "report.csv", "settings": sweep_dir / "report_settings.csv",
+             "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
+    for path, (head, lines) in ((paths["csv"], (header, body)), (paths["settings"], (s_header, s_body))):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(head)
+            writer.writerows(lines)
     counts = {s: sum(r["status"] == s for r in rows) for s in rundir.STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    paths["md"].write_text(f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`.\n\n"
-                           + _markdown(header, body) + "\n![plot](report.png)\n", encoding="utf-8")
-    plot(rows, swept, metric, paths["png"])
+    sense = (" (higher is better)" if judged["greater"] else " (lower is better)") if metric else ""
+    measured = any(s["n"] for s in stats)
+    paths["md"].write_text(
+        f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`{sense}.\n\n"
+        f"## Settings\n\n{judged['sentence']}\n\n"
+        f"Per setting (the jobs that differ only by `{SEED}`): `{metric}` over the seeds that finished with it, "
+        + (f"{method_text(stats)}; std is the sample standard deviation (n-1).\n\n" if measured else
+           "and none did.\n\n")
+        + _markdown(s_header, s_body) + "\n## Jobs\n\n" + _markdown(header, body) + "\n![plot](report.png)\n",
+        encoding="utf-8")
+    plot(rows, swept, metric, paths["png"], judged["greater"])
     return paths
 
 
@@ -169,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     for kind, path in write(sweep_dir, args.metric).items():
         print(f"{kind}: {path}")
+    print(verdict(sweep_dir, args.metric))
 
 
 if __name__ == "__main__":

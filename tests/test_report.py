@@ -1,38 +1,203 @@
-"""The sweep report: a table and a plot written from a real local sweep, and read back."""
+"""The sweep report: the per-setting statistics and the best-setting sentence on synthetic jobs,
+then tables and a plot written from a real local sweep, and read back."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 
+import pytest
 from PIL import Image
 
 from conftest import run_cli
+from rlhf import report
+
+ACC = "eval_rewards/accuracies"
 
 
-def test_sweep_report_table_and_plot_match(tmp_path):
+def job(seed, value, status="finished", metric=ACC, kind="dpo", **setting):
+    """A job row as report.collect makes it; `setting` with dots as double underscores."""
+    overrides = {k.replace("__", "."): str(v) for k, v in setting.items()}
+    return {"job": f"{len(overrides)}-{seed}", "overrides": {**overrides, "seed": str(seed)}, "status": status,
+            "metrics": {metric: value} if value is not None else {}, "seconds": 1.0, "error": "",
+            "kind": kind, "objective": {}}
+
+
+def judge(rows, metric=ACC):
+    swept = sorted(k for k in rows[0]["overrides"] if len({r["overrides"][k] for r in rows}) > 1)
+    keys, stats = report.settings(rows, swept, metric)
+    return stats, report.best_setting(stats, metric, report.greater_is_better(rows, metric))
+
+
+@pytest.mark.parametrize("df,t", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042),
+                                  (120, 1.980)])
+def test_t_quantile_is_the_two_sided_95_percent_point_of_students_t(df, t):
+    assert round(report.t_quantile(df), 3) == t
+
+
+def test_t_quantile_at_another_level():
+    assert round(report.t_quantile(2, 0.99), 3) == 9.925 and round(report.t_quantile(10, 0.90), 3) == 1.812
+
+
+def test_summary_of_three_values_is_mean_sample_std_and_t_interval():
+    stats = report.summarize([1.0, 2.0, 3.0])
+    half = 4.302653 / math.sqrt(3)
+    assert (stats["n"], stats["mean"], stats["std"]) == (3, 2.0, 1.0)
+    assert stats["ci_low"] == pytest.approx(2 - half, abs=1e-5)
+    assert stats["ci_high"] == pytest.approx(2 + half, abs=1e-5)
+    one = report.summarize([0.7])
+    assert (one["n"], one["mean"], one["std"], one["ci_low"], one["ci_high"]) == (1, 0.7, None, None, None)
+
+
+def test_a_clearly_better_setting_with_tight_seeds_is_separable():
+    rows = [job(s, v, method__beta=0.1) for s, v in zip((1, 2, 3), (0.90, 0.91, 0.92))]
+    rows += [job(s, v, method__beta=0.3) for s, v in zip((1, 2, 3), (0.50, 0.52, 0.51))]
+    stats, sentence = judge(rows)
+    assert [(s["setting"], s["n"]) for s in stats] == [({"method.beta": "0.1"}, 3), ({"method.beta": "0.3"}, 3)]
+    assert "mean and 95% CI (Student's t, n=3 seeds)" in sentence and "(higher is better)" in sentence
+    assert "method.beta=0.1 is best (0.91, 95% CI [0.8852, 0.9348])" in sentence
+    assert "separable from the runner-up method.beta=0.3 (0.51 [0.4852, 0.5348])" in sentence
+    assert "the intervals do not overlap" in sentence and "conservative" in sentence
+    assert "not separable" not in sentence
+
+
+def test_overlapping_noisy_settings_are_not_separable():
+    rows = [job(s, v, method__beta=0.1) for s, v in zip((1, 2, 3), (0.90, 0.70, 0.95))]
+    rows += [job(s, v, method__beta=0.3) for s, v in zip((1, 2, 3), (0.85, 0.60, 0.90))]
+    stats, sentence = judge(rows)
+    assert "method.beta=0.1 is best (0.85, 95% CI" in sentence
+    assert "not separable from method.beta=0.3 (0.7833 [" in sentence and "the intervals overlap" in sentence
+
+
+def test_one_seed_per_setting_names_the_best_but_judges_nothing():
+    rows = [job(1, 0.9, method__beta=0.1), job(1, 0.8, method__beta=0.3)]
+    stats, sentence = judge(rows)
+    assert [s["note"] for s in stats] == ["one seed: no interval"] * 2
+    assert all(s["ci_low"] is None and s["std"] is None for s in stats)
+    assert "one seed per setting, so no intervals" in sentence and "method.beta=0.1 is best (0.9" in sentence
+    assert "without repeated seeds the difference cannot be judged" in sentence and "95% CI" not in sentence
+    header, body = report.settings_table(["method.beta"], stats)
+    assert header == ["method.beta", "n", "seeds", "mean", "std", "ci_low", "ci_high", "note"]
+    assert body[0] == ["0.1", 1, 1, 0.9, "", "", "", "one seed: no interval"]
+
+
+def test_settings_that_all_reach_the_same_value_none_is_better():
+    rows = [job(s, 1.0, method__beta=b) for b in (0.05, 0.1, 0.3) for s in (1, 2, 3)]
+    stats, sentence = judge(rows)
+    assert [s["std"] for s in stats] == [0.0] * 3
+    assert "all 3 settings have the same mean (1): none is better" in sentence and "is best" not in sentence
+
+
+def test_a_loss_is_minimised():
+    rows = [job(s, v, metric="eval_loss", method__beta=0.1) for s, v in zip((1, 2, 3), (0.30, 0.31, 0.32))]
+    rows += [job(s, v, metric="eval_loss", method__beta=0.3) for s, v in zip((1, 2, 3), (0.60, 0.61, 0.62))]
+    assert report.greater_is_better(rows, "eval_loss") is False
+    stats, sentence = judge(rows, metric="eval_loss")
+    assert "(lower is better)" in sentence and "method.beta=0.1 is best (0.31" in sentence
+    assert "runner-up method.beta=0.3" in sentence
+
+
+def test_the_direction_comes_from_the_method_registry_and_the_objective():
+    rows = [job(1, 0.5, method__beta=0.1)]
+    assert report.greater_is_better(rows, ACC) is True  # dpo: greater_is_better=True
+    rows[0]["objective"] = {"metric": None, "direction": "minimize"}  # set for the learning metric
+    assert report.greater_is_better(rows, ACC) is False
+    rows[0]["objective"] = {"metric": "eval_loss", "direction": "minimize"}  # set for another metric
+    assert report.greater_is_better(rows, ACC) is True
+
+
+def test_failed_seeds_are_left_out_of_the_stats_and_counted():
+    rows = [job(1, 0.90, method__beta=0.1), job(2, None, status="failed", method__beta=0.1),
+            job(3, 0.94, method__beta=0.1)]
+    rows += [job(s, v, method__beta=0.3) for s, v in zip((1, 2, 3), (0.50, 0.52, 0.51))]
+    stats, sentence = judge(rows)
+    best = stats[0]
+    assert (best["n"], best["seeds"], best["note"]) == (2, 3, "2 of 3 seeds finished")
+    assert best["mean"] == pytest.approx(0.92)
+    assert best["ci_high"] - best["mean"] == pytest.approx(12.706 * math.sqrt(0.0008) / math.sqrt(2), rel=1e-4)
+    assert "n=2-3 seeds" in sentence and "method.beta=0.1 is best" in sentence
+    rows = [job(s, None, status="failed", method__beta=0.1) for s in (1, 2)]
+    rows += [job(s, 0.5, method__beta=0.3) for s in (1, 2)]
+    stats, sentence = judge(rows)
+    assert stats[0]["note"] == "0 of 2 seeds finished" and stats[0]["mean"] is None
+    assert "method.beta=0.3 (0.5, 95% CI [0.5, 0.5]) is the only setting with a finished seed" in sentence
+    assert "method.beta=0.1: no seed finished" in sentence
+
+
+def test_the_plot_draws_each_settings_mean_and_interval_one_line_per_other_key(tmp_path):
+    rows = [job(s, 0.5 + 0.1 * b + 0.01 * s, method__beta=b, method__loss_type=lt)
+            for b in (0.1, 0.5) for lt in ("hinge", "sigmoid") for s in (1, 2, 3)]
+    rows.append(job(1, 0.7, method__beta=1.0, method__loss_type="hinge"))  # one seed: a point, no bar
+    swept = ["method.beta", "method.loss_type", "seed"]
+    plotted = report.plot(rows, swept, ACC, tmp_path / "p.png", True)
+    assert json.loads(Image.open(tmp_path / "p.png").text["rlhf:plotted"]) == plotted
+    _, stats = report.settings(rows, swept, ACC)
+    lines = {line["label"]: line for line in plotted["lines"]}
+    assert set(lines) == {"method.loss_type=hinge", "method.loss_type=sigmoid"}
+    for s in stats:
+        line = lines[f"method.loss_type={s['setting']['method.loss_type']}"]
+        x = float(s["setting"]["method.beta"])
+        assert line["y"][line["x"].index(x)] == pytest.approx(s["mean"])
+        bars = [b for b in line["errorbars"] if b["x"] == x]
+        assert bars == ([] if s["n"] == 1 else [{"x": x, "low": pytest.approx(s["ci_low"]),
+                                                 "high": pytest.approx(s["ci_high"])}])
+        seeds = sorted(y for sx, y in zip(line["seeds"]["x"], line["seeds"]["y"]) if sx == x)
+        assert seeds == pytest.approx(sorted(s["values"]))
+
+
+def test_sweep_over_seeds_reports_each_setting_with_its_interval_and_names_the_best(tmp_path):
     sweep = tmp_path / "multirun"
     run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
-            "method.beta=0.1,0.5", "method.loss_type=sigmoid,hinge", "method.max_steps=8", cwd=tmp_path)
+            "method.beta=0.05,0.5", "seed=1,2,3", "method.max_steps=4", cwd=tmp_path)
     # Written at the end of the multirun; the command writes it again on demand.
     assert (sweep / "report.png").is_file()
     (sweep / "report.png").unlink()
     out = run_cli("rlhf.report", str(sweep), cwd=tmp_path).stdout
-    assert "report.png" in out
+    assert "report.png" in out and "report_settings.csv" in out
     with open(sweep / "report.csv") as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 4 and {r["status"] for r in table} == {"finished"}
-    assert set(table[0]) >= {"method.beta", "method.loss_type", "eval_rewards/accuracies", "seconds"}
+        jobs = list(csv.DictReader(f))
+    assert len(jobs) == 6 and {r["status"] for r in jobs} == {"finished"}
+    assert set(jobs[0]) >= {"method.beta", "seed", ACC, "seconds"}
+    with open(sweep / "report_settings.csv") as f:
+        settings = {r["method.beta"]: r for r in csv.DictReader(f)}
+    assert set(settings) == {"0.05", "0.5"} and {(r["n"], r["seeds"]) for r in settings.values()} == {("3", "3")}
+    # Each setting's figures, recomputed here from the job table with the t table's 4.303.
+    for beta, row in settings.items():
+        values = [float(r[ACC]) for r in jobs if r["method.beta"] == beta]
+        mean = sum(values) / 3
+        half = 4.303 * math.sqrt(sum((v - mean) ** 2 for v in values) / 2) / math.sqrt(3)
+        assert float(row["mean"]) == pytest.approx(mean)
+        assert float(row["ci_low"]) == pytest.approx(mean - half, abs=1e-4)
+        assert float(row["ci_high"]) == pytest.approx(mean + half, abs=1e-4)
+    # The sentence names the setting with the higher mean (or says none is better), printed and in report.md.
+    sentence = out.strip().splitlines()[-1]
+    best, runner = sorted(settings, key=lambda b: -float(settings[b]["mean"]))
+    assert sentence.startswith(f"By {ACC} (higher is better), mean and 95% CI (Student's t, n=3 seeds): ")
+    if settings[best]["mean"] == settings[runner]["mean"]:
+        assert "none is better" in sentence
+    else:
+        assert f"method.beta={best} is best ({float(settings[best]['mean']):.4g}, 95% CI [" in sentence
+        overlap = (float(settings[best]["ci_low"]) <= float(settings[runner]["ci_high"])
+                   and float(settings[runner]["ci_low"]) <= float(settings[best]["ci_high"]))
+        assert (f"not separable from method.beta={runner}" in sentence) == overlap
+        assert (f"separable from the runner-up method.beta={runner}" in sentence) == (not overlap)
+    markdown = (sweep / "report.md").read_text()
+    assert "6 jobs: 6 finished" in markdown and sentence in markdown
+    assert "| method.beta | n | seeds | mean | std | ci_low | ci_high | note |" in markdown
+    assert "| method.beta | seed | status |" in markdown  # the job table, beside it
+    # The plot: one line of the two means, their intervals as error bars, each seed as a dot.
     image = Image.open(sweep / "report.png")
     assert image.size == (700, 450)
     plotted = json.loads(image.text["rlhf:plotted"])
-    assert plotted["metric"] == "eval_rewards/accuracies" and plotted["x"] == "method.beta"
-    drawn = {(line["label"], x, y) for line in plotted["lines"] for x, y in zip(line["x"], line["y"])}
-    expected = {(f"method.loss_type={r['method.loss_type']}", float(r["method.beta"]),
-                 float(r["eval_rewards/accuracies"])) for r in table}
-    assert drawn == expected
-    markdown = (sweep / "report.md").read_text()
-    assert "4 jobs: 4 finished" in markdown and "| method.beta |" in markdown
+    assert plotted["metric"] == ACC and plotted["x"] == "method.beta" and len(plotted["lines"]) == 1
+    line = plotted["lines"][0]
+    assert line["x"] == [0.05, 0.5]
+    assert line["y"] == pytest.approx([float(settings[b]["mean"]) for b in ("0.05", "0.5")])
+    assert line["errorbars"] == [{"x": float(b), "low": pytest.approx(float(settings[b]["ci_low"])),
+                                  "high": pytest.approx(float(settings[b]["ci_high"]))} for b in ("0.05", "0.5")]
+    assert sorted(zip(line["seeds"]["x"], line["seeds"]["y"])) == sorted(
+        (float(r["method.beta"]), float(r[ACC])) for r in jobs)
 
 
 def test_report_lists_a_failed_job_with_its_error(tmp_path):
