@@ -51,7 +51,7 @@ def preview_rows(run: Any, tokenizer: Any, rows: int, evaluation: bool = False) 
     for index, whole in enumerate(sources):
         config = whole.config
         limited = dataclasses.replace(config, num_rows=min(rows, config.num_rows or rows))
-        source = Source(limited, split=whole.split)
+        source = Source(limited, split=whole.split, key=whole.key)
         formatted = format_source(source, run.spec, tokenizer, index, DataReport(), code_path=run.code_path)
         if not formatted:
             raise RlhfError(f"dataset {source.label} has no rows")
