@@ -103,11 +103,13 @@ def state() -> HubState:
 def datasets_state() -> HubState:
     """As `state()`, for the datasets library, which HF_DATASETS_OFFLINE=1 alone makes offline."""
     import datasets
+    from huggingface_hub import constants
 
+    by_user = HubState(False, "HF_DATASETS_OFFLINE=1 is set")
+    if _Probed.state is None and datasets.config.HF_HUB_OFFLINE and not constants.HF_HUB_OFFLINE:
+        return by_user  # no probe: the datasets library will not ask the hub anyway
     hub = state()
-    if hub.online and datasets.config.HF_HUB_OFFLINE:
-        return HubState(False, "HF_DATASETS_OFFLINE=1 is set")
-    return hub
+    return by_user if hub.online and datasets.config.HF_HUB_OFFLINE else hub
 
 
 def _chain(error: BaseException) -> list[BaseException]:
