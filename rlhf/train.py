@@ -74,16 +74,28 @@ def train_job(cfg: DictConfig) -> float | None:
     except Exception as error:
         if rank == 0 and owns_run_dir:
             rundir.mark_failed(run_dir, error)
-        if isinstance(error, RlhfError):
+        multirun = hydra.mode == RunMode.MULTIRUN
+        if isinstance(error, RlhfError) and not multirun:
+            _log_to_files(error)  # the console gets it once, as the `error:` line below
+        elif isinstance(error, RlhfError):
             log.error("%s", error)
         else:
             log.exception("the job failed")
-        if hydra.mode == RunMode.MULTIRUN:
+        if multirun:
             return None  # the sweep goes on; the launching process reports the failures
         if isinstance(error, RlhfError):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(1)
         raise
+
+
+def _log_to_files(error: BaseException) -> None:
+    """An error record for the run's log file only. A single run prints a user's error once, to
+    stderr; logged as well, Hydra's console handler showed it a second time on stdout."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def main() -> None:
