@@ -135,9 +135,9 @@ def failure(what: str, name: str, fix: str, error: BaseException, hub: HubState,
         return any(isinstance(e, k) if isinstance(k, type) else type(e).__name__ == k for e in chain for k in kinds)
 
     unreached = found(LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
-    if found(GatedRepoError) or "gated" in text:
-        why = (f"it is gated on the hub: accept its terms at {endpoint()}/{name} and log in "
-               "(`hf auth login` or HF_TOKEN)")
+    if found(GatedRepoError) or "is a gated dataset" in text:  # datasets words it so, dropping the cause
+        page = f"{endpoint()}/{'datasets/' if what == 'dataset' else ''}{name}"
+        why = f"it is gated on the hub: accept its terms at {page} and log in (`hf auth login` or HF_TOKEN)"
     elif found(RevisionNotFoundError) or ("revision '" in text and "doesn't exist" in text):
         why = f"the hub has no revision {revision!r} of it" if revision else "the hub has no such revision of it"
         if revision_key:
