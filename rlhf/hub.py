@@ -19,12 +19,9 @@ fixes it.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from dataclasses import dataclass
-
-log = logging.getLogger("rlhf")
 
 PROBE_SECONDS = 5.0
 
