@@ -1,12 +1,13 @@
 """Loading the policy, its reference and its tokenizer, the way a hub model loads.
 
-`name_or_path` is passed to `from_pretrained` untouched: a hub id goes to the hub, a local
-directory (the embedded tiny model included) is read from disk.
+`name_or_path` is passed to `from_pretrained` untouched: a local directory (the embedded tiny
+model included) is read from disk, a hub id goes to the hub (through rlhf.hub's one probe).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from rlhf.config.schema import HardwareConfig, ModelConfig
@@ -17,15 +18,27 @@ log = logging.getLogger("rlhf")
 _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def _from_pretrained(loader: Any, what: str, name: str, **kwargs: Any) -> Any:
+CHECKPOINT_FIX = "Use a local checkpoint directory: model.name_or_path=<a local checkpoint dir>"
+
+
+def _from_pretrained(loader: Any, what: str, name: str, fix: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name)`; a failure is one message that ends with `fix`, the override
+    to type. A hub id asks rlhf.hub first whether the hub can be reached, so an unreachable hub
+    fails at once (or loads what the local cache holds) instead of waiting out the retries."""
+    from rlhf import hub
+
+    if Path(name).expanduser().is_dir():
+        try:
+            return loader.from_pretrained(name, **kwargs)
+        except OSError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RlhfError(f"cannot load the {what} from the directory {name}: {first}. {fix}") from None
+    state = hub.state()
     try:
         return loader.from_pretrained(name, **kwargs)
     except OSError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RlhfError(
-            f"cannot load the {what} {name!r}: {first}. Give a local checkpoint directory or a hub id "
-            "this machine can reach (offline? set HF_HUB_OFFLINE=1 and use a cached or local copy)"
-        ) from None
+        raise RlhfError(hub.failure(what, name, fix, error, state, revision=kwargs.get("revision"),
+                                    revision_key="model.revision")) from None
 
 
 def load_tokenizer(model: ModelConfig) -> Any:
@@ -33,8 +46,12 @@ def load_tokenizer(model: ModelConfig) -> Any:
 
     from rlhf.data.chat_templates import resolve_chat_template
 
+    if model.tokenizer:
+        fix = "Use a local tokenizer directory: model.tokenizer=<a local tokenizer dir>"
+    else:
+        fix = f"{CHECKPOINT_FIX} (or model.tokenizer=<dir> for the tokenizer alone)"
     tokenizer = _from_pretrained(
-        AutoTokenizer, "tokenizer", model.tokenizer or model.name_or_path,
+        AutoTokenizer, "tokenizer", model.tokenizer or model.name_or_path, fix,
         revision=model.revision, trust_remote_code=model.trust_remote_code,
     )
     if model.chat_template is not None:
@@ -68,4 +85,4 @@ def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model"
     from transformers import AutoModelForCausalLM
 
     kwargs = model_kwargs(model, hardware, quantized)
-    return _from_pretrained(AutoModelForCausalLM, what, model.name_or_path, **kwargs)
+    return _from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)

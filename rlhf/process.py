@@ -60,6 +60,29 @@ def configure_process(run: Any) -> None:
     import transformers
 
     transformers.logging.set_verbosity_warning()
+    route_library_logs()
+
+
+# Libraries that give their root logger a stderr handler of their own on import.
+LIBRARY_LOGGERS = ("transformers", "huggingface_hub", "datasets")
+
+
+def route_library_logs() -> None:
+    """Each library record handled once, by the root's handlers (Hydra's console and the run's
+    log file, or the stderr handler set above). huggingface_hub and datasets add a bare stderr
+    handler to their root logger and also propagate to the root, so every warning (each hub
+    retry, for one) was printed twice; transformers propagates under CI=1 and so doubled there,
+    and otherwise kept its warnings out of the run's log file."""
+    import datasets.utils.logging  # noqa: F401  (each adds its handler when imported)
+    import huggingface_hub.utils.logging  # noqa: F401
+    import transformers
+
+    transformers.logging.disable_default_handler()
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        for handler in [h for h in library.handlers if type(h) is logging.StreamHandler]:
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)

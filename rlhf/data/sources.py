@@ -117,7 +117,8 @@ READERS = {
 
 
 class Source:
-    """One configured dataset source, opened lazily (a hub dataset is loaded once)."""
+    """One configured dataset source, opened lazily (a hub dataset is loaded once). `key` is
+    the config key that configures it (`dataset`, `dataset.eval[0]`), which a message names."""
 
     def __init__(self, config: SourceConfig, split: str | None = None, key: str = "dataset"):
         self.config = config
@@ -191,22 +192,24 @@ class Source:
         return EXTENSIONS[file.suffix]
 
     def hub_dataset(self) -> Any:
+        """The hub dataset, loaded once; rlhf.hub is asked first whether the hub can be reached,
+        so an unreachable hub fails at once (or loads the cached copy) without the retries."""
         if self._hub is None:
             import datasets
 
+            from rlhf import hub
+
             cfg = self.config
+            state = hub.datasets_state()
             try:
                 self._hub = datasets.load_dataset(cfg.path, cfg.name, split=self.split, revision=cfg.revision,
                                                   data_files=cfg.data_files)
-            except FileNotFoundError as error:
-                first = str(error).splitlines()[0] if str(error) else "not found"
-                raise DataError(f"dataset {cfg.path!r}: not a local file or directory, and not found on the "
-                                f"hub ({first})") from None
+            except OSError as error:  # not on the hub, not reachable, not cached (ConnectionError included)
+                fix = f"Use local data: {self.key}.path=<a local file or directory>"
+                raise DataError(hub.failure("dataset", cfg.path, fix, error, state, revision=cfg.revision,
+                                            revision_key=f"{self.key}.revision")) from None
             except ValueError as error:  # an unknown split or config name
                 raise DataError(f"dataset {cfg.path!r}: {str(error).splitlines()[0]}") from None
-            except ConnectionError as error:
-                raise DataError(f"dataset {cfg.path!r}: the hub cannot be reached ({error}); use a local "
-                                "copy (path: a file or directory)") from None
         return self._hub
 
     def rows(self) -> Iterator[tuple[str, dict]]:
