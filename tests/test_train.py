@@ -74,9 +74,19 @@ def test_a_failed_run_is_never_marked_successful(tmp_path):
 
 
 def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(tmp_path):
+    """The job's own check, for a machine with an NVIDIA driver whose torch sees no device (on
+    a machine with no driver at all, the launching process refuses the command first:
+    tests/test_preflight.py)."""
+    import os
+
     from conftest import cli_env
 
-    env = cli_env(CUDA_VISIBLE_DEVICES="")  # no GPU visible, even on a machine that has one
+    bin_dir = tmp_path / "bin"  # a driver, as far as the launching process can tell
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = cli_env(CUDA_VISIBLE_DEVICES="",  # no GPU visible, even on a machine that has one
+                  PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = train(tmp_path, "hardware=gpu", run_dir=tmp_path / "run", check=False, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "hardware.accelerator=cuda, but torch" in proc.stderr and "sees no CUDA device" in proc.stderr
