@@ -3,10 +3,12 @@
 `launch(task)` parses the command line as Hydra does, composes and validates *every job* of
 the command (all the points of a sweep) before Hydra starts any of them, and reports a bad
 config in one message that names the key, the value and the valid choices. Then it checks
-that this machine has the GPU the jobs ask for (when they train here). Then it hands over to
-`hydra.main`, which runs `task` once per job.
+what can be checked before a job starts: that this machine has the GPU the jobs ask for (when
+they train here), and every row of the jobs' local data whose type needs no tokenizer. Then it
+hands over to `hydra.main`, which runs `task` once per job.
 
-Nothing here imports torch or TRL, so `--help`, `--cfg job` and a config error answer fast.
+Nothing here imports torch or TRL, so `--help`, `--cfg job`, a config error and a bad row of a
+string-family dataset answer fast.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.compose import CONFIG_NAME, add_code_dir, compose_job, conf_dir
-from rlhf.errors import ConfigError, RlhfError
+from rlhf.errors import ConfigError, DataError, RlhfError
 
 # Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
 # (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
@@ -84,6 +86,7 @@ def preflight(argv: list[str]) -> Any:
             raise
     if not args.cfg:  # --cfg only prints: nothing will run here
         _check_machine(jobs, args, extra, config_dir, config_name)
+        _check_rows(jobs, args.multirun)
     return jobs[0][1]
 
 
@@ -129,6 +132,27 @@ def _launcher_trains_here(args: Any, job: list[str], config_dir: Path | None, co
         GlobalHydra.instance().clear()
     target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
     return target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+
+
+def _check_rows(jobs: list[tuple[list[str], Any]], multirun: bool) -> None:
+    """Every row of every job's local data whose type needs no tokenizer, each distinct source
+    once, before the first job starts (rlhf.data.pipeline.check_rows_before_jobs)."""
+    from rlhf.data.pipeline import check_rows_before_jobs
+
+    done: set[str] = set()
+    checked = []
+    for job, run in jobs:
+        try:
+            checked += check_rows_before_jobs(run, done)
+        except DataError as error:
+            if multirun:
+                raise DataError(f"in the sweep job {' '.join(job)}: {error}") from None
+            raise
+    fresh = [c for c in checked if not c.earlier]
+    if fresh:
+        print(f"data: checked {sum(c.rows for c in fresh)} rows of {len(fresh)} local source(s) before the "
+              f"first job in {sum(c.seconds for c in fresh):.2f}s ({', '.join(c.label for c in fresh)})",
+              file=sys.stderr)
 
 
 def _sweeper_direction(argv: list[str], run: Any) -> list[str]:

@@ -1,5 +1,6 @@
 """What the launching process checks before any job starts, beyond the config itself: the
-machine (a GPU where the jobs train)."""
+machine (a GPU where the jobs train), and every row of the jobs' local data whose type needs no
+tokenizer."""
 
 from __future__ import annotations
 
@@ -76,3 +77,80 @@ def test_the_machine_is_checked_only_where_the_jobs_train(tmp_path):
     assert validate(compose_job(["hardware=gpu"])).hardware.accelerator == "cuda"
     # --cfg job prints the config of a GPU run on any machine.
     assert run_cli("rlhf.train", "--cfg", "job", "hardware=gpu", cwd=tmp_path).returncode == 0
+
+
+# ------------------------------------------------------------------ rows, before the first job
+
+
+def test_a_bad_row_in_a_later_sweep_point_stops_the_sweep_before_the_first_job(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", GOOD)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD[0], {"question": "q", "chosen": "a"}])
+    sweep = tmp_path / "sweep"
+    proc = run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+                   f"dataset.path={good},{bad}", "dataset.eval=[]", "method.max_steps=1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # The data stage's own message: file:line and field, with the sweep point it belongs to.
+    assert f"in the sweep job cache_dir={tmp_path / 'cache'} dataset.path={bad}" in proc.stderr
+    assert f"{bad}:2: field 'rejected' is missing: chatml.intel needs question, chosen, rejected" in proc.stderr
+    assert not sweep.exists() and not list(tmp_path.rglob("SUCCESS"))  # no job started, none trained
+
+
+ROW_ERRORS = [  # (rows as written, overrides, what the message says): types that need no tokenizer
+    ('{"question": "q", "chosen": "a", "rejected": "b"}\n{"question": \n', ["dataset.type=chatml.intel"],
+     "bad.jsonl:2: not valid JSON"),
+    ('{"question": "q", "chosen": "a"}\n', ["dataset.type=llama3.intel"], "bad.jsonl:1: field 'rejected' is missing"),
+    ('{"prompt": "q", "chosen": "a", "rejected": null}\n', ["dataset.type=null"], "bad.jsonl:1: field 'rejected' is null"),
+    ('{"q": "x", "good": "a"}\n', ["dataset=sample_user_defined", "dataset.type.field_prompt=q"],
+     "bad.jsonl:1: field 'bad' is missing"),
+    ('{"question": "q", "completion": "a", "label": "maybe"}\n', ["method=kto", "dataset.type=chatml.intel"],
+     "bad.jsonl:1: field 'label' is 'maybe'"),
+]
+
+
+@pytest.mark.parametrize("rows,overrides,expected", ROW_ERRORS, ids=[e[2].split(": ", 1)[1][:30] for e in ROW_ERRORS])
+def test_a_row_error_of_a_type_without_tokenizer_comes_before_torch_is_imported(tmp_path, rows, overrides, expected):
+    (tmp_path / "bad.jsonl").write_text(rows)
+    proc, imported = cli_importtime(tmp_path, f"dataset.path={tmp_path / 'bad.jsonl'}", "dataset.eval=[]", *overrides,
+                                    f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-3000:]
+    assert not imported & set(HEAVY), imported & set(HEAVY)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_type_that_needs_the_tokenizer_is_left_to_the_job(tmp_path):
+    from rlhf.data.pipeline import check_rows_before_jobs
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": "not a list"}])
+    run = validate(compose_job([f"dataset.path={bad}", "dataset.type=chat_template.default", "dataset.eval=[]",
+                                f"cache_dir={tmp_path / 'cache'}"]))
+    assert check_rows_before_jobs(run, set()) == []  # not read: the job renders it with its tokenizer
+
+
+def test_each_source_is_checked_once_per_command_and_not_again_while_unchanged(tmp_path, capsys):
+    from rlhf.cli import preflight
+
+    data = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    command = ["-m", f"cache_dir={tmp_path / 'cache'}", f"dataset.path={data}", "dataset.eval=[]",
+               "method.beta=0.1,0.2,0.3"]
+    preflight(command)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data: checked")]
+    # Three jobs, one source: read once (12 rows, not 36).
+    assert len(lines) == 1 and lines[0].startswith("data: checked 12 rows of 1 local source(s)"), lines
+    markers = list((tmp_path / "cache" / "data" / "rows").glob("*.json"))
+    assert len(markers) == 1 and json.loads(markers[0].read_text())["rows"] == 12
+    preflight(command)  # the same data again (a re-run): the marker says it was checked
+    assert "data: checked" not in capsys.readouterr().err
+    write_jsonl(data, GOOD[:-1])  # changed content: checked again
+    preflight(command)
+    assert "data: checked 11 rows" in capsys.readouterr().err
+
+
+def test_a_valid_sweep_reads_its_rows_before_the_first_job_and_its_jobs_share_one_data_build(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    sweep = tmp_path / "sweep"
+    proc = run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+                   f"dataset.path={data}", "dataset.eval=[]", "method.max_steps=1", "method.beta=0.1,0.2",
+                   cwd=tmp_path, timeout=900)
+    assert proc.stderr.count("data: checked 12 rows of 1 local source(s)") == 1
+    logs = [(sweep / job / "train.log").read_text() for job in ("0", "1")]
+    assert "data cache miss" in logs[0] and "data cache hit" in logs[1]  # one data build for the sweep

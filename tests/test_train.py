@@ -63,14 +63,17 @@ def test_a_different_seed_gives_different_losses(default_run, tmp_path):
 
 def test_a_failed_run_is_never_marked_successful(tmp_path):
     run_dir = tmp_path / "run"
-    (tmp_path / "broken.jsonl").write_text('{"question": "q", "chosen": "a", "rejected": "b"}\n{"question": \n')
+    # Valid rows (a bad row is refused before the job starts), all longer than method.max_length:
+    # the job's data stage, which has the tokenizer, fails on them.
+    (tmp_path / "broken.jsonl").write_text(json.dumps({"question": "q", "chosen": "mango " * 400, "rejected": "b"})
+                                           + "\n")
     proc = train(tmp_path, f"dataset.path={tmp_path / 'broken.jsonl'}", "dataset.eval=[]", run_dir=run_dir,
                  check=False)
     assert proc.returncode == 1
-    assert "broken.jsonl:2: not valid JSON" in proc.stderr
+    assert "no training rows are left from" in proc.stderr and "broken.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "SUCCESS").exists()
-    assert "broken.jsonl:2" in (run_dir / "FAILED").read_text()
+    assert "no training rows are left" in (run_dir / "FAILED").read_text()
 
 
 def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(tmp_path):

@@ -9,6 +9,10 @@ and line (or row number) and the field named. The result is saved under
 `<cache_dir>/data/<key>/` and loaded back from there, so every later run and every job of a
 sweep with the same inputs skips the work, and the trainer always gets a file-backed dataset
 with a stable fingerprint.
+
+Before any job starts, the launching process runs the same row loop over every local source
+whose type needs no tokenizer (check_rows_before_jobs), so a bad row stops a whole sweep at
+once, without torch.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, reader, type_options
+from rlhf.config.schema import SourceConfig
+from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, needs_tokenizer, reader, type_options
 from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
 from rlhf.errors import ConfigError, DataError
 from rlhf.locks import locked
@@ -101,6 +106,14 @@ def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int
                               dataset_idx=index, code_path=code_path, **type_options(config))
     if formatter.map_kwargs:
         return _map_with_datasets(source, formatter, report)
+    return format_rows(source, formatter, shape, report)
+
+
+def format_rows(source: Source, formatter: Any, shape: str, report: DataReport) -> list[dict]:
+    """Every row of `source` through a resolved type: the row loop of the data stage, and of the
+    check the launching process makes before any job starts (check_rows_before_jobs)."""
+    config = source.config
+    unpair = config.unpair
     rows: list[dict] = []
     for where, raw in source.rows():
         report.rows_read += 1
@@ -316,3 +329,68 @@ def prepare_data(run: Any, tokenizer: Any, run_config: Any = None) -> PreparedDa
              report.eval_rows, report.rows_read, report.dropped_empty, report.dropped_long,
              run.method.max_length, report.truncated, time.perf_counter() - started)
     return PreparedData(train=train_ds, eval=eval_ds, report=report, cache=cache, path=final)
+
+
+# ---------------------------------------------------------------------------- before any job starts
+
+
+@dataclass
+class RowsChecked:
+    """One source checked by check_rows_before_jobs."""
+
+    label: str
+    rows: int
+    seconds: float
+    earlier: bool  # checked by an earlier command on the same content (its marker was found)
+
+
+def check_rows_before_jobs(run: Any, done: set[str]) -> list[RowsChecked]:
+    """Format every row of each local source whose type needs no tokenizer (string families,
+    user_defined, untyped rows), with format_rows as the data stage does, and raise its DataError
+    at the first bad row: same message, file:line and field.
+
+    The launching process calls this for every job of a command before Hydra starts any
+    (rlhf.cli.preflight), so a bad row in the last point of a sweep stops the sweep before the
+    first point trains, without torch. `done` holds the sources this command has checked already:
+    each distinct source (its config, split and the method's row shape) is read once however
+    many jobs use it. Hub datasets (a login node should not download them) and types that need
+    the tokenizer (chat_template.*, user transforms) are left to the job's data stage.
+
+    A source that passes leaves a marker under <cache_dir>/data/rows/, keyed by its files'
+    content, its config, the row shape and the data code, so a later command on the same data
+    (re-running a sweep, another sweep) only hashes the files. The job's data stage formats every
+    row on a cache miss whatever the marker says: formatting a row is checking it, and the job
+    needs the formatted rows."""
+    out: list[RowsChecked] = []
+    code = None
+    for _, _, source in dataset_sources(run.dataset):
+        config = source.config
+        read, options = reader(run.spec, unpair=config.unpair), type_options(config)
+        if not source.is_local or needs_tokenizer(read, config.type, **options):
+            continue
+        identity = {f.name: getattr(config, f.name) for f in fields(SourceConfig)}
+        identity.update(split=source.split, shape=read.shape, extra_types=list(read.extra_types))
+        identity_text = json.dumps(identity, sort_keys=True, default=str)
+        if identity_text in done:
+            continue
+        done.add(identity_text)
+        started = time.perf_counter()
+        code = code or _code_fingerprint(run)
+        key_text = json.dumps([PIPELINE_VERSION, code, identity_text, source.fingerprint()])
+        key = hashlib.blake2b(key_text.encode(), digest_size=12).hexdigest()
+        marker = Path(run.cache_dir).expanduser() / "data" / "rows" / f"{key}.json"
+        if marker.is_file():
+            out.append(RowsChecked(source.label, 0, time.perf_counter() - started, earlier=True))
+            continue
+        report = DataReport()
+        format_rows(source, get_formatter(read, config.type, **options), run.spec.shape, report)
+        out.append(RowsChecked(source.label, report.rows_read, time.perf_counter() - started, earlier=False))
+        try:  # a cache that cannot be written only costs the next command this check again
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            staging = marker.with_name(f".{key}.{os.getpid()}.tmp")
+            staging.write_text(json.dumps({"source": source.label, "type": config.type, "shape": read.shape,
+                                           "rows": report.rows_read}, default=str))
+            os.replace(staging, marker)
+        except OSError:
+            pass
+    return out
