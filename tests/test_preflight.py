@@ -1,6 +1,6 @@
 """What the launching process checks before any job starts, beyond the config itself: the
 machine (a GPU where the jobs train), and every row of the jobs' local data whose type needs no
-tokenizer."""
+tokenizer; and the warning a job gives when a dataset's chat format is not its model's."""
 
 from __future__ import annotations
 
@@ -154,3 +154,44 @@ def test_a_valid_sweep_reads_its_rows_before_the_first_job_and_its_jobs_share_on
     assert proc.stderr.count("data: checked 12 rows of 1 local source(s)") == 1
     logs = [(sweep / job / "train.log").read_text() for job in ("0", "1")]
     assert "data cache miss" in logs[0] and "data cache hit" in logs[1]  # one data build for the sweep
+
+
+# ------------------------------------------------------------------ template and tokenizer
+
+
+def test_a_dataset_format_the_tokenizer_does_not_use_is_a_warning_naming_tokens_and_a_preset(tmp_path):
+    """argilla_kto is llama3.ultra; the default tiny model's template is ChatML. The job warns once
+    its tokenizer is loaded (then fails here only because the hub is offline)."""
+    proc = run_cli("rlhf.train", "method=kto", "dataset=argilla_kto", f"hydra.run.dir={tmp_path / 'run'}",
+                   f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "the hub cannot be reached" in proc.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    warnings = [line for line in log.splitlines() if "[WARNING]" in line and "chat format" in line]
+    assert len(warnings) == 1, log[-3000:]
+    assert "dataset.type=llama3.ultra does not match the model's chat format" in warnings[0]
+    assert "<|start_header_id|>, <|end_header_id|>, <|eot_id|> are missing from the chat template" in warnings[0]
+    assert "model=llama-3" in warnings[0] and "model.chat_template=llama3" in warnings[0]
+    assert "chatml.ultra" in warnings[0]
+
+
+def test_a_format_the_tokenizer_uses_gives_no_warning():
+    from rlhf.data.pipeline import template_mismatch
+    from rlhf.models import load_tokenizer
+
+    for overrides in ([], ["model.chat_template=llama3", "dataset=sample_ultra", "dataset.type=llama3.ultra"]):
+        run = validate(compose_job(overrides))
+        assert template_mismatch(run, load_tokenizer(run.model)) == [], overrides
+    run = validate(compose_job(["dataset=sample_nectar"]))  # zephyr on ChatML: not even in the vocabulary
+    (warning,) = template_mismatch(run, load_tokenizer(run.model))
+    assert "<|system|>, <|user|>, <|assistant|>, </s> from its vocabulary too" in warning
+
+
+def test_every_family_names_its_tokens_and_presets_that_exist():
+    from rlhf.config.compose import conf_dir
+    from rlhf.data.formats.families import FAMILIES
+
+    presets = [p.stem for p in (conf_dir() / "model").glob("*.yaml")]
+    for family in FAMILIES.values():
+        assert family.special_tokens, family.name
+        for prefix in family.model_presets:
+            assert any(p.startswith(prefix) for p in presets), (family.name, prefix)
