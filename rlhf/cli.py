@@ -2,10 +2,13 @@
 
 `launch(task)` parses the command line as Hydra does, composes and validates *every job* of
 the command (all the points of a sweep) before Hydra starts any of them, and reports a bad
-config in one message that names the key, the value and the valid choices. Then it hands
-over to `hydra.main`, which runs `task` once per job.
+config in one message that names the key, the value and the valid choices. Then it checks
+what can be checked before a job starts: that this machine has the GPU the jobs ask for (when
+they train here), and every row of the jobs' local data whose type needs no tokenizer. Then it
+hands over to `hydra.main`, which runs `task` once per job.
 
-Nothing here imports torch or TRL, so `--help`, `--cfg job` and a config error answer fast.
+Nothing here imports torch or TRL, so `--help`, `--cfg job`, a config error and a bad row of a
+string-family dataset answer fast.
 """
 
 from __future__ import annotations
@@ -16,26 +19,33 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.compose import CONFIG_NAME, add_code_dir, compose_job, conf_dir
-from rlhf.errors import ConfigError, RlhfError
+from rlhf.errors import ConfigError, DataError, RlhfError
 
 # Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
 # (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
 _PRINT_ONLY = ("help", "hydra_help", "info", "shell_completion")
 
 
-def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override list of every job the command would run (a single run is one job)."""
+def _parse_overrides(overrides: list[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
         raise ConfigError(f"cannot read the override {error.override!r}: {error.message.splitlines()[0]} "
                           "(the form is key=value; quote values that hold brackets, braces, commas or "
                           "spaces, e.g. 'dataset.eval=[]' or \"key='a, b'\")") from None
+
+
+def _is_hydra_key(override: Any) -> bool:
+    return override.get_key_element().lstrip("+~").startswith("hydra")
+
+
+def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command would run (a single run is one job)."""
     # Hydra's own settings (run dir, launcher, sweeper) do not change what a job trains.
-    parsed = [o for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
+    parsed = [o for o in _parse_overrides(overrides) if not _is_hydra_key(o)]
     if not multirun:
         return [[o.input_line for o in parsed]]
     fixed = [o for o in parsed if not o.is_sweep_override()]
@@ -65,17 +75,84 @@ def preflight(argv: list[str]) -> Any:
         extra = []
     config_name = args.config_name or CONFIG_NAME
     add_code_dir(config_dir or conf_dir())
-    first = None
+    jobs = []
     for job in _job_overrides(args.overrides, args.multirun):
         cfg = compose_job(extra + job, config_dir, config_name)
         try:
-            run = validate(cfg)
+            jobs.append((job, validate(cfg)))
         except ConfigError as error:
             if args.multirun:
                 raise ConfigError([f"in the sweep job {' '.join(job)}: {p}" for p in error.problems]) from None
             raise
-        first = first or run
-    return first
+    if not args.cfg:  # --cfg only prints: nothing will run here
+        _check_machine(jobs, args, extra, config_dir, config_name)
+        _check_rows(jobs, args.multirun)
+    return jobs[0][1]
+
+
+# Hydra launchers that run the jobs on this machine (basic: in this process; submitit's local
+# executor and joblib: in processes of their own). Any other (SLURM, ...) sends them elsewhere.
+LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
+
+
+def _check_machine(jobs: list[tuple[list[str], Any]], args: Any, extra: list[str], config_dir: Path | None,
+                   config_name: str) -> None:
+    """This machine has what the jobs need (a CUDA driver for hardware.accelerator=cuda), when
+    the jobs train here. A SLURM login node has no GPU while its compute nodes have: with
+    hydra/launcher=slurm the job checks its own node instead (rlhf.process.configure_process).
+    Jobs that read their config back from a run dir never run this (it is not a RUN_CHECK)."""
+    from rlhf.config.checks import MACHINE_CHECKS
+
+    problems = list(dict.fromkeys(p for _, run in jobs for check in MACHINE_CHECKS for p in check(run)))
+    if problems and _launcher_trains_here(args, extra + jobs[0][0], config_dir, config_name):
+        raise ConfigError(problems)
+
+
+def _launcher_trains_here(args: Any, job: list[str], config_dir: Path | None, config_name: str) -> bool:
+    """Whether the command's jobs run on this machine: a single run (without -m) always does,
+    whatever launcher is configured (Hydra launches multirun jobs only); a sweep does when its
+    launcher is local. The launcher is read from the composed Hydra config (a command-line
+    hydra/launcher=..., or a config or experiment that selects one); composed only when a
+    machine check has failed, as it costs ~0.3 s."""
+    if not args.multirun:
+        return True
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    hydra_overrides = [o.input_line for o in _parse_overrides(args.overrides)
+                       if _is_hydra_key(o) and not o.is_sweep_override()]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=[*hydra_overrides, *job], return_hydra_config=True)
+    except Exception:  # Hydra itself will refuse these overrides; the machine problem stands
+        return True
+    finally:
+        GlobalHydra.instance().clear()
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
+    return target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+
+
+def _check_rows(jobs: list[tuple[list[str], Any]], multirun: bool) -> None:
+    """Every row of every job's local data whose type needs no tokenizer, each distinct source
+    once, before the first job starts (rlhf.data.pipeline.check_rows_before_jobs)."""
+    from rlhf.data.pipeline import check_rows_before_jobs
+
+    done: set[str] = set()
+    checked = []
+    for job, run in jobs:
+        try:
+            checked += check_rows_before_jobs(run, done)
+        except DataError as error:
+            if multirun:
+                raise DataError(f"in the sweep job {' '.join(job)}: {error}") from None
+            raise
+    fresh = [c for c in checked if not c.earlier]
+    if fresh:
+        print(f"data: checked {sum(c.rows for c in fresh)} rows of {len(fresh)} local source(s) before the "
+              f"first job in {sum(c.seconds for c in fresh):.2f}s ({', '.join(c.label for c in fresh)})",
+              file=sys.stderr)
 
 
 def _sweeper_direction(argv: list[str], run: Any) -> list[str]:

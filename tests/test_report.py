@@ -206,7 +206,10 @@ def test_report_lists_a_failed_job_with_its_error(tmp_path):
     from rlhf.assets import asset_path
 
     shutil.copy(asset_path("data/topics_pairs.train.jsonl"), tmp_path / "good.jsonl")
-    (tmp_path / "broken.jsonl").write_text('{"question": "q", "chosen": "a", "rejected": "b"}\n{"question": \n')
+    # Valid rows (a bad row would stop the sweep before any job), all longer than method.max_length:
+    # only the job, with the tokenizer, finds that the length rule leaves none to train on.
+    (tmp_path / "broken.jsonl").write_text(json.dumps({"question": "q", "chosen": "mango " * 400, "rejected": "b"})
+                                           + "\n")
     sweep = tmp_path / "multirun"
     proc = run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
                    f"dataset.path={tmp_path / 'broken.jsonl'},{tmp_path / 'good.jsonl'}", "dataset.eval=[]",
@@ -214,7 +217,8 @@ def test_report_lists_a_failed_job_with_its_error(tmp_path):
     assert proc.returncode == 1 and "1 job(s) of the sweep did not finish" in proc.stderr
     with open(sweep / "report.csv") as f:
         table = {r["job"]: r for r in csv.DictReader(f)}
-    assert table["0"]["status"] == "failed" and "broken.jsonl:2: not valid JSON" in table["0"]["error"]
+    assert table["0"]["status"] == "failed" and "no training rows are left from" in table["0"]["error"]
+    assert "broken.jsonl" in table["0"]["error"]
     assert table["1"]["status"] == "finished"
 
 

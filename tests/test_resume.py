@@ -86,12 +86,17 @@ def test_rerunning_a_finished_sweep_redoes_nothing_and_a_failed_job_only_is_redo
     data = tmp_path / "late.jsonl"
     from rlhf.assets import asset_path
 
-    data.write_text('{"question": \n')  # fails when the job reads it, not at validation
+    # Valid rows, each longer than method.max_length (256 tokens): validation and the row check
+    # before the first job pass it, and only the job's data stage, which has the tokenizer, finds
+    # that the length rule (drop) leaves it no training rows. (A bad row would now stop the whole
+    # sweep before its first job.)
+    data.write_text(json.dumps({"question": "Name a fruit.", "chosen": "mango " * 400, "rejected": "tiger"}) + "\n")
     command = ["-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}", "method.max_steps=2",
                f"dataset.path={asset_path('data/topics_pairs.train.jsonl')},{data}", "dataset.eval=[]"]
     first = run_cli("rlhf.train", *command, cwd=tmp_path, check=False)
     assert first.returncode == 1 and "did not finish" in first.stderr
     assert (sweep / "0" / "SUCCESS").is_file() and (sweep / "1" / "FAILED").is_file()
+    assert "no training rows are left" in (sweep / "1" / "FAILED").read_text()
     finished_at = (sweep / "0" / "metrics.json").stat().st_mtime_ns
 
     data.write_text((open(asset_path("data/topics_pairs.train.jsonl")).read()))  # the cause is fixed

@@ -63,25 +63,38 @@ def test_a_different_seed_gives_different_losses(default_run, tmp_path):
 
 def test_a_failed_run_is_never_marked_successful(tmp_path):
     run_dir = tmp_path / "run"
-    (tmp_path / "broken.jsonl").write_text('{"question": "q", "chosen": "a", "rejected": "b"}\n{"question": \n')
+    # Valid rows (a bad row is refused before the job starts), all longer than method.max_length:
+    # the job's data stage, which has the tokenizer, fails on them.
+    (tmp_path / "broken.jsonl").write_text(json.dumps({"question": "q", "chosen": "mango " * 400, "rejected": "b"})
+                                           + "\n")
     proc = train(tmp_path, f"dataset.path={tmp_path / 'broken.jsonl'}", "dataset.eval=[]", run_dir=run_dir,
                  check=False)
     assert proc.returncode == 1
-    assert "broken.jsonl:2: not valid JSON" in proc.stderr
+    assert "no training rows are left from" in proc.stderr and "broken.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "SUCCESS").exists()
-    assert "broken.jsonl:2" in (run_dir / "FAILED").read_text()
+    assert "no training rows are left" in (run_dir / "FAILED").read_text()
     # One message: once on the terminal (stderr, as `error: ...`), once in train.log.
     output = proc.stdout + proc.stderr
-    assert output.count("broken.jsonl:2: not valid JSON") == 1, output
-    assert "error: " in proc.stderr and "broken.jsonl:2" not in proc.stdout
-    assert (run_dir / "train.log").read_text().count("broken.jsonl:2: not valid JSON") == 1
+    assert output.count("no training rows are left") == 1, output
+    assert "error: " in proc.stderr and "no training rows are left" not in proc.stdout
+    assert (run_dir / "train.log").read_text().count("no training rows are left") == 1
 
 
 def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(tmp_path):
+    """The job's own check, for a machine with an NVIDIA driver whose torch sees no device (on
+    a machine with no driver at all, the launching process refuses the command first:
+    tests/test_preflight.py)."""
+    import os
+
     from conftest import cli_env
 
-    env = cli_env(CUDA_VISIBLE_DEVICES="")  # no GPU visible, even on a machine that has one
+    bin_dir = tmp_path / "bin"  # a driver, as far as the launching process can tell
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = cli_env(CUDA_VISIBLE_DEVICES="",  # no GPU visible, even on a machine that has one
+                  PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = train(tmp_path, "hardware=gpu", run_dir=tmp_path / "run", check=False, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "hardware.accelerator=cuda, but torch" in proc.stderr and "sees no CUDA device" in proc.stderr

@@ -5,7 +5,7 @@ noise hits both alike:
 - the platform against a plain TRL script (rlhf.bench.plain_trl) on the same model, data and
   settings: median step time, time to first step, peak memory, per method. The two sides run
   at the same moment, each pinned to its own core, the cores swapping between repeats;
-- configuration speed: `--cfg job` and a validation error;
+- configuration speed: `--cfg job`, a validation error and a bad row of a string-family dataset;
 - data preparation throughput on 100k rows of chatml.intel, cold and cached;
 - a 4-job DPO beta sweep against 4 independent runs, with their results compared;
 - peak memory of LoRA DPO with the reference from the disabled adapter against a separate
@@ -188,14 +188,27 @@ def bench_methods(work: Path, steps: int, repeats: int) -> dict:
 
 
 def bench_config(work: Path, repeats: int) -> dict:
+    """Seconds until the command line answers: printing a config, a config error, a bad row of a
+    string-family dataset (found before any job starts, without torch), --help."""
+    missing = work / "row_missing_field.jsonl"
+    missing.write_text(json.dumps({"question": "q", "chosen": "a"}) + "\n")
+    bad_json = work / "row_bad_json.jsonl"
+    bad_json.write_text(json.dumps({"question": "q", "chosen": "a", "rejected": "b"}) + '\n{"question": \n')
+    rows = ["dataset.type=chatml.intel", "dataset.eval=[]", f"cache_dir={work / 'row_cache'}"]
     out = {}
-    for name, args in (("cfg_job", ["--cfg", "job"]), ("validation_error", ["method.beta=-1"]),
-                       ("help", ["--help"])):
+    for name, args, code in (("cfg_job", ["--cfg", "job"], 0), ("validation_error", ["method.beta=-1"], 2),
+                             ("row_error_missing_field", [f"dataset.path={missing}", *rows], 2),
+                             ("row_error_bad_json", [f"dataset.path={bad_json}", *rows], 2),
+                             ("help", ["--help"], 0)):
         times = []
         for _ in range(repeats):
             start = time.time()
-            subprocess.run([sys.executable, "-m", "rlhf.train", *args], cwd=work, env=env(), capture_output=True)
+            proc = subprocess.run([sys.executable, "-m", "rlhf.train", *args], cwd=work, env=env(), capture_output=True,
+                                  text=True)
             times.append(time.time() - start)
+            if proc.returncode != code:
+                raise RuntimeError(f"rlhf.train {' '.join(args)} exited {proc.returncode}, not {code}:\n"
+                                   f"{proc.stderr[-3000:]}")
         out[name] = {"median_s": statistics.median(times), "max_s": max(times)}
     return out
 

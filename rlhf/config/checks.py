@@ -42,15 +42,6 @@ def check_hardware(run: Any) -> list[str]:
     return problems
 
 
-def _has_cuda() -> bool:
-    """A CUDA device is present (checked without importing torch when there is plainly none)."""
-    if shutil.which("nvidia-smi") is None and not Path("/proc/driver/nvidia").exists():
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def check_peft(run: Any) -> list[str]:
     peft = run.peft
     problems = []
@@ -60,10 +51,9 @@ def check_peft(run: Any) -> list[str]:
         if importlib.util.find_spec("bitsandbytes") is None:
             problems.append("peft=qlora loads the model in 4 bits with bitsandbytes, which is not installed: "
                             "pip install bitsandbytes (on a CUDA machine), or use peft=lora")
-        if run.hardware.accelerator != "cuda" or not _has_cuda():
-            problems.append("peft=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels), and this "
-                            + ("config asks for hardware.accelerator=cpu" if run.hardware.accelerator != "cuda"
-                               else "machine has none") + ": use peft=lora")
+        if run.hardware.accelerator != "cuda":  # whether this machine has one: check_machine
+            problems.append("peft=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels), and this config asks "
+                            "for hardware.accelerator=cpu: use peft=lora, or a GPU hardware option")
     if peft.adapter != "none" and not isinstance(peft.target_modules, (str, list, tuple)):
         problems.append(f"peft.target_modules={peft.target_modules!r} must be 'all-linear' or a list of names")
     return problems
@@ -192,3 +182,30 @@ def check_objective(run: Any) -> list[str]:
 
 
 RUN_CHECKS = (*RUN_CHECKS, check_objective)
+
+
+# ---------------------------------------------------------------------------- the machine
+
+
+def cuda_driver_present() -> bool:
+    """An NVIDIA driver is installed here: nvidia-smi on PATH or /proc/driver/nvidia. Neither
+    imports torch nor initialises CUDA (a process that has called torch.cuda cannot fork its
+    workers safely, and the launching process forks Hydra's and submitit's)."""
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
+
+
+def check_machine(run: Any) -> list[str]:
+    """What the machine the job runs on must have. Not one of RUN_CHECKS: those check a config
+    wherever it is read (a SLURM login node, a saved config on a compute node), this checks the
+    machine it runs on, so the launching process runs it only when its launcher trains here
+    (rlhf.cli.preflight). A machine with a driver but a torch build without CUDA is still found
+    by the job itself (rlhf.process.configure_process), which may import torch."""
+    if run.hardware.accelerator != "cuda" or cuda_driver_present():
+        return []
+    qlora = " (peft=qlora too: its 4-bit kernels run on CUDA only)" if run.peft.adapter == "qlora" else ""
+    return [f"hardware.accelerator=cuda, but this machine has no NVIDIA driver (no nvidia-smi on PATH, no "
+            f"/proc/driver/nvidia){qlora}: choose hardware=cpu, run on a GPU host, or send the jobs to GPU nodes "
+            "with hydra/launcher=slurm"]
+
+
+MACHINE_CHECKS = (check_machine,)

@@ -9,6 +9,11 @@ and line (or row number) and the field named. The result is saved under
 `<cache_dir>/data/<key>/` and loaded back from there, so every later run and every job of a
 sweep with the same inputs skips the work, and the trainer always gets a file-backed dataset
 with a stable fingerprint.
+
+Before any job starts, the launching process runs the same row loop over every local source
+whose type needs no tokenizer (check_rows_before_jobs), so a bad row stops a whole sweep at
+once, without torch. Once the tokenizer is loaded, the data stage warns when a string family's
+markers are not the model's own (template_mismatch).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rlhf.data.formats import SHAPE_COLUMNS, RowError, get_formatter, reader, row_readers, suggest_types, type_options
+from rlhf.config.schema import SourceConfig
+from rlhf.data.formats import (SHAPE_COLUMNS, RowError, get_formatter, needs_tokenizer, reader, row_readers,
+                               suggest_types, type_options)
 from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
 from rlhf.errors import ConfigError, DataError
 from rlhf.locks import locked
@@ -125,6 +132,14 @@ def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int
                               dataset_idx=index, code_path=code_path, **type_options(config))
     if formatter.map_kwargs:
         return _map_with_datasets(source, formatter, report)
+    return format_rows(source, formatter, method, report)
+
+
+def format_rows(source: Source, formatter: Any, method: MethodSpec, report: DataReport) -> list[dict]:
+    """Every row of `source` through a resolved type: the row loop of the data stage, and of the
+    check the launching process makes before any job starts (check_rows_before_jobs)."""
+    config = source.config
+    unpair, shape = config.unpair, method.shape
     rows: list[dict] = []
     for where, raw in source.rows():
         report.rows_read += 1
@@ -312,6 +327,8 @@ def prepare_data(run: Any, tokenizer: Any, run_config: Any = None) -> PreparedDa
     """The trainer's datasets, from the cache when the same inputs were prepared before."""
     import datasets
 
+    for warning in template_mismatch(run, tokenizer):
+        log.warning("%s", warning)
     train_sources, eval_sources = _sources(run)
     key = cache_key(run, tokenizer, train_sources, eval_sources)
     root = Path(run.cache_dir).expanduser() / "data"
@@ -337,3 +354,151 @@ def prepare_data(run: Any, tokenizer: Any, run_config: Any = None) -> PreparedDa
              report.eval_rows, report.rows_read, report.dropped_empty, report.dropped_long,
              run.method.max_length, report.truncated, time.perf_counter() - started)
     return PreparedData(train=train_ds, eval=eval_ds, report=report, cache=cache, path=final)
+
+
+# ---------------------------------------------------------------------------- template and tokenizer
+
+
+def _family_presets(family: Any) -> list[str]:
+    from rlhf.config.compose import conf_dir
+
+    names = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+    return [n for n in names if n.startswith(family.model_presets)] if family.model_presets else []
+
+
+def template_mismatch(run: Any, tokenizer: Any) -> list[str]:
+    """A warning per string family (chatml.*, llama3.*, zephyr.*) whose markers the model's
+    tokenizer does not use: not written by its chat template nor its EOS/BOS (or, for a tokenizer
+    without a chat template, not in its vocabulary). Such a run trains, but the model learns a
+    conversation format it will not be prompted with, often with markers split into ordinary
+    pieces. A warning, not an error: a user may mean to teach a base model a new format.
+
+    Checked here, in the job right after the tokenizer loads, not in the launching process:
+    that covers hub tokenizers (most real models) as well as local ones, with the tokenizer and
+    chat template the run really uses (model.tokenizer, model.chat_template applied), at no cost
+    (the job loads it anyway). Reading a local tokenizer.json in the launcher would cover only
+    local directories and repeat how transformers finds a tokenizer's template and tokens; a
+    warning has no need to stop anything before the first job."""
+    from rlhf.data.chat_templates import NAMED
+    from rlhf.data.formats import type_family
+    from rlhf.data.formats.families import FAMILIES
+
+    uses: dict[str, dict[str, tuple[str, str]]] = {}  # family -> {where: (mapping, row shape)}
+    for _, where, source in dataset_sources(run.dataset):
+        config = source.config
+        read = reader(run.spec, unpair=config.unpair)
+        family = type_family(read, config.type, **type_options(config))
+        if family in FAMILIES:
+            mapping = str(config.type).partition(".")[2] or "default"
+            uses.setdefault(family, {})[f"{where}.type={config.type}"] = (mapping, read.shape)
+    if not uses:
+        return []
+    template = tokenizer.chat_template or ""
+    if isinstance(template, dict):  # several named templates
+        template = "\n".join(str(t) for t in template.values())
+    own = {tokenizer.eos_token, tokenizer.bos_token} - {None}
+    vocab = tokenizer.get_vocab()
+
+    def missing(family: Any) -> list[str]:
+        """The family's markers this tokenizer does not use."""
+        if template:
+            return [t for t in family.special_tokens if t not in template and t not in own]
+        return [t for t in family.special_tokens if t not in vocab]
+
+    model = run.model.tokenizer or run.model.name_or_path
+    fitting = [f for f in FAMILIES.values() if not missing(f)]
+    warnings = []
+    for name, places in uses.items():
+        family = FAMILIES[name]
+        foreign = missing(family)
+        if not foreign:
+            continue
+        unknown = [t for t in foreign if t not in vocab]
+        if template:
+            what = (f"{', '.join(foreign)} are missing from the chat template of the tokenizer of {model} "
+                    f"(its EOS is {tokenizer.eos_token})"
+                    + (f", and {', '.join(unknown)} from its vocabulary too (split into ordinary pieces)"
+                       if unknown else "")
+                    + ": the model learns turns in a format it will not be prompted with")
+        else:
+            what = (f"{', '.join(foreign)} are missing from the vocabulary of the tokenizer of {model} (it has no "
+                    "chat template): each is split into ordinary pieces")
+        fixes = []
+        presets = _family_presets(family)
+        if presets:
+            fixes.append(f"model={presets[0]}" + (f" (or {', '.join(presets[1:])})" if presets[1:] else "")
+                         + ", whose tokenizer writes them")
+        if not unknown and name in NAMED:
+            fixes.append(f"model.chat_template={name} (this tokenizer has these tokens)")
+        same = sorted({f"{other.name}.{mapping}" for other in fitting for mapping, shape in places.values()
+                       if mapping in other.mappings.get(shape, ())})
+        if same:
+            fixes.append(f"keep this model with a type in its format ({', '.join(same)})")
+        warnings.append(f"{', '.join(places)} does not match the model's chat format: {what}. Use "
+                        + ("; or ".join(fixes) if fixes else "a model whose chat template writes them"))
+    return warnings
+
+
+# ---------------------------------------------------------------------------- before any job starts
+
+
+@dataclass
+class RowsChecked:
+    """One source checked by check_rows_before_jobs."""
+
+    label: str
+    rows: int
+    seconds: float
+    earlier: bool  # checked by an earlier command on the same content (its marker was found)
+
+
+def check_rows_before_jobs(run: Any, done: set[str]) -> list[RowsChecked]:
+    """Format every row of each local source whose type needs no tokenizer (string families,
+    user_defined, untyped rows), with format_rows as the data stage does, and raise its DataError
+    at the first bad row: same message, file:line and field.
+
+    The launching process calls this for every job of a command before Hydra starts any
+    (rlhf.cli.preflight), so a bad row in the last point of a sweep stops the sweep before the
+    first point trains, without torch. `done` holds the sources this command has checked already:
+    each distinct source (its config, split and the method's row shape) is read once however
+    many jobs use it. Hub datasets (a login node should not download them) and types that need
+    the tokenizer (chat_template.*, user transforms) are left to the job's data stage.
+
+    A source that passes leaves a marker under <cache_dir>/data/rows/, keyed by its files'
+    content, its config, the row shape and the data code, so a later command on the same data
+    (re-running a sweep, another sweep) only hashes the files. The job's data stage formats every
+    row on a cache miss whatever the marker says: formatting a row is checking it, and the job
+    needs the formatted rows."""
+    out: list[RowsChecked] = []
+    code = None
+    for _, _, source in dataset_sources(run.dataset):
+        config = source.config
+        read, options = reader(run.spec, unpair=config.unpair), type_options(config)
+        if not source.is_local or needs_tokenizer(read, config.type, **options):
+            continue
+        identity = {f.name: getattr(config, f.name) for f in fields(SourceConfig)}
+        identity.update(split=source.split, shape=read.shape, extra_types=list(read.extra_types))
+        identity_text = json.dumps(identity, sort_keys=True, default=str)
+        if identity_text in done:
+            continue
+        done.add(identity_text)
+        started = time.perf_counter()
+        code = code or _code_fingerprint(run)
+        key_text = json.dumps([PIPELINE_VERSION, code, identity_text, source.fingerprint()])
+        key = hashlib.blake2b(key_text.encode(), digest_size=12).hexdigest()
+        marker = Path(run.cache_dir).expanduser() / "data" / "rows" / f"{key}.json"
+        if marker.is_file():
+            out.append(RowsChecked(source.label, 0, time.perf_counter() - started, earlier=True))
+            continue
+        report = DataReport()
+        format_rows(source, get_formatter(read, config.type, **options), run.spec, report)
+        out.append(RowsChecked(source.label, report.rows_read, time.perf_counter() - started, earlier=False))
+        try:  # a cache that cannot be written only costs the next command this check again
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            staging = marker.with_name(f".{key}.{os.getpid()}.tmp")
+            staging.write_text(json.dumps({"source": source.label, "type": config.type, "shape": read.shape,
+                                           "rows": report.rows_read}, default=str))
+            os.replace(staging, marker)
+        except OSError:
+            pass
+    return out

@@ -28,7 +28,8 @@ from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec, lookup
 from rlhf.usercode import load_callable
 
 __all__ = ["RowError", "Formatter", "Reader", "reader", "format_row", "get_formatter", "check_type",
-           "valid_types", "suggest_types", "row_readers", "type_options", "SHAPE_COLUMNS"]
+           "needs_tokenizer", "type_family", "valid_types", "suggest_types", "row_readers", "type_options",
+           "SHAPE_COLUMNS"]
 
 SHAPE_COLUMNS = {PAIRS: PAIR_COLUMNS, UNPAIRED: UNPAIRED_COLUMNS, PROMPTS: ("prompt",)}
 FIELD_MAPPINGS = {PAIRS: PAIR_MAPPINGS, UNPAIRED: UNPAIRED_MAPPINGS}
@@ -249,6 +250,19 @@ def check_type(method: str | MethodSpec | Reader, type: Any, code_path: list[str
         USER_DEFINED[resolved.read.shape][resolved.mapping](resolved.spec)
     elif resolved.family == "transform":
         load_callable(resolved.mapping, "dataset transform", code_path)
+
+
+def type_family(method: str | MethodSpec | Reader, type: Any, **options: Any) -> str:
+    """What formats a configured type's rows: a FAMILIES name (chatml, llama3, zephyr),
+    "chat_template", "user_defined", "transform" or "none" (no type)."""
+    return _resolve(method, type, {k: v for k, v in options.items() if v is not None}).family
+
+
+def needs_tokenizer(method: str | MethodSpec | Reader, type: Any, **options: Any) -> bool:
+    """Whether formatting this type's rows needs the model's tokenizer: chat_template.* renders
+    with it and a user transform may take it (and is user code, which may import anything). The
+    string families, user_defined and untyped rows are plain Python on the row alone."""
+    return type_family(method, type, **options) in ("chat_template", "transform")
 
 
 def get_formatter(method: str | MethodSpec | Reader, type: Any = None, tokenizer: Any = None, *, cfg: Any = None,

@@ -21,6 +21,11 @@ class Family(ABC):
     name: str = ""
     # mappings this family supports, per row shape (preference pairs, unpaired rows)
     mappings: dict[str, tuple[str, ...]] = {}
+    # The markers it writes that a model of this family knows: its tokenizer's chat template
+    # writes them too, or they are its EOS/BOS (rlhf.data.pipeline.template_mismatch).
+    special_tokens: tuple[str, ...] = ()
+    # Model presets (conf/model/<name>.yaml, by name prefix) whose tokenizer writes them.
+    model_presets: tuple[str, ...] = ()
 
     @abstractmethod
     def prompt(self, system: str | None, turns: Turns) -> str:
@@ -34,6 +39,8 @@ class Family(ABC):
 class ChatML(Family):
     name = "chatml"
     mappings = {PAIRS: PAIR_STRING_MAPPINGS, UNPAIRED: UNPAIRED_STRING_MAPPINGS}
+    special_tokens = ("<|im_start|>", "<|im_end|>")
+    model_presets = ("qwen", "tiny")
 
     @staticmethod
     def turn(role: str, text: str) -> str:
@@ -50,6 +57,8 @@ class ChatML(Family):
 class Llama3(Family):
     name = "llama3"
     mappings = {PAIRS: PAIR_STRING_MAPPINGS, UNPAIRED: UNPAIRED_STRING_MAPPINGS}
+    special_tokens = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+    model_presets = ("llama-3",)
 
     @staticmethod
     def turn(role: str, text: str) -> str:
@@ -68,6 +77,9 @@ class Llama3(Family):
 class Zephyr(Family):
     name = "zephyr"
     mappings = {PAIRS: ("nectar",)}
+    # Plain text in Zephyr's own (Mistral) vocabulary, but written by its chat template; </s>
+    # is its EOS. No shipped model preset writes them (HuggingFaceH4/zephyr-7b-beta does).
+    special_tokens = ("<|system|>", "<|user|>", "<|assistant|>", "</s>")
 
     def prompt(self, system: str | None, turns: Turns) -> str:
         # Always an empty system turn, as Axolotl's zephyr.nectar writes it.
