@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,10 @@ def test_every_example_in_help_is_a_valid_command(tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     rows = [{"question": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(4)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert preflight(args) is not None
+    # A GPU example is checked as a config (--cfg job) on a machine without one: the check of the
+    # machine itself rightly refuses it here (tests/test_preflight.py).
+    gpu = any(arg.startswith("hardware=gpu") for arg in args) and not Path("/proc/driver/nvidia").exists()
+    assert preflight((["--cfg", "job"] if gpu else []) + list(args)) is not None
 
 
 def test_help_has_examples():
