@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from rlhf import rundir
+from rlhf.naming import job_number
 
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
@@ -41,7 +42,9 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
         metrics = rundir.read_metrics(job) if (job / rundir.METRICS).is_file() else {}
         metric = metric or metrics.get("metric")
         error = rundir.failure(job, first_line=True)
-        rows.append({"job": job.name, "overrides": _overrides(job), "status": rundir.status(job),
+        number = job_number(job)
+        rows.append({"job": job.name if number is None else str(number), "dir": job.name,
+                     "overrides": _overrides(job), "status": rundir.status(job),
                      "metrics": {**metrics.get("train", {}), **metrics.get("eval", {}),
                                  **metrics.get("learning", {})},
                      "seconds": metrics.get("seconds"), "error": error})
@@ -140,9 +143,9 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     header, body = table(rows, swept, metric)
     paths = {"csv": sweep_dir / "report.csv", "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(body)
+        writer = csv.writer(f)  # the CSV also names each job's dir (<number>_<overrides>)
+        writer.writerow([*header, "dir"])
+        writer.writerows([*line, row["dir"]] for line, row in zip(body, rows))
     counts = {s: sum(r["status"] == s for r in rows) for s in rundir.STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     paths["md"].write_text(f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`.\n\n"

@@ -22,6 +22,12 @@ def test_sweep_report_table_and_plot_match(tmp_path):
     with open(sweep / "report.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 4 and {r["status"] for r in table} == {"finished"}
+    # In job order, each row naming its job's dir (<number>_<overrides>).
+    assert [r["job"] for r in table] == ["0", "1", "2", "3"]
+    assert [r["dir"] for r in table] == [
+        f"{n}_method.beta={beta},method.loss_type={loss},method.max_steps=8"
+        for n, (beta, loss) in enumerate([("0.1", "sigmoid"), ("0.1", "hinge"), ("0.5", "sigmoid"), ("0.5", "hinge")])]
+    assert all((sweep / r["dir"] / "SUCCESS").is_file() for r in table)
     assert set(table[0]) >= {"method.beta", "method.loss_type", "eval_rewards/accuracies", "seconds"}
     image = Image.open(sweep / "report.png")
     assert image.size == (700, 450)
@@ -51,3 +57,7 @@ def test_report_lists_a_failed_job_with_its_error(tmp_path):
         table = {r["job"]: r for r in csv.DictReader(f)}
     assert table["0"]["status"] == "failed" and "broken.jsonl:2: not valid JSON" in table["0"]["error"]
     assert table["1"]["status"] == "finished"
+    # A path value keeps its file name; brackets and slashes never reach the dir name.
+    assert table["0"]["dir"].startswith("0_dataset.eval=_,dataset.path=broken.jsonl,method.max_steps=2-")
+    assert table["1"]["dir"].startswith("1_dataset.eval=_,dataset.path=good.jsonl,method.max_steps=2-")
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} == {table["0"]["dir"], table["1"]["dir"]}
