@@ -27,6 +27,9 @@ def test_wandb_offline_sweep_groups_runs_keeps_ids_and_leaks_no_secret(tmp_path)
     run_cli("rlhf.train", *command, cwd=tmp_path, env=env)
     ids = {}
     jobs = {"0": job_dir(sweep, 0), "1": job_dir(sweep, 1)}
+    # Where metrics go does not name the dir; what is trained does.
+    assert [j.name for j in jobs.values()] == ["0_method.beta=0.1,method.max_steps=3",
+                                               "1_method.beta=0.2,method.max_steps=3"]
     for job in ("0", "1"):
         runs = _offline_runs(jobs[job])
         assert len(runs) == 1, runs
