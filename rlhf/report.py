@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from rlhf import rundir
+from rlhf.naming import job_number
 
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
@@ -47,7 +48,9 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
         metric = metric or metrics.get("metric")
         error = rundir.failure(job, first_line=True)
         config = rundir.read_config(job) if (job / rundir.CONFIG).is_file() else {}
-        rows.append({"job": job.name, "overrides": _overrides(job), "status": rundir.status(job),
+        number = job_number(job)
+        rows.append({"job": job.name if number is None else str(number), "dir": job.name,
+                     "overrides": _overrides(job), "status": rundir.status(job),
                      "metrics": {**metrics.get("train", {}), **metrics.get("eval", {}),
                                  **metrics.get("learning", {})},
                      "seconds": metrics.get("seconds"), "error": error,
@@ -374,7 +377,9 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     s_header, s_body = settings_table(judged["keys"], stats)
     paths = {"csv": sweep_dir / "report.csv", "settings": sweep_dir / "report_settings.csv",
              "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
-    for path, (head, lines) in ((paths["csv"], (header, body)), (paths["settings"], (s_header, s_body))):
+    # The jobs' CSV also names each job's dir (<number>_<overrides>).
+    jobs_table = ([*header, "dir"], [[*line, row["dir"]] for line, row in zip(body, rows)])
+    for path, (head, lines) in ((paths["csv"], jobs_table), (paths["settings"], (s_header, s_body))):
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(head)

@@ -1,4 +1,5 @@
 """The run directory: everything one job leaves behind, and how to tell a finished one.
+(Its name, after the job's overrides, is rlhf.naming's.)
 
     <run_dir>/
       config.yaml         the resolved config; the only input of the training code, and enough
@@ -24,6 +25,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rlhf.naming import job_number
 
 SUCCESS = "SUCCESS"
 FAILED = "FAILED"
@@ -203,7 +206,7 @@ def failure(run_dir: Path, first_line: bool = False) -> str:
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The run dirs of a sweep's jobs (those with Hydra's .hydra record), in job order."""
     dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return sorted(dirs, key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
 
 
 def mark_success(run_dir: Path) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhf import reference, rundir
+from rlhf import progress, reference, rundir
 from rlhf.config.validate import RunSpec, validate
 from rlhf.errors import RlhfError, did_you_mean
 from rlhf.process import import_object, start_process
@@ -64,6 +64,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if run.spec.reference_arg is not None:
         trainer_kwargs[run.spec.reference_arg] = ref.model
     trainer, shared = build_trainer(run, trainer_kwargs, data.path)
+    progress.replace_printer(trainer, run.spec.progress_metric)  # a progress line, not a raw dict
     del model, ref.model  # the trainer holds what it needs; a released reference is freed
     from rlhf.run_totals import RunTotals
 

@@ -50,6 +50,13 @@ def train(tmp: Path, *overrides: str, run_dir: Path | None = None, check: bool =
     return run_cli("rlhf.train", *args, cwd=tmp, check=check, timeout=timeout, env=env)
 
 
+def job_dir(sweep: Path, number: int) -> Path:
+    """The run dir of a sweep's job `number`: `<number>_<its overrides>`."""
+    found = [p for p in sweep.iterdir() if p.is_dir() and p.name.split("_", 1)[0] == str(number)]
+    assert len(found) == 1, f"job {number} of {sweep}: {found or sorted(p.name for p in sweep.iterdir())}"
+    return found[0]
+
+
 def read_history(run_dir: Path) -> list[dict]:
     lines = (run_dir / "log_history.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]

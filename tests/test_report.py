@@ -159,6 +159,10 @@ def test_sweep_over_seeds_reports_each_setting_with_its_interval_and_names_the_b
         jobs = list(csv.DictReader(f))
     assert len(jobs) == 6 and {r["status"] for r in jobs} == {"finished"}
     assert set(jobs[0]) >= {"method.beta", "seed", ACC, "seconds"}
+    # In job order, each row naming its job's dir (<number>_<overrides>).
+    assert [r["job"] for r in jobs] == [str(n) for n in range(6)]
+    assert all(r["dir"].startswith(f"{r['job']}_method.beta={r['method.beta']},") for r in jobs)
+    assert all((sweep / r["dir"] / "SUCCESS").is_file() for r in jobs)
     with open(sweep / "report_settings.csv") as f:
         settings = {r["method.beta"]: r for r in csv.DictReader(f)}
     assert set(settings) == {"0.05", "0.5"} and {(r["n"], r["seeds"]) for r in settings.values()} == {("3", "3")}
@@ -220,6 +224,10 @@ def test_report_lists_a_failed_job_with_its_error(tmp_path):
     assert table["0"]["status"] == "failed" and "no training rows are left from" in table["0"]["error"]
     assert "broken.jsonl" in table["0"]["error"]
     assert table["1"]["status"] == "finished"
+    # A path value keeps its file name; brackets and slashes never reach the dir name.
+    assert table["0"]["dir"].startswith("0_dataset.eval=_,dataset.path=broken.jsonl,method.max_steps=2-")
+    assert table["1"]["dir"].startswith("1_dataset.eval=_,dataset.path=good.jsonl,method.max_steps=2-")
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} == {table["0"]["dir"], table["1"]["dir"]}
 
 
 def test_report_of_a_directory_that_is_missing_a_file_or_no_sweep_says_which(tmp_path):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import cli_env, read_history, run_cli, train
+from conftest import cli_env, job_dir, read_history, run_cli, train
 
 pytestmark = pytest.mark.slow
 
@@ -95,21 +95,26 @@ def test_rerunning_a_finished_sweep_redoes_nothing_and_a_failed_job_only_is_redo
                f"dataset.path={asset_path('data/topics_pairs.train.jsonl')},{data}", "dataset.eval=[]"]
     first = run_cli("rlhf.train", *command, cwd=tmp_path, check=False)
     assert first.returncode == 1 and "did not finish" in first.stderr
-    assert (sweep / "0" / "SUCCESS").is_file() and (sweep / "1" / "FAILED").is_file()
-    assert "no training rows are left" in (sweep / "1" / "FAILED").read_text()
-    finished_at = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    dirs = sorted(p.name for p in sweep.iterdir())
+    # Run dirs named after overrides holding paths and brackets: flat, safe, the same every time.
+    job0, job1 = job_dir(sweep, 0), job_dir(sweep, 1)
+    assert job1.name.startswith("1_dataset.eval=_,dataset.path=late.jsonl,method.max_steps=2-")
+    assert (job0 / "SUCCESS").is_file() and (job1 / "FAILED").is_file()
+    assert "no training rows are left" in (job1 / "FAILED").read_text()
+    finished_at = (job0 / "metrics.json").stat().st_mtime_ns
 
     data.write_text((open(asset_path("data/topics_pairs.train.jsonl")).read()))  # the cause is fixed
     second = run_cli("rlhf.train", *command, cwd=tmp_path)
-    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished_at  # not redone
-    assert (sweep / "1" / "SUCCESS").is_file() and not (sweep / "1" / "FAILED").exists()
-    assert "already finished" in (sweep / "0" / "train.log").read_text()
+    assert (job0 / "metrics.json").stat().st_mtime_ns == finished_at  # not redone
+    assert (job1 / "SUCCESS").is_file() and not (job1 / "FAILED").exists()
+    assert "already finished" in (job0 / "train.log").read_text()
 
-    redone_at = (sweep / "1" / "metrics.json").stat().st_mtime_ns
+    redone_at = (job1 / "metrics.json").stat().st_mtime_ns
     third = run_cli("rlhf.train", *command, cwd=tmp_path)  # everything finished: nothing to do
     assert third.returncode == 0 and second.returncode == 0
-    assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == redone_at
-    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished_at
+    assert (job1 / "metrics.json").stat().st_mtime_ns == redone_at
+    assert (job0 / "metrics.json").stat().st_mtime_ns == finished_at
+    assert sorted(p.name for p in sweep.iterdir()) == dirs  # each job found its own dir again
 
 
 def test_a_run_dir_of_another_config_is_refused_not_skipped(tmp_path):

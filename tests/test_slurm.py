@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import cli_env, read_history, run_cli, train
+from conftest import cli_env, job_dir, read_history, run_cli, train
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -42,12 +42,12 @@ def test_a_sweep_is_one_job_array_with_a_run_dir_per_task(slurm_cluster, tmp_pat
             "method.beta=0.05,0.1,0.2", "method.max_steps=3", cwd=tmp_path, env=slurm_env(slurm_cluster),
             timeout=900)
     arrays, tasks = set(), set()
-    for job in ("0", "1", "2"):
-        env = json.loads((sweep / job / "env.json").read_text())["slurm"]
+    for job in (job_dir(sweep, n) for n in range(3)):
+        env = json.loads((job / "env.json").read_text())["slurm"]
         arrays.add(env["SLURM_ARRAY_JOB_ID"])
         tasks.add(env["SLURM_ARRAY_TASK_ID"])
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert metrics["global_step"] == 3 and (sweep / job / "SUCCESS").is_file()
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["global_step"] == 3 and (job / "SUCCESS").is_file()
     assert len(arrays) == 1 and tasks == {"0", "1", "2"}
     assert (sweep / "report.csv").is_file()
 
@@ -60,16 +60,16 @@ def test_preempted_task_saves_requeues_and_resumes(slurm_cluster, tmp_path):
                "method.logging_steps=1"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    history = sweep / "0" / "log_history.jsonl"
+    run = sweep / "0_method.logging_steps=1,method.num_epochs=3,method.save_steps=1000"  # cache_dir left out
+    history = run / "log_history.jsonl"
     started = time.monotonic()
     while not (history.is_file() and len(history.read_text().splitlines()) > 20):
         assert time.monotonic() - started < 600 and proc.poll() is None, "the task never got going"
         time.sleep(0.5)
-    job_id = json.loads((sweep / "0" / "env.json").read_text())["slurm"]["SLURM_JOB_ID"]
+    job_id = json.loads((run / "env.json").read_text())["slurm"]["SLURM_JOB_ID"]
     subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)  # as submitit simulates preemption
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-3000:]
-    run = sweep / "0"
     assert (run / "SUCCESS").is_file()
     assert json.loads((run / "env.json").read_text())["slurm"]["SLURM_RESTART_COUNT"] == "1"
     log = (run / "train.log").read_text()
@@ -85,8 +85,8 @@ def test_two_task_slurm_job_matches_a_single_process(slurm_cluster, tmp_path):
     run_cli("rlhf.train", "-m", *LAUNCHER, "hardware=cpu_2proc", f"hydra.sweep.dir={sweep}",
             f"cache_dir={tmp_path / 'cache'}", "method.max_steps=4", "method.micro_batch_size=8",
             "method.logging_steps=1", cwd=tmp_path, env=slurm_env(slurm_cluster), timeout=900)
-    env = json.loads((sweep / "0" / "env.json").read_text())["slurm"]
+    env = json.loads((job_dir(sweep, 0) / "env.json").read_text())["slurm"]
     assert env["SLURM_JOB_ID"]
     single = [h["loss"] for h in read_history(tmp_path / "single") if "loss" in h]
-    ranks = [h["loss"] for h in read_history(sweep / "0") if "loss" in h]
+    ranks = [h["loss"] for h in read_history(job_dir(sweep, 0)) if "loss" in h]
     assert ranks == pytest.approx(single, rel=1e-5, abs=1e-6)

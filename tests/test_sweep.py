@@ -6,15 +6,18 @@ import json
 
 import yaml
 
-from conftest import run_cli
+from conftest import job_dir, run_cli
 
 
 def test_beta_by_loss_type_sweep_runs_four_complete_jobs(tmp_path):
     sweep = tmp_path / "multirun"
     run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
             "method.beta=0.05,0.1", "method.loss_type=sigmoid,ipo", "method.num_epochs=1", cwd=tmp_path)
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 4
+    # Each job's dir is named after its number and its overrides (cache_dir left out).
+    jobs = [job_dir(sweep, n) for n in range(4)]
+    assert [j.name for j in jobs] == [f"{n}_method.beta={beta},method.loss_type={loss},method.num_epochs=1"
+                                      for n, (beta, loss) in enumerate([("0.05", "sigmoid"), ("0.05", "ipo"),
+                                                                        ("0.1", "sigmoid"), ("0.1", "ipo")])]
     seen = set()
     for job in jobs:
         config = yaml.safe_load((job / "config.yaml").read_text())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import yaml
 
-from conftest import train, train_losses
+from conftest import run_cli, train, train_losses
 
 
 def test_default_run_learns_the_embedded_task(default_run):
@@ -56,9 +57,12 @@ def test_same_seed_gives_bit_identical_losses_and_saved_config_reruns(default_ru
     assert rerun_config == saved
 
 
-def test_a_different_seed_gives_different_losses(default_run, tmp_path):
-    train(tmp_path, "seed=7", "method.max_steps=3", run_dir=tmp_path / "seed7")
-    assert train_losses(tmp_path / "seed7")[:2] != train_losses(default_run)[:2]
+def test_a_different_seed_gives_different_losses_in_a_run_dir_named_after_its_overrides(default_run, tmp_path):
+    # Where Hydra puts it by default: outputs/<date>/<time>_<overrides> (cache_dir left out).
+    run_cli("rlhf.train", "seed=7", "method.max_steps=3", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    [run_dir] = (tmp_path / "outputs").glob("*/*")
+    assert re.fullmatch(r"\d\d-\d\d-\d\d_method\.max_steps=3,seed=7", run_dir.name), run_dir.name
+    assert train_losses(run_dir)[:2] != train_losses(default_run)[:2]
 
 
 def test_a_failed_run_is_never_marked_successful(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, job_dir, run_cli
 from wandb_log import run_record
 
 pytestmark = pytest.mark.slow
@@ -26,10 +26,14 @@ def test_wandb_offline_sweep_groups_runs_keeps_ids_and_leaks_no_secret(tmp_path)
                "method.beta=0.1,0.2", "method.max_steps=3"]
     run_cli("rlhf.train", *command, cwd=tmp_path, env=env)
     ids = {}
+    jobs = {"0": job_dir(sweep, 0), "1": job_dir(sweep, 1)}
+    # Where metrics go does not name the dir; what is trained does.
+    assert [j.name for j in jobs.values()] == ["0_method.beta=0.1,method.max_steps=3",
+                                               "1_method.beta=0.2,method.max_steps=3"]
     for job in ("0", "1"):
-        runs = _offline_runs(sweep / job)
+        runs = _offline_runs(jobs[job])
         assert len(runs) == 1, runs
-        run_id = (sweep / job / "wandb_id").read_text().strip()
+        run_id = (jobs[job] / "wandb_id").read_text().strip()
         assert runs[0].name.endswith(run_id)
         ids[job] = run_id
         record = run_record(next(runs[0].glob("run-*.wandb")))
@@ -41,11 +45,11 @@ def test_wandb_offline_sweep_groups_runs_keeps_ids_and_leaks_no_secret(tmp_path)
     assert ids["0"] != ids["1"]
 
     # A re-run of an unfinished job continues its W&B run (same id, a new offline segment).
-    (sweep / "1" / "SUCCESS").unlink()
+    (jobs["1"] / "SUCCESS").unlink()
     run_cli("rlhf.train", *command, cwd=tmp_path, env=env)
-    assert (sweep / "1" / "wandb_id").read_text().strip() == ids["1"]
-    assert [r.name.endswith(ids["1"]) for r in _offline_runs(sweep / "1")] == [True, True]
-    assert len(_offline_runs(sweep / "0")) == 1  # finished: not touched
+    assert (jobs["1"] / "wandb_id").read_text().strip() == ids["1"]
+    assert [r.name.endswith(ids["1"]) for r in _offline_runs(jobs["1"])] == [True, True]
+    assert len(_offline_runs(jobs["0"])) == 1  # finished: not touched
 
     leaks = [str(p) for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaks == []

@@ -17,6 +17,7 @@ from rlhf.assets import asset_path
 from rlhf.config.schema import GROUP_SCHEMAS, RunConfig, SourceConfig
 from rlhf.errors import ConfigError, one_of
 from rlhf.methods import METHODS, lookup
+from rlhf.naming import overrides_suffix
 
 _registered = False
 EMBEDDED_KEYS = ("path", "type", "eval")
@@ -52,6 +53,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("asset", asset_path)
     if not OmegaConf.has_resolver("embedded"):
         OmegaConf.register_new_resolver("embedded", embedded_data)
+    if not OmegaConf.has_resolver("overrides_suffix"):  # run dir names (conf/config.yaml)
+        OmegaConf.register_new_resolver("overrides_suffix", overrides_suffix)
     if not OmegaConf.has_resolver("none_if_zero"):  # launchers: no "--gpus-per-node=0" for SLURM
         OmegaConf.register_new_resolver("none_if_zero", lambda value: None if value in (0, "0") else value)
     _registered = True

@@ -192,6 +192,14 @@ class MethodSpec:
     # Extra trainer arguments built from the run and the training rows' columns (e.g. GRPO's
     # reward functions, checked against the columns they read).
     trainer_inputs: Callable[[Any, list[str]], dict[str, Any]] | None = None
+    # The logged value the progress line shows while training (rlhf.progress): `metric` unless
+    # that one is derived after training and never logged (GRPO's reward trend), in which case
+    # the logged figure it is derived from. "" means `metric`.
+    progress_metric: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.progress_metric:
+            object.__setattr__(self, "progress_metric", self.metric)
 
     @property
     def embedded_data(self) -> EmbeddedData:

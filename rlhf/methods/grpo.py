@@ -134,6 +134,8 @@ SPEC = register(MethodSpec(
     },
     metric="reward_last_tenth",
     greater_is_better=True,
+    # reward_last_tenth exists only once training ended; while it trains, the logged reward.
+    progress_metric="reward",
     reference_arg=None,
     # With a KL term (beta > 0) TRL loads a frozen copy of the policy itself.
     trainer_builds_reference=lambda method: method.beta > 0,
