@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, job_dir, run_cli
 from rlhf.config.checks import cuda_driver_present
 from rlhf.config.compose import compose_job
 from rlhf.config.validate import validate
@@ -152,7 +152,7 @@ def test_a_valid_sweep_reads_its_rows_before_the_first_job_and_its_jobs_share_on
                    f"dataset.path={data}", "dataset.eval=[]", "method.max_steps=1", "method.beta=0.1,0.2",
                    cwd=tmp_path, timeout=900)
     assert proc.stderr.count("data: checked 12 rows of 1 local source(s)") == 1
-    logs = [(sweep / job / "train.log").read_text() for job in ("0", "1")]
+    logs = [(job_dir(sweep, n) / "train.log").read_text() for n in (0, 1)]
     assert "data cache miss" in logs[0] and "data cache hit" in logs[1]  # one data build for the sweep
 
 

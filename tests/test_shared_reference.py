@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, train
+from conftest import job_dir, run_cli, train
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ def test_sweep_computes_reference_log_probs_once_and_matches_an_own_reference(tm
     sweep = tmp_path / "sweep"
     run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
             "method.beta=0.1,0.3", "method.max_steps=12", cwd=tmp_path)
-    first, second = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1"))
+    first, second = (json.loads((job_dir(sweep, n) / "metrics.json").read_text()) for n in (0, 1))
     assert first["reference"]["precomputed"] == {"train": "computed", "eval": "computed"}
     assert second["reference"]["precomputed"] == {"train": "reused", "eval": "reused"}
     assert first["reference"]["models_in_memory"] == second["reference"]["models_in_memory"] == 1

@@ -33,8 +33,11 @@ def test_beta_by_loss_type_sweep_runs_four_complete_jobs(tmp_path):
 
 
 def test_a_failing_job_of_a_sweep_is_logged_once_marked_failed_and_listed_at_the_end(tmp_path):
-    for name in ("a", "b"):  # both fail at their first row, before any model loads
-        (tmp_path / f"{name}.jsonl").write_text('{"question": "q", "chosen": "a", "rejected": ""}\n')
+    # Valid rows (a bad row would stop the sweep before any job), all longer than
+    # method.max_length: each job's data stage, which has the tokenizer, fails on them.
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"question": "q", "chosen": "mango " * 400,
+                                                            "rejected": "b"}) + "\n")
     sweep = tmp_path / "multirun"
     proc = run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
                    f"dataset.path={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}", "dataset.type=chatml.intel",
@@ -42,10 +45,11 @@ def test_a_failing_job_of_a_sweep_is_logged_once_marked_failed_and_listed_at_the
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "2 job(s) of the sweep did not finish" in proc.stderr
     output = proc.stdout + proc.stderr
-    for job, name in (("0", "a"), ("1", "b")):
-        message = f"{name}.jsonl:1: field 'rejected' is empty"
-        assert "DataError" in (sweep / job / "FAILED").read_text()
-        assert (sweep / job / "train.log").read_text().count(message) == 1
+    for number, name in ((0, "a"), (1, "b")):
+        job = job_dir(sweep, number)
+        message = f"no training rows are left from {tmp_path / name}.jsonl"
+        assert "DataError" in (job / "FAILED").read_text()
+        assert (job / "train.log").read_text().count(message) == 1
         # as the job fails, and in the list of failures when the sweep ends
         assert output.count(message) == 2, output
-        assert f"job {job} failed: DataError: {tmp_path / name}.jsonl:1" in output
+        assert f"job {job.name} failed: DataError: {message}" in output
