@@ -38,6 +38,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rlhf.rundir import job_dirs
+
 from conftest import REPO, read_history, run_cli
 
 TRAJECTORIES = Path(__file__).with_name("trajectories.json")
@@ -75,7 +77,7 @@ def train_all(tmp: Path) -> dict:
     sweep = tmp / "multirun"
     run_cli("rlhf.train", *sweep_args(sweep, tmp / "cache"), cwd=tmp)
     methods, env = {}, None
-    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
+    for job in job_dirs(sweep):  # <number>_<overrides>, in job order
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
         steps = [h for h in read_history(job) if "loss" in h][:STEPS]
