@@ -121,7 +121,8 @@ def step():  # a step's activations: several large tensors alive together, then 
     held = [torch.ones(8 << 20, dtype=torch.uint8) for _ in range(6)]
     del held
 
-step(); step()  # the first steps fault their pages in either way
+for _ in range(5):  # the first steps grow the heap and fault their pages in either way (steps 1-4 here)
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     step()
