@@ -21,7 +21,7 @@ _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float
 CHECKPOINT_FIX = "Use a local checkpoint directory: model.name_or_path=<a local checkpoint dir>"
 
 
-def _from_pretrained(loader: Any, what: str, name: str, fix: str, **kwargs: Any) -> Any:
+def from_pretrained(loader: Any, what: str, name: str, fix: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(name)`; a failure is one message that ends with `fix`, the override
     to type. A hub id asks rlhf.hub first whether the hub can be reached, so an unreachable hub
     fails at once (or loads what the local cache holds) instead of waiting out the retries."""
@@ -50,7 +50,7 @@ def load_tokenizer(model: ModelConfig) -> Any:
         fix = "Use a local tokenizer directory: model.tokenizer=<a local tokenizer dir>"
     else:
         fix = f"{CHECKPOINT_FIX} (or model.tokenizer=<dir> for the tokenizer alone)"
-    tokenizer = _from_pretrained(
+    tokenizer = from_pretrained(
         AutoTokenizer, "tokenizer", model.tokenizer or model.name_or_path, fix,
         revision=model.revision, trust_remote_code=model.trust_remote_code,
     )
@@ -85,4 +85,4 @@ def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model"
     from transformers import AutoModelForCausalLM
 
     kwargs = model_kwargs(model, hardware, quantized)
-    return _from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
+    return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)

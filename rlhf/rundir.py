@@ -235,9 +235,13 @@ def objective(run_dir: Path, spec: Any) -> float | None:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return None
-    metrics = read_metrics(run_dir)
-    metric = objective_metric(spec)
-    for section in ("eval", "learning", "train"):
-        if metric in metrics.get(section, {}):
-            return metrics[section][metric]
-    return None
+    return flat_metrics(read_metrics(run_dir)).get(objective_metric(spec))
+
+
+def flat_metrics(metrics: dict) -> dict[str, Any]:
+    """Every final figure of a metrics.json under its metric name: train, eval, the method's
+    learning figures and the generation scores (generation/<name>); the later win a clash."""
+    from rlhf.evaluate.checks import flat
+
+    return {**metrics.get("train", {}), **metrics.get("learning", {}), **metrics.get("eval", {}),
+            **flat(metrics.get("generation"))}

@@ -1,7 +1,8 @@
 """Train one job from its run dir, top to bottom.
 
-    config -> validate -> tokenizer -> data -> model (+ reference) -> TRL trainer -> train
-           -> final eval -> save model -> metrics.json -> SUCCESS
+    config -> validate -> tokenizer -> data -> generation eval's prompts and scorers
+           -> model (+ reference) -> TRL trainer -> train -> final eval -> save model
+           -> generation eval (rlhf.evaluate) -> metrics.json -> SUCCESS
 
 The only input is `<run_dir>/config.yaml`, so the process Hydra started, an extra rank and a
 SLURM task all run exactly this. No Hydra here. `train` is the job; `run_until_done` wraps it
@@ -42,6 +43,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
 
     tokenizer = load_tokenizer(run.model)
     data = prepare_data(run, tokenizer, run_config=config)
+    judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
     model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora")
     check_target_modules(run, model)
@@ -58,7 +60,9 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     trainer_kwargs: dict[str, Any] = dict(
         model=model, args=args, train_dataset=data.train,
         eval_dataset=data.eval, processing_class=tokenizer,
-        callbacks=[history_writer(run_dir / rundir.HISTORY), *(callbacks or [])],
+        callbacks=[history_writer(run_dir / rundir.HISTORY), *(callbacks or []),
+                   *([judge.callback(run_dir, lambda policy: generation_reference(run, policy))]
+                     if judge is not None and run.evaluate.every_n_steps else [])],
         peft_config=peft_config(run), **method_inputs,
     )
     if run.spec.reference_arg is not None:
@@ -83,10 +87,12 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
 
     if trainer.is_world_process_zero():
         trainer.save_model(str(run_dir / rundir.MODEL_DIR))
+        if judge is not None:
+            metrics["generation"] = judge_final(run, judge, trainer, run_dir)
         metrics.update(
             method=run.method.kind,
             metric=run.spec.metric,
-            metric_value=metrics["eval"].get(run.spec.metric, metrics["learning"].get(run.spec.metric)),
+            metric_value=rundir.flat_metrics(metrics).get(run.spec.metric),
             data={"cache": data.cache, "path": str(data.path), **data.report.__dict__},
             reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held,
                        **({"precomputed": shared} if shared is not None else {})},
@@ -147,6 +153,37 @@ def check_target_modules(run: RunSpec, model: Any) -> None:
         raise RlhfError(f"peft.target_modules: {', '.join(repr(t) for t in missing)} matches no module of "
                         f"{run.model.name_or_path}{hints}; its linear layers are {', '.join(linear)} "
                         "(or use 'all-linear')")
+
+
+def generation_stage(run: RunSpec, data: Any, tokenizer: Any) -> Any:
+    """The generation eval stage (rlhf.evaluate) of rank 0, prepared before any model loads;
+    None when it does not run."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    from rlhf.evaluate import stage
+
+    return stage.prepare(run, data.eval, tokenizer)
+
+
+def generation_reference(run: RunSpec, policy: Any) -> Any:
+    from rlhf.evaluate import stage
+
+    return stage.Reference(run, policy)
+
+
+def judge_final(run: RunSpec, judge: Any, trainer: Any, run_dir: Path) -> dict[str, Any]:
+    """The stage on the trained policy: the one in memory, or the saved one when the ranks held
+    it in shards."""
+    from rlhf.evaluate import stage
+    from rlhf.evaluate.checks import SHARDED
+
+    if run.hardware.distributed in SHARDED:
+        policy = stage.load_policy(run, run_dir / rundir.MODEL_DIR)
+    else:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+    return judge.evaluate_policy(policy, stage.Reference(run, policy), out_dir=run_dir)
 
 
 def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:

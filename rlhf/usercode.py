@@ -101,9 +101,11 @@ def check_reward_signature(function: Callable, name: str) -> None:
 TRL_REWARD_ARGUMENTS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
 
 
-def check_reward_columns(functions: list[Callable], names: list[str], columns: list[str]) -> None:
+def check_reward_columns(functions: list[Callable], names: list[str], columns: list[str],
+                         data: str = "the training data") -> None:
     """Every parameter a reward function requires is a column of the prepared data (TRL passes
-    the columns by keyword), so a missing one is named now, not by a TypeError mid-training."""
+    the columns by keyword), so a missing one is named now, not by a TypeError mid-training.
+    `data` names the rows in the message."""
     for function, name in zip(functions, names):
         try:
             parameters = inspect.signature(function).parameters.values()
@@ -113,8 +115,8 @@ def check_reward_columns(functions: list[Callable], names: list[str], columns: l
                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         missing = [p for p in required if p not in columns]
         if missing:
-            raise UserCodeError(f"reward function {name!r} needs the column(s) {', '.join(missing)}, which the "
-                                f"training data does not have; its columns: {', '.join(columns)}. Choose a "
+            raise UserCodeError(f"reward function {name!r} needs the column(s) {', '.join(missing)}, which "
+                                f"{data} does not have; its columns: {', '.join(columns)}. Choose a "
                                 "dataset (or transform) that provides them, or a reward for this data")
 
 

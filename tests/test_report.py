@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from rlhf import report
+from rlhf import report, stats
 
 ACC = "eval_rewards/accuracies"
 
@@ -33,20 +33,20 @@ def judge(rows, metric=ACC):
 @pytest.mark.parametrize("df,t", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042),
                                   (120, 1.980)])
 def test_t_quantile_is_the_two_sided_95_percent_point_of_students_t(df, t):
-    assert round(report.t_quantile(df), 3) == t
+    assert round(stats.t_quantile(df), 3) == t
 
 
 def test_t_quantile_at_another_level():
-    assert round(report.t_quantile(2, 0.99), 3) == 9.925 and round(report.t_quantile(10, 0.90), 3) == 1.812
+    assert round(stats.t_quantile(2, 0.99), 3) == 9.925 and round(stats.t_quantile(10, 0.90), 3) == 1.812
 
 
 def test_summary_of_three_values_is_mean_sample_std_and_t_interval():
-    stats = report.summarize([1.0, 2.0, 3.0])
+    stats = stats.summarize([1.0, 2.0, 3.0])
     half = 4.302653 / math.sqrt(3)
     assert (stats["n"], stats["mean"], stats["std"]) == (3, 2.0, 1.0)
     assert stats["ci_low"] == pytest.approx(2 - half, abs=1e-5)
     assert stats["ci_high"] == pytest.approx(2 + half, abs=1e-5)
-    one = report.summarize([0.7])
+    one = stats.summarize([0.7])
     assert (one["n"], one["mean"], one["std"], one["ci_low"], one["ci_high"]) == (1, 0.7, None, None, None)
 
 

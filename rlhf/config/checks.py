@@ -181,7 +181,13 @@ def check_objective(run: Any) -> list[str]:
     return []
 
 
-RUN_CHECKS = (*RUN_CHECKS, check_objective)
+def check_evaluate(run: Any) -> list[str]:
+    from rlhf.evaluate.checks import check_evaluate as check
+
+    return check(run)
+
+
+RUN_CHECKS = (*RUN_CHECKS, check_objective, check_evaluate)
 
 
 # ---------------------------------------------------------------------------- the machine

@@ -149,6 +149,37 @@ class ObjectiveConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """The generation eval stage (rlhf.evaluate): what the policy generates for held-out prompts,
+    scored. Runs at the end of training (and every N steps if asked), and on any checkpoint
+    through `python -m rlhf.evaluate`."""
+
+    enabled: bool | None = knob(None, "run the stage (None: when a scorer is set, reward_funcs or reward_models)")
+    prompts: str | None = knob(None, "a prompts file (jsonl, json, csv, parquet) or hub dataset id "
+                                     "(None: the eval data's prompts)")
+    split: str = knob("train", "split of a hub prompts dataset")
+    prompt_column: str = knob("prompt", "column holding each prompt: text, or a list of chat messages")
+    num_prompts: int = knob(64, "prompts scored (the first N)", ge=1)
+    max_new_tokens: int = knob(128, "tokens generated per completion at most", ge=1)
+    temperature: float = knob(0.7, "sampling temperature (0: greedy)", ge=0)
+    top_p: float = knob(1.0, "nucleus sampling mass", gt=0, le=1)
+    samples_per_prompt: int = knob(1, "completions generated per prompt", ge=1)
+    seed: int = knob(0, "decoding seed, the same for every job (so jobs share the reference's completions)",
+                     ge=0)
+    batch_size: int = knob(16, "prompts per generate call (part of what makes decoding repeatable)", ge=1)
+    every_n_steps: int = knob(0, "also run the stage every N optimizer steps (0: only at the end)", ge=0)
+    reward_funcs: list[str] = knob(factory=list, help="reward functions scoring completions, module.function "
+                                                       "(as GRPO's)")
+    reward_models: list[str] = knob(factory=list, help="sequence-classification reward models: a model dir, a "
+                                                        "run dir or a hub id")
+    win_rate: bool = knob(True, "judge each completion against the reference policy's for the same prompt")
+    judge: str | None = knob(None, "the scorer that judges the win rate (None: the first scorer)")
+    kl: bool = knob(True, "estimate KL(policy || reference) on the policy's own completions")
+    reference: str | None = knob(None, "the reference policy of the win rate and KL (None: model.name_or_path, "
+                                       "the starting model)")
+
+
+@dataclass
 class RunConfig:
     """The root: one option of each group, plus what belongs to the run as a whole."""
 
@@ -160,6 +191,8 @@ class RunConfig:
     logger: Any = MISSING
     vllm: VLLMConfig = knob(factory=VLLMConfig, help="vLLM engine settings (GRPO with method.use_vllm)")
     objective: ObjectiveConfig = knob(factory=ObjectiveConfig, help="what a sweeper optimises")
+    evaluate: EvaluateConfig = knob(factory=EvaluateConfig, help="the generation eval stage: prompts, decoding, "
+                                                                 "scorers")
     seed: int = knob(42, "seed of data shuffling, initialisation and sampling", ge=0)
     cache_dir: str = knob(".cache/rlhf", "where preprocessed data is cached (shared by a sweep's jobs)")
     # Where user code named module.function is looked for, before sys.path. The launching
@@ -168,7 +201,7 @@ class RunConfig:
 
 
 # Nodes of the root config that are not groups, with their schemas.
-NODE_SCHEMAS = {"vllm": VLLMConfig, "objective": ObjectiveConfig}
+NODE_SCHEMAS = {"vllm": VLLMConfig, "objective": ObjectiveConfig, "evaluate": EvaluateConfig}
 
 # group -> schema of its options (method schemas come from the method registry).
 GROUP_SCHEMAS = {

@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from rlhf.assets import asset_path
-from rlhf.config.schema import GROUP_SCHEMAS, RunConfig, SourceConfig
+from rlhf.config.schema import GROUP_SCHEMAS, EvaluateConfig, RunConfig, SourceConfig
 from rlhf.errors import ConfigError, one_of
 from rlhf.methods import METHODS, lookup
 from rlhf.naming import overrides_suffix
@@ -47,6 +47,7 @@ def register_configs() -> None:
     store.store(name="base_config", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name=f"base_{group}", node=schema)
+    store.store(group="evaluate", name="base_evaluate", node=EvaluateConfig)
     for kind, spec in METHODS.items():
         store.store(group="method", name=f"base_{kind}", node=spec.schema)
     if not OmegaConf.has_resolver("asset"):

@@ -20,6 +20,7 @@ from rlhf.config.explain import group_key_hint, shown, value_problem
 from rlhf.config.fields import check_constraints
 from rlhf.config.schema import (
     DatasetConfig,
+    EvaluateConfig,
     GROUP_SCHEMAS,
     NODE_SCHEMAS,
     HardwareConfig,
@@ -47,6 +48,7 @@ class RunSpec:
     logger: LoggerConfig
     vllm: VLLMConfig
     objective: ObjectiveConfig
+    evaluate: EvaluateConfig
     seed: int
     cache_dir: str
     code_path: list[str]

@@ -225,7 +225,7 @@ def _held_out_count(size: float, n: int) -> int:
     return count
 
 
-def _tokenizer_fingerprint(tokenizer: Any) -> str:
+def tokenizer_fingerprint(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     parts = [backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())),
              tokenizer.chat_template or "", repr(tokenizer.special_tokens_map)]
@@ -272,7 +272,7 @@ def cache_key(run: Any, tokenizer: Any, train: list[Source], evaluation: list[So
         "dataset": asdict(run.dataset),
         "train": [s.fingerprint() for s in train],
         "eval": [s.fingerprint() for s in evaluation],
-        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": run.method.max_length,
         "seed": run.seed,
     }

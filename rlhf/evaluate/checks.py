@@ -1,0 +1,181 @@
+"""What the config alone says about the generation eval stage, checked at validation (no torch):
+whether it runs, its scorers' names, that each scorer can load, that the prompts exist and
+have their column, and that a win rate has a judge."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import RlhfError, did_you_mean, one_of
+
+PROMPT_FILE_TYPES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SHARDED = ("fsdp", "deepspeed_zero3")
+PREFIX = "generation/"  # metric names of the stage's figures: generation/win_rate, generation/kl, ...
+
+
+def flat(block: dict[str, Any] | None) -> dict[str, float]:
+    """A `generation` block's figures under their metric names, as reports and objectives use them."""
+    return {PREFIX + k: v for k, v in ((block or {}).get("metrics") or {}).items()}
+
+
+def enabled(evaluate: Any) -> bool:
+    """The stage runs when asked to, or, left unset, when it has a scorer."""
+    if evaluate.enabled is not None:
+        return bool(evaluate.enabled)
+    return bool(evaluate.reward_funcs or evaluate.reward_models)
+
+
+def function_name(source: str) -> str:
+    return str(source).rpartition(".")[2]
+
+
+def model_name(source: str) -> str:
+    """`rm_<last path component>`: a reward model's name in the results."""
+    return "rm_" + (Path(str(source).rstrip("/")).name or str(source)).replace("/", "_")
+
+
+def scorer_names(evaluate: Any) -> list[tuple[str, str, str]]:
+    """(name in the results, kind, what the config says) of every scorer, in config order."""
+    return ([(function_name(s), "reward_function", s) for s in evaluate.reward_funcs]
+            + [(model_name(s), "reward_model", s) for s in evaluate.reward_models])
+
+
+def judge_name(evaluate: Any) -> str | None:
+    """The scorer that judges the win rate: evaluate.judge (by name or as configured), else the first."""
+    scorers = scorer_names(evaluate)
+    if evaluate.judge is None:
+        return scorers[0][0] if scorers else None
+    for name, _, source in scorers:
+        if evaluate.judge in (name, source):
+            return name
+    return None
+
+
+def reward_model_dir(source: str) -> Path | None:
+    """The model directory of a reward model given as a model dir or a run dir (its `model/`);
+    None for a hub id."""
+    path = Path(str(source)).expanduser()
+    if (path / "model" / "config.json").is_file() and (path / "config.yaml").is_file():
+        return path / "model"
+    if path.is_dir():
+        return path
+    return None
+
+
+def looks_like_path(source: str) -> bool:
+    return str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
+
+
+def check_reward_model(source: str) -> str | None:
+    """Why a reward model given as a directory cannot load (None: it can, or it is a hub id,
+    checked when the job starts, before the policy loads)."""
+    where = f"evaluate.reward_models: {source}"
+    directory = reward_model_dir(source)
+    if directory is None:
+        if looks_like_path(source):
+            return f"{where}: no such directory (a reward model is a model dir, a run dir or a hub id org/name)"
+        return None
+    config = directory / "config.json"
+    if not config.is_file():
+        return f"{where}: {directory} has no config.json, so it is not a model directory"
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError) as error:
+        return f"{where}: {config} cannot be read: {error}"
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return (f"{where}: {directory} is a {', '.join(architectures)}, not a sequence-classification model "
+                "(a reward model scores a text with one number: *ForSequenceClassification, num_labels=1)")
+    return None
+
+
+def prompt_file_columns(path: Path) -> list[str]:
+    """The columns of a local prompts file, read from its first row or header only."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    return list(row) if isinstance(row, dict) else []
+        return []
+    if suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = rows.get("data", rows) if isinstance(rows, dict) else rows
+        return list(rows[0]) if isinstance(rows, list) and rows and isinstance(rows[0], dict) else []
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def check_prompts(run: Any) -> list[str]:
+    evaluate, dataset = run.evaluate, run.dataset
+    if evaluate.prompts is None:
+        if dataset.eval or dataset.eval_split or dataset.val_set_size > 0:
+            if evaluate.prompt_column != "prompt":
+                return [f"evaluate.prompt_column={evaluate.prompt_column!r}: the eval data's rows hold their "
+                        "prompt in 'prompt' (set evaluate.prompts=<file> to read another column of a file)"]
+            return []
+        return ["evaluate: the stage scores the eval data's prompts, and this run has no eval data: set "
+                "evaluate.prompts=<a prompts file or hub dataset>, or give eval data (dataset.eval, "
+                "dataset.eval_split or dataset.val_set_size), or evaluate.enabled=false"]
+    path = Path(str(evaluate.prompts)).expanduser()
+    if not path.exists():
+        if looks_like_path(evaluate.prompts) or path.suffix.lower() in PROMPT_FILE_TYPES:
+            return [f"evaluate.prompts={evaluate.prompts}: no such file"]
+        return []  # a hub dataset id: its columns are checked when the job loads it
+    if path.is_dir() or path.suffix.lower() not in PROMPT_FILE_TYPES:
+        return [f"evaluate.prompts={evaluate.prompts}: a prompts file is one of "
+                f"{one_of(sorted(PROMPT_FILE_TYPES))}"]
+    try:
+        columns = prompt_file_columns(path)
+    except (OSError, ValueError) as error:
+        return [f"evaluate.prompts={evaluate.prompts}: cannot be read: {error}"]
+    if evaluate.prompt_column not in columns:
+        return [f"evaluate.prompt_column={evaluate.prompt_column!r} is not a column of {path}"
+                f"{did_you_mean(evaluate.prompt_column, columns)}; its columns: {', '.join(columns) or 'none'}"]
+    return []
+
+
+def check_evaluate(run: Any) -> list[str]:
+    """Every problem of the stage's config, before any model loads."""
+    from rlhf.usercode import load_reward_functions
+
+    evaluate = run.evaluate
+    if not enabled(evaluate):
+        return []
+    problems = []
+    for source in evaluate.reward_funcs:
+        try:
+            load_reward_functions([source], run.code_path)
+        except RlhfError as error:
+            problems.append(f"evaluate.reward_funcs: {error}")
+    problems += [p for p in map(check_reward_model, evaluate.reward_models) if p]
+    names = [name for name, _, _ in scorer_names(evaluate)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        problems.append(f"evaluate: two scorers are named {', '.join(twice)} in the results: rename a function or "
+                        "a reward model directory")
+    if evaluate.win_rate:
+        if not names:
+            problems.append("evaluate.win_rate=true needs a pairwise judge, and the stage has no scorer: set "
+                            "evaluate.reward_funcs=[module.function] or evaluate.reward_models=[<dir or hub id>], "
+                            "or evaluate.win_rate=false")
+        elif judge_name(evaluate) is None:
+            problems.append(f"evaluate.judge={evaluate.judge!r} is not one of the scorers"
+                            f"{did_you_mean(str(evaluate.judge), names)}; scorers: {one_of(names)}")
+    elif evaluate.judge is not None:
+        problems.append(f"evaluate.judge={evaluate.judge!r} is set but evaluate.win_rate=false: nothing to judge")
+    if evaluate.every_n_steps and run.hardware.distributed in SHARDED:
+        problems.append(f"evaluate.every_n_steps={evaluate.every_n_steps} with hardware.distributed="
+                        f"{run.hardware.distributed}: a sharded model cannot generate on one rank mid-training; "
+                        "the stage still runs at the end, on the saved model (evaluate.every_n_steps=0)")
+    if evaluate.reference is not None and looks_like_path(evaluate.reference) \
+            and not Path(str(evaluate.reference)).expanduser().is_dir():
+        problems.append(f"evaluate.reference={evaluate.reference}: no such directory")
+    return problems + check_prompts(run)

@@ -1,0 +1,104 @@
+"""Scorers: each turns completions into one number per completion, under its own name.
+
+- a reward function (`module.function`, called as GRPO calls it: prompts, completions,
+  completion_ids and every prompt-row column by keyword), named after the function;
+- a reward model (a `*ForSequenceClassification` with one label: a model dir, a run dir or a
+  hub id), named `rm_<last path component>`; it reads the prompt and completion through its
+  own chat template when the prompt is a list of messages and it has one, else the rendered
+  prompt followed by the completion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf.errors import RlhfError
+from rlhf.evaluate.checks import reward_model_dir, scorer_names
+
+
+@dataclass
+class Scorer:
+    name: str
+    kind: str  # reward_function | reward_model
+    source: str  # as the config gives it
+    function: Any = None
+    model: Any = None
+    tokenizer: Any = None
+
+
+def load(run: Any, columns: list[str], accelerator: str) -> list[Scorer]:
+    """Every scorer of `run.evaluate`, reward models loaded (before the policy: a scorer that
+    cannot load fails the job before training)."""
+    from rlhf.usercode import check_reward_columns, load_reward_functions
+
+    scorers = []
+    for name, kind, source in scorer_names(run.evaluate):
+        if kind == "reward_function":
+            (function,) = load_reward_functions([source], run.code_path)
+            check_reward_columns([function], [source], columns, data="the evaluate prompts")
+            scorers.append(Scorer(name, kind, source, function=function))
+        else:
+            model, tokenizer = load_reward_model(source, run, accelerator)
+            scorers.append(Scorer(name, kind, source, model=model, tokenizer=tokenizer))
+    return scorers
+
+
+def load_reward_model(source: str, run: Any, accelerator: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.models import from_pretrained
+
+    directory = reward_model_dir(source)
+    name = str(directory) if directory is not None else source
+    fix = "Give evaluate.reward_models a local model dir or run dir"
+    model = from_pretrained(AutoModelForSequenceClassification, "reward model", name, fix,
+                             trust_remote_code=run.model.trust_remote_code)
+    if model.config.num_labels != 1:
+        raise RlhfError(f"evaluate.reward_models: {source} has {model.config.num_labels} labels; a reward model "
+                        "scores a text with one number (num_labels=1)")
+    tokenizer = from_pretrained(AutoTokenizer, "reward model's tokenizer", name, fix)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if accelerator == "cuda":
+        model = model.to("cuda")
+    return model.eval(), tokenizer
+
+
+def score(scorer: Scorer, prompts: Any, completions: list[Any], batch_size: int) -> list[float]:
+    """One score per completion (`prompts`: rlhf.evaluate.prompts.Prompts)."""
+    rows = [prompts.rows[c.prompt_index] for c in completions]
+    if scorer.kind == "reward_function":
+        if prompts.conversational:
+            texts: list[Any] = [[{"role": "assistant", "content": c.text}] for c in completions]
+        else:
+            texts = [c.text for c in completions]
+        columns = {k: [row[k] for row in rows] for k in rows[0] if k != prompts.column} if rows else {}
+        values = scorer.function(prompts=[row[prompts.column] for row in rows], completions=texts,
+                                 completion_ids=[c.ids for c in completions], **columns)
+        return [float("nan") if v is None else float(v) for v in values]
+    return reward_model_scores(scorer, prompts, completions, batch_size)
+
+
+def reward_model_scores(scorer: Scorer, prompts: Any, completions: list[Any], batch_size: int) -> list[float]:
+    import torch
+
+    tokenizer = scorer.tokenizer
+    texts = []
+    for c in completions:
+        prompt = prompts.rows[c.prompt_index][prompts.column]
+        if isinstance(prompt, list) and getattr(tokenizer, "chat_template", None):
+            texts.append(tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": c.text}],
+                                                       tokenize=False))
+        else:
+            texts.append(prompts.texts[c.prompt_index] + c.text)
+    values: list[float] = []
+    device = next(scorer.model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                                truncation=True, add_special_tokens=False).to(device)
+            values += scorer.model(**encoded).logits[:, 0].float().tolist()
+    return values
