@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from rlhf import rundir
+from rlhf.evaluate.checks import PREFIX
 from rlhf.naming import job_number
 from rlhf.stats import LEVEL, summarize
 
@@ -42,23 +43,36 @@ def _overrides(job: Path) -> dict[str, str]:
 
 
 def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], list[str], str | None]:
-    """One row per job; the swept keys (those whose value differs between jobs); the metric."""
+    """One row per job; the swept keys (those whose value differs between jobs); the metric:
+    the one asked for, else the jobs' objective.metric, else the win rate against the reference
+    when the jobs scored their generations, else the method's learning metric."""
     rows = []
     for job in rundir.job_dirs(sweep_dir):
         metrics = rundir.read_metrics(job) if (job / rundir.METRICS).is_file() else {}
-        metric = metric or metrics.get("metric")
         error = rundir.failure(job, first_line=True)
         config = rundir.read_config(job) if (job / rundir.CONFIG).is_file() else {}
         number = job_number(job)
-        rows.append({"job": job.name if number is None else str(number), "dir": job.name,
+        rows.append({"job": job.name if number is None else str(number), "dir": job.name, "path": job,
                      "overrides": _overrides(job), "status": rundir.status(job),
-                     "metrics": {**metrics.get("train", {}), **metrics.get("eval", {}),
-                                 **metrics.get("learning", {})},
+                     "metrics": rundir.flat_metrics(metrics), "method_metric": metrics.get("metric"),
+                     "generation": metrics.get("generation"),
                      "seconds": metrics.get("seconds"), "error": error,
                      "kind": (config.get("method") or {}).get("kind"), "objective": config.get("objective") or {}})
     keys = sorted({k for row in rows for k in row["overrides"]})
     swept = [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
-    return rows, swept, metric
+    return rows, swept, metric or default_metric(rows)
+
+
+WIN_RATE = PREFIX + "win_rate"
+
+
+def default_metric(rows: list[dict]) -> str | None:
+    for row in rows:
+        if row["objective"].get("metric"):
+            return row["objective"]["metric"]
+    if any(WIN_RATE in row["metrics"] for row in rows):
+        return WIN_RATE
+    return next((row["method_metric"] for row in rows if row["method_metric"]), None)
 
 
 def _value(row: dict, metric: str | None) -> float | None:
@@ -238,7 +252,6 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import PngImagePlugin
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     keys, stats = settings(rows, swept, metric)
@@ -298,16 +311,153 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
         for line, bars, seeds in drawn]}
     if not numeric:
         plotted["categories"] = categories
+    _save_png(fig, path, plotted)
+    return plotted
+
+
+# --- what the policies generated -----------------------------------------------------------
+
+
+def generation_names(rows: list[dict]) -> list[str]:
+    """The policy-side generation metrics the jobs have: win rate, scorers, KL, length."""
+    present = [m for row in rows for m in row["metrics"] if m.startswith(PREFIX)
+               and not m.startswith(PREFIX + "reference/")]
+    first = [WIN_RATE] if WIN_RATE in present else []
+    last = [PREFIX + n for n in ("kl", "length", "finished") if PREFIX + n in present]
+    return list(dict.fromkeys([*first, *(m for m in present if m not in first and m not in last), *last]))
+
+
+def reward_metric(rows: list[dict]) -> str | None:
+    """The reward a frontier plots: the win rate's judge, else the first scorer."""
+    for row in rows:
+        block = row.get("generation") or {}
+        judge = (block.get("win_rate") or {}).get("judge")
+        scorers = [s["name"] for s in block.get("scorers") or []]
+        if judge or scorers:
+            return PREFIX + (judge or scorers[0])
+    return None
+
+
+def _cell(s: dict) -> str:
+    if not s["n"]:
+        return ""
+    if s["ci_low"] is None:
+        return f"{_g(s['mean'])} (one seed)"
+    return f"{_g(s['mean'])} [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"
+
+
+def generation_table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list[Any]]] | None:
+    """Per setting, each generation metric's mean over seeds with its 95% interval."""
+    names = generation_names(rows)
+    if not names:
+        return None
+    columns = {name: settings(rows, swept, name) for name in names}
+    keys, first = columns[names[0]]
+    body = [[*(s["setting"][k] for k in keys), *(_cell(columns[name][1][i]) for name in names)]
+            for i, s in enumerate(first)]
+    return [*keys, *(n[len(PREFIX):] for n in names)], body
+
+
+def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] | None:
+    """The RLHF frontier: each setting's reward against its KL from the reference (means over
+    seeds, 95% intervals as error bars on both axes, seeds as dots, the reference at KL 0);
+    returns what was drawn. None when the jobs have no KL or reward."""
+    reward, kl = reward_metric(rows), PREFIX + "kl"
+    if reward is None or not any(kl in row["metrics"] for row in rows):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys, xs = settings(rows, swept, kl)
+    _, ys = settings(rows, swept, reward)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    points = []
+    for sx, sy in zip(xs, ys):
+        if not (sx["n"] and sy["n"]):
+            continue
+        label = _label(sx["setting"])
+        xerr = [[sx["mean"] - sx["ci_low"]], [sx["ci_high"] - sx["mean"]]] if sx["ci_low"] is not None else None
+        yerr = [[sy["mean"] - sy["ci_low"]], [sy["ci_high"] - sy["mean"]]] if sy["ci_low"] is not None else None
+        bars = ax.errorbar([sx["mean"]], [sy["mean"]], xerr=xerr, yerr=yerr, fmt="o", capsize=4, label=label)
+        jobs = [r for r in rows if r["job"] in sx["jobs"] and kl in r["metrics"] and reward in r["metrics"]]
+        ax.plot([r["metrics"][kl] for r in jobs], [r["metrics"][reward] for r in jobs], linestyle="none",
+                marker=".", alpha=0.45, color=bars.lines[0].get_color(), label="_nolegend_")
+        points.append({"label": label, "kl": sx["mean"], "reward": sy["mean"], "kl_ci": [sx["ci_low"], sx["ci_high"]],
+                       "reward_ci": [sy["ci_low"], sy["ci_high"]],
+                       "seeds": [[r["metrics"][kl], r["metrics"][reward]] for r in jobs]})
+    baseline = [r["metrics"][PREFIX + "reference/" + reward[len(PREFIX):]] for r in rows
+                if PREFIX + "reference/" + reward[len(PREFIX):] in r["metrics"]]
+    if baseline:
+        ax.plot([0.0], [math.fsum(baseline) / len(baseline)], marker="X", markersize=9, color="black",
+                linestyle="none", label="reference (starting model)")
+    ax.set_xlabel("KL(policy || reference), nats per completion (k1 estimate)")
+    ax.set_ylabel(f"{reward} (higher is better)")
+    ax.set_title(f"Reward against KL: mean and 95% CI over seeds per setting; dots: seeds\n"
+                 f"{len(points)} setting(s)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plotted = {"reward": reward, "kl": kl, "points": points,
+               "reference": math.fsum(baseline) / len(baseline) if baseline else None}
+    _save_png(fig, path, plotted)
+    return plotted
+
+
+def _save_png(fig: Any, path: Path, plotted: dict[str, Any]) -> None:
+    """The figure as a PNG that carries what it drew under "rlhf:plotted"."""
+    import matplotlib.pyplot as plt
+    from PIL import Image, PngImagePlugin
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    from PIL import Image
-
     image = Image.open(io.BytesIO(buffer.getvalue()))
     info = PngImagePlugin.PngInfo()
     info.add_text("rlhf:plotted", json.dumps(plotted))
     image.save(path, pnginfo=info)
-    return plotted
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    if isinstance(value, list):  # chat messages: the last user turn says what was asked
+        users = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = users[-1] if users else json.dumps(value)
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def side_by_side(rows: list[dict], swept: list[str], prompts: int = 3) -> str:
+    """A few prompts with the reference's completion and each setting's (its first finished
+    seed's), with the judge's score: what the numbers are made of."""
+    keys = [k for k in swept if k != SEED]
+    chosen: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: _order(r["job"])):
+        label = _label({k: row["overrides"].get(k, "") for k in keys})
+        path = Path(row["path"]) / "completions.jsonl"
+        if label in chosen or row["status"] != rundir.FINISHED or not path.is_file():
+            continue
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        chosen[label] = [line for line in lines if line.get("sample", 0) == 0][:prompts]
+    if not chosen:
+        return ""
+    judge = (reward_metric(rows) or PREFIX)[len(PREFIX):]
+    first = next(iter(chosen.values()))
+
+    def shown(text: str, scores: dict) -> str:
+        score = scores.get(judge)
+        return f"{_short(text)}" + (f" ({judge} {_g(score)})" if isinstance(score, (int, float)) else "")
+
+    header = ["prompt", "reference", *chosen]
+    body = []
+    for i, line in enumerate(first):
+        cells = [_short(line["prompt"]), shown(line.get("reference_completion", ""), line.get("reference_scores", {}))]
+        for label, lines in chosen.items():
+            cells.append(shown(lines[i]["completion"], lines[i].get("scores", {})) if i < len(lines) else "")
+        body.append(cells)
+    seeds = "its first seed" if SEED in swept else "its job"
+    return (f"The first {len(body)} prompts, with the reference policy's completion and each setting's ({seeds}); "
+            f"in brackets the judge's score.\n\n" + _markdown(header, body))
 
 
 def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
@@ -342,13 +492,33 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     sense = (" (higher is better)" if judged["greater"] else " (lower is better)") if metric else ""
     measured = any(s["n"] for s in stats)
+    generation = generation_table(rows, swept)
+    drawn = frontier(rows, swept, sweep_dir / "report_frontier.png") if generation else None
+    if drawn is not None:
+        paths["frontier"] = sweep_dir / "report_frontier.png"
+    elif (sweep_dir / "report_frontier.png").exists():
+        (sweep_dir / "report_frontier.png").unlink()  # from an earlier report of jobs that since changed
+    sections = ""
+    if generation:
+        g_header, g_body = generation
+        sections += ("\n## Generations\n\nWhat each setting's policies generated for the evaluate prompts "
+                     "(rlhf.evaluate), per setting: the mean over its seeds and, with two or more seeds, the 95% "
+                     "CI of that mean (Student's t). win_rate: against the reference policy's completions, ties "
+                     "counted half; kl: k1 estimate of KL(policy || reference) per completion; length: tokens per "
+                     "completion.\n\n" + _markdown(g_header, g_body))
+        if drawn is not None:
+            sections += "\n![reward against KL](report_frontier.png)\n"
+        examples = side_by_side(rows, swept)
+        if examples:
+            sections += "\n### What was generated\n\n" + examples
     paths["md"].write_text(
         f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`{sense}.\n\n"
         f"## Settings\n\n{judged['sentence']}\n\n"
         f"Per setting (the jobs that differ only by `{SEED}`): `{metric}` over the seeds that finished with it, "
         + (f"{method_text(stats)}; std is the sample standard deviation (n-1).\n\n" if measured else
            "and none did.\n\n")
-        + _markdown(s_header, s_body) + "\n## Jobs\n\n" + _markdown(header, body) + "\n![plot](report.png)\n",
+        + _markdown(s_header, s_body) + sections + "\n## Jobs\n\n" + _markdown(header, body)
+        + "\n![plot](report.png)\n",
         encoding="utf-8")
     plot(rows, swept, metric, paths["png"], judged["greater"])
     return paths

@@ -8,6 +8,7 @@ noise hits both alike:
 - configuration speed: `--cfg job`, a validation error and a bad row of a string-family dataset;
 - data preparation throughput on 100k rows of chatml.intel, cold and cached;
 - a 4-job DPO beta sweep against 4 independent runs, with their results compared;
+- the default run with its generation eval stage against the same run without it;
 - peak memory of LoRA DPO with the reference from the disabled adapter against a separate
   reference model, on a larger benchmark model.
 """
@@ -90,6 +91,8 @@ def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) 
 def platform_command(method: str, steps: int, work: Path, run_dir: Path, threads: int) -> list[str]:
     return [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
             "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]", "dataset.shuffle=false",
+            # Plain TRL generates nothing; the generation eval stage is measured on its own (bench_generation).
+            "evaluate.enabled=false",
             f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}", f"hardware.torch_threads={threads}"]
 
 
@@ -259,14 +262,41 @@ def bench_sweep(work: Path, betas: tuple[float, ...]) -> dict:
         subprocess.run([sys.executable, "-m", "rlhf.train", f"method.beta={beta}", f"hydra.run.dir={work / f'ind{i}'}",
                         f"cache_dir={work / f'ind_cache{i}'}"], cwd=work, env=env(), capture_output=True, check=True)
     independent_seconds = time.time() - start
+    from rlhf.rundir import job_dirs
+
     identical = True
-    for i in range(len(betas)):
-        a = json.loads((sweep_dir / str(i) / "metrics.json").read_text())["eval"]
+    for i, job in enumerate(job_dirs(sweep_dir)):
+        a = json.loads((job / "metrics.json").read_text())["eval"]
         b = json.loads((work / f"ind{i}" / "metrics.json").read_text())["eval"]
         keys = [k for k in a if k.startswith("eval_") and "runtime" not in k and "per_second" not in k]
         identical &= all(a[k] == b[k] for k in keys)
     return {"sweep_s": sweep_seconds, "independent_s": independent_seconds,
             "ratio": sweep_seconds / independent_seconds, "identical_results": identical}
+
+
+def bench_generation(work: Path, repeats: int) -> dict:
+    """The default run (embedded DPO, whose generation eval stage is on) against the same run
+    with the stage off (evaluate.enabled=false): the wall time of the whole command, the two
+    run together on rotating cores as in bench_methods, each with a cache of its own (so the
+    stage also generates the reference's completions: a single run's worst case)."""
+    cores = sorted(os.sched_getaffinity(0))
+    on, off, stage, figures = [], [], [], []
+    for index in range(repeats):
+        dirs = [work / f"generation-on-{index}", work / f"generation-off-{index}"]
+        commands = [[sys.executable, "-m", "rlhf.train", f"hydra.run.dir={d}", f"cache_dir={d}-cache",
+                     "hardware.torch_threads=1", *extra] for d, extra in zip(dirs, ([], ["evaluate.enabled=false"]))]
+        with_stage, without = _pair(commands, work, index, cores)
+        on.append(with_stage["seconds"])
+        off.append(without["seconds"])
+        block = json.loads((dirs[0] / "metrics.json").read_text())["generation"]
+        stage.append(block["seconds"])
+        figures.append(block["metrics"])
+    ratios = [a / b for a, b in zip(on, off)]
+    keys = ("topic_reward", "reference/topic_reward", "win_rate", "kl", "length")
+    return {"repeats": repeats, "on_s": statistics.median(on), "off_s": statistics.median(off),
+            "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+            "stage_s": statistics.median(stage),
+            "figures": {k: statistics.median(f[k] for f in figures) for k in keys}}
 
 
 def bench_lora_memory(work: Path, steps: int) -> dict:
@@ -354,6 +384,19 @@ def render(results: dict, command: str) -> str:
               f"One `-m method.beta=...` command: {sweep['sweep_s']:.1f} s; four separate commands, each with its own "
               f"cache: {sweep['independent_s']:.1f} s; ratio {sweep['ratio']:.2f}. Identical eval metrics per beta: "
               f"{sweep['identical_results']}."]
+    generation = results["generation"]
+    g = generation["figures"]
+    lines += ["", "## The generation eval stage (the default run: embedded DPO)", "",
+              f"Wall time of `python -m rlhf.train` with the stage against `evaluate.enabled=false`, the two run "
+              f"together on rotating cores, {generation['repeats']} repeats, each side with a fresh cache (so the "
+              "stage also generates the reference's completions):", "",
+              "| with the stage s | without s | ratio (median [min, max] over pairs) | the stage's own s |",
+              "|---|---|---|---|",
+              f"| {generation['on_s']:.2f} | {generation['off_s']:.2f} | {generation['ratio']['median']:.3f} "
+              f"[{generation['ratio']['min']:.3f}, {generation['ratio']['max']:.3f}] | {generation['stage_s']:.2f} |",
+              "", f"What it measured (medians over the repeats): topic_reward {g['topic_reward']:.3f} against the "
+              f"untrained model's {g['reference/topic_reward']:.3f}, win rate {g['win_rate']:.3f}, KL "
+              f"{g['kl']:.2f} nats, {g['length']:.1f} tokens per completion."]
     memory = results["lora_memory"]
     lines += ["", "## LoRA DPO peak memory (benchmark model: hidden 1024, 16 layers, ~200M parameters, fp32)", "",
               "| variant | peak RSS MiB |", "|---|---|"]
@@ -381,9 +424,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections to run: methods config data sweep lora_memory")
+                        help="sections to run: methods config data sweep generation lora_memory")
     args = parser.parse_args()
-    sections = args.only or ["methods", "config", "data", "sweep", "lora_memory"]
+    sections = args.only or ["methods", "config", "data", "sweep", "generation", "lora_memory"]
     work = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps,
                "repeats": args.repeats}
@@ -395,10 +438,12 @@ def main() -> None:
         results["data"] = bench_data(work, 100_000)
     if "sweep" in sections:
         results["sweep"] = bench_sweep(work, (0.05, 0.1, 0.2, 0.4))
+    if "generation" in sections:
+        results["generation"] = bench_generation(work, 5)
     if "lora_memory" in sections:
         results["lora_memory"] = bench_lora_memory(work, 6)
     (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=2))
-    if set(sections) >= {"methods", "config", "data", "sweep", "lora_memory"}:
+    if set(sections) >= {"methods", "config", "data", "sweep", "generation", "lora_memory"}:
         command = "make bench  (python -m rlhf.bench " + " ".join(sys.argv[1:]) + ")"
         out = Path(args.out)
         notes = kept_notes(out)

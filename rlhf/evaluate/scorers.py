@@ -27,9 +27,9 @@ class Scorer:
     tokenizer: Any = None
 
 
-def load(run: Any, columns: list[str], accelerator: str) -> list[Scorer]:
-    """Every scorer of `run.evaluate`, reward models loaded (before the policy: a scorer that
-    cannot load fails the job before training)."""
+def load(run: Any, columns: list[str]) -> list[Scorer]:
+    """Every scorer of `run.evaluate`, reward models loaded on the CPU (before the policy: a
+    scorer that cannot load fails the job before training, and holds no GPU memory during it)."""
     from rlhf.usercode import check_reward_columns, load_reward_functions
 
     scorers = []
@@ -39,12 +39,12 @@ def load(run: Any, columns: list[str], accelerator: str) -> list[Scorer]:
             check_reward_columns([function], [source], columns, data="the evaluate prompts")
             scorers.append(Scorer(name, kind, source, function=function))
         else:
-            model, tokenizer = load_reward_model(source, run, accelerator)
+            model, tokenizer = load_reward_model(source, run)
             scorers.append(Scorer(name, kind, source, model=model, tokenizer=tokenizer))
     return scorers
 
 
-def load_reward_model(source: str, run: Any, accelerator: str) -> tuple[Any, Any]:
+def load_reward_model(source: str, run: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rlhf.models import from_pretrained
@@ -62,9 +62,7 @@ def load_reward_model(source: str, run: Any, accelerator: str) -> tuple[Any, Any
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if accelerator == "cuda":
-        model = model.to("cuda")
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer  # on the CPU until it scores (rlhf.evaluate.stage moves it)
 
 
 def score(scorer: Scorer, prompts: Any, completions: list[Any], batch_size: int) -> list[float]:

@@ -51,7 +51,7 @@ def prepare(run: Any, eval_data: Any, tokenizer: Any) -> Stage | None:
     if not enabled(run.evaluate):
         return None
     prompts = prompt_rows.load(run.evaluate, eval_data, tokenizer)
-    loaded = scoring.load(run, list(prompts.rows[0]), run.hardware.accelerator)
+    loaded = scoring.load(run, list(prompts.rows[0]))
     log.info("generation eval: %d prompts from %s; scorers: %s", len(prompts.texts), prompts.source,
              ", ".join(s.name for s in loaded) or "none")
     return Stage(run, prompts, loaded, tokenizer)
@@ -121,6 +121,9 @@ class Stage:
     def evaluate_policy(self, policy: Any, reference: Reference, out_dir: Path | None = None,
             step: int | None = None) -> dict[str, Any]:
         started = time.perf_counter()
+        for scorer in self.scorers:
+            if scorer.model is not None:  # reward models score where the policy is
+                scorer.model.to(generate.device_of(policy))
         texts = self.prompts.texts
         policy_side = self.side(generate.sample(policy, self.tokenizer, texts, self.decoding))
         needs_reference = self.judge is not None or self.evaluate.kl
