@@ -72,6 +72,20 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def cpu_host() -> str:
+    """The CPU the kernels ran on: model name, instruction-set flags (a digest) and core count.
+    Two hosts that report the same torch capability (AVX512) can still pick different kernels
+    and round differently (measured 2026-12-05: a new host moved the last bits, rel ~1e-7, of
+    seven of nine options with unchanged code); bit-for-bit is asked only on the same CPU."""
+    import hashlib
+    import os
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines()) if v}
+    flags = hashlib.blake2b(" ".join(sorted(field.get("flags", "").split())).encode(), digest_size=6).hexdigest()
+    return f"{field.get('model name', platform.processor())}; flags {flags}; {os.cpu_count()} cores"
+
+
 def train_all(tmp: Path) -> dict:
     """Train every method option for STEPS steps in one sweep; their trajectories and environment."""
     sweep = tmp / "multirun"
@@ -84,7 +98,7 @@ def train_all(tmp: Path) -> dict:
         methods[method] = {k: [h[k] for h in steps] for k in KEYS if k in steps[0]}
         job_env = json.loads((job / "env.json").read_text())  # what the training process imported
         env = {**{p: job_env["packages"][p] for p in PACKAGES}, "python": job_env["python"],
-               "machine": platform.machine(), "torch_cpu_capability": cpu_capability()}
+               "machine": platform.machine(), "torch_cpu_capability": cpu_capability(), "cpu": cpu_host()}
     return {"environment": env, "methods": methods}
 
 
@@ -200,7 +214,7 @@ def test_the_record_covers_every_method_option_for_every_step():
     for method, values in recorded["methods"].items():
         assert {"loss", "grad_norm"} <= set(values), method
         assert all(len(v) == STEPS for v in values.values()), method
-    assert set(PACKAGES) | {"python", "machine", "torch_cpu_capability"} == set(recorded["environment"])
+    assert set(PACKAGES) | {"python", "machine", "torch_cpu_capability", "cpu"} == set(recorded["environment"])
 
 
 def update() -> None:
