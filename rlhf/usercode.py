@@ -67,7 +67,8 @@ def load_callable(name: str, what: str, code_path: list[str] | tuple[str, ...] =
     module_name, function = split_name(name, what)
     module = import_module(module_name, name, what, code_path)
     if not hasattr(module, function):
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                        and getattr(v, "__module__", module.__name__) == module.__name__)  # not its imports
         raise UserCodeError(f"{what} {name!r}: {module_file(module)} has no {function!r}"
                             + (f"; it defines: {', '.join(public)}" if public else ""))
     target = getattr(module, function)
@@ -115,8 +116,8 @@ def check_reward_columns(functions: list[Callable], names: list[str], columns: l
                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         missing = [p for p in required if p not in columns]
         if missing:
-            raise UserCodeError(f"reward function {name!r} needs the column(s) {', '.join(missing)}, which "
-                                f"{data} does not have; its columns: {', '.join(columns)}. Choose a "
+            raise UserCodeError(f"reward function {name!r} needs the column(s) {', '.join(missing)}, and "
+                                f"{data} has only: {', '.join(columns)}. Choose a "
                                 "dataset (or transform) that provides them, or a reward for this data")
 
 

@@ -74,8 +74,8 @@ def test_a_reward_module_in_the_working_directory_is_found(rewards_dir):
 def test_a_reward_needing_a_column_the_data_lacks_is_named_before_training(tmp_path):
     proc = train(tmp_path, "method=grpo", "dataset=gsm8k_sample", run_dir=tmp_path / "run", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert ("reward function 'rlhf.rewards.topic_reward' needs the column(s) category, which the training data "
-            "does not have; its columns: answer, prompt") in proc.stderr
+    assert ("reward function 'rlhf.rewards.topic_reward' needs the column(s) category, and the training data "
+            "has only: answer, prompt") in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before the trainer was built
 
 

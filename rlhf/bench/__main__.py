@@ -296,7 +296,27 @@ def bench_generation(work: Path, repeats: int) -> dict:
     return {"repeats": repeats, "on_s": statistics.median(on), "off_s": statistics.median(off),
             "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
             "stage_s": statistics.median(stage),
-            "figures": {k: statistics.median(f[k] for f in figures) for k in keys}}
+            "figures": {k: statistics.median(f[k] for f in figures) for k in keys},
+            "methods": generation_per_method(work)}
+
+
+def generation_per_method(work: Path) -> dict:
+    """Each method's embedded default (`python -m rlhf.train method=<m>`), as shipped: what its
+    trained policy generates against the untrained model, by the stage's figures."""
+    from rlhf.methods import METHODS as REGISTERED
+
+    out = {}
+    for method in sorted(REGISTERED):
+        run_dir = work / f"generation-{method}"
+        subprocess.run([sys.executable, "-m", "rlhf.train", f"method={method}", f"hydra.run.dir={run_dir}",
+                        f"cache_dir={work / 'generation-cache'}"], cwd=work, env=env(), capture_output=True,
+                       check=True)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        block = metrics.get("generation")
+        if block is None:  # a method whose model does not generate (a reward model)
+            continue
+        out[method] = {"metrics": block["metrics"], "intervals": block["intervals"], "seconds": metrics["seconds"]}
+    return out
 
 
 def bench_lora_memory(work: Path, steps: int) -> dict:
@@ -396,7 +416,22 @@ def render(results: dict, command: str) -> str:
               f"[{generation['ratio']['min']:.3f}, {generation['ratio']['max']:.3f}] | {generation['stage_s']:.2f} |",
               "", f"What it measured (medians over the repeats): topic_reward {g['topic_reward']:.3f} against the "
               f"untrained model's {g['reference/topic_reward']:.3f}, win rate {g['win_rate']:.3f}, KL "
-              f"{g['kl']:.2f} nats, {g['length']:.1f} tokens per completion."]
+              f"{g['kl']:.2f} nats, {g['length']:.1f} tokens per completion.", "",
+              "Each method's embedded default as shipped (`python -m rlhf.train method=<m>`, one run each): its "
+              "trained policy's answers to the 60 held-out topic prompts against the untrained model's, 95% "
+              "intervals over prompts (Student's t).", "",
+              "| method | topic_reward trained | untrained | win rate vs untrained | KL nats | tokens | run s |",
+              "|---|---|---|---|---|---|---|"]
+
+    def interval(figures: dict, name: str) -> str:
+        i = figures["intervals"][name]
+        return f"{figures['metrics'][name]:.3f} [{i['ci_low']:.3f}, {i['ci_high']:.3f}]"
+
+    for method, figures in generation["methods"].items():
+        m = figures["metrics"]
+        lines.append(f"| {method} | {interval(figures, 'topic_reward')} | {interval(figures, 'reference/topic_reward')}"
+                     f" | {interval(figures, 'win_rate')} | {m['kl']:.2f} | {m['length']:.1f} | "
+                     f"{figures['seconds']:.0f} |")
     memory = results["lora_memory"]
     lines += ["", "## LoRA DPO peak memory (benchmark model: hidden 1024, 16 layers, ~200M parameters, fp32)", "",
               "| variant | peak RSS MiB |", "|---|---|"]

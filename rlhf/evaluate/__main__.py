@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         block = evaluate(run, policy_dir, out)
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)  # as rlhf.train: 2 for a config it refuses
     print(summary(block, out))
 
 
@@ -65,7 +65,16 @@ def target_config(target: str, overrides: list[str], out: str | None) -> tuple[A
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
     suffix = overrides_suffix(",".join(sorted(overrides)))
     path = Path(target).expanduser()
+    if not path.exists() and (target.startswith(("/", ".", "~")) or target.count("/") != 1):
+        raise RlhfError(f"{target}: no such run dir or model dir (a hub id looks like org/name)")
     if (path / rundir.CONFIG).is_file():
+        from rlhf.config.schema import GROUP_SCHEMAS
+
+        groups = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] in (*GROUP_SCHEMAS, "method", "evaluate")]
+        if groups:
+            raise ConfigError(f"{', '.join(groups)}: a run dir keeps the config it trained with, so an override sets "
+                              "one of its keys (e.g. evaluate.seed=1, evaluate.prompts=<file>), not a group option; "
+                              f"to compose another config, give its policy as a model dir: {path / rundir.MODEL_DIR}")
         if not (path / rundir.MODEL_DIR).is_dir():
             raise RlhfError(f"{path} is a run dir without a saved policy ({rundir.MODEL_DIR}/): it has not finished "
                             f"(status: {rundir.status(path)})")
@@ -130,12 +139,13 @@ def evaluate(run: Any, policy_dir: Path | str, out: Path) -> dict[str, Any]:
 
 
 def summary(block: dict[str, Any], out: Path) -> str:
-    lines = [f"{'metric':<28} {'mean':>10}  95% CI (over prompts)"]
+    width = max(len("generation/" + name) for name in block["metrics"]) + 2
+    lines = [f"{'metric':<{width}} {'mean':>10}  95% CI (over prompts)"]
     for name, value in block["metrics"].items():
         interval = block["intervals"].get(name, {})
         ci = (f"[{interval['ci_low']:.4g}, {interval['ci_high']:.4g}]" if interval.get("ci_low") is not None
               else "no interval")
-        lines.append(f"{'generation/' + name:<28} {value:>10.4g}  {ci}")
+        lines.append(f"{'generation/' + name:<{width}} {value:>10.4g}  {ci}")
     reference = block.get("reference", {})
     if reference:
         lines.append(f"reference: {reference['model']} (completions {reference.get('completions')})")

@@ -86,7 +86,7 @@ def check_reward_model(source: str) -> str | None:
     except (OSError, ValueError) as error:
         return f"{where}: {config} cannot be read: {error}"
     if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        return (f"{where}: {directory} is a {', '.join(architectures)}, not a sequence-classification model "
+        return (f"{where}: a {', '.join(architectures)}, not a sequence-classification model "
                 "(a reward model scores a text with one number: *ForSequenceClassification, num_labels=1)")
     return None
 
@@ -111,6 +111,23 @@ def prompt_file_columns(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     return list(pq.read_schema(path).names)
+
+
+# Keys that mean nothing when the stage is off: set while it is, they are a mistake to name.
+UNUSED_WHEN_OFF = (("judge", None), ("every_n_steps", 0), ("reference", None))
+
+
+def local_prompt_columns(evaluate: Any) -> list[str] | None:
+    """The columns of a local prompts file (None: the eval data or a hub dataset, known later)."""
+    if evaluate.prompts is None:
+        return None
+    path = Path(str(evaluate.prompts)).expanduser()
+    if not path.is_file() or path.suffix.lower() not in PROMPT_FILE_TYPES:
+        return None
+    try:
+        return prompt_file_columns(path)
+    except (OSError, ValueError):
+        return None
 
 
 def check_prompts(run: Any) -> list[str]:
@@ -148,11 +165,27 @@ def check_evaluate(run: Any) -> list[str]:
 
     evaluate = run.evaluate
     if not enabled(evaluate):
+        unused = [f"evaluate.{key}={getattr(evaluate, key)!r}" for key, default in UNUSED_WHEN_OFF
+                  if getattr(evaluate, key) != default]
+        if unused and evaluate.enabled is None:
+            return [f"{', '.join(unused)} set, but the generation eval stage does not run: it has no scorer. Set "
+                    "evaluate.reward_funcs=[module.function] or evaluate.reward_models=[...] (or "
+                    "evaluate.enabled=true for KL and length alone, with evaluate.win_rate=false)"]
         return []
     problems = []
+    functions = []
     for source in evaluate.reward_funcs:
         try:
-            load_reward_functions([source], run.code_path)
+            functions += load_reward_functions([source], run.code_path)
+        except RlhfError as error:
+            problems.append(f"evaluate.reward_funcs: {error}")
+    columns = local_prompt_columns(evaluate)
+    if columns is not None and functions and len(functions) == len(evaluate.reward_funcs):
+        from rlhf.usercode import check_reward_columns
+
+        try:
+            check_reward_columns(functions, list(evaluate.reward_funcs), columns,
+                                 data=f"the prompts file {evaluate.prompts}")
         except RlhfError as error:
             problems.append(f"evaluate.reward_funcs: {error}")
     problems += [p for p in map(check_reward_model, evaluate.reward_models) if p]

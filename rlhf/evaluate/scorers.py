@@ -27,21 +27,45 @@ class Scorer:
     tokenizer: Any = None
 
 
-def load(run: Any, columns: list[str]) -> list[Scorer]:
-    """Every scorer of `run.evaluate`, reward models loaded on the CPU (before the policy: a
-    scorer that cannot load fails the job before training, and holds no GPU memory during it)."""
+def load(run: Any, prompts: Any) -> list[Scorer]:
+    """Every scorer of `run.evaluate`, each tried before the policy loads: reward functions
+    called once on the first prompt, reward models loaded on the CPU (where they hold no GPU
+    memory while the policy trains). A scorer that fails, fails the job before training."""
     from rlhf.usercode import check_reward_columns, load_reward_functions
 
     scorers = []
     for name, kind, source in scorer_names(run.evaluate):
         if kind == "reward_function":
             (function,) = load_reward_functions([source], run.code_path)
-            check_reward_columns([function], [source], columns, data="the evaluate prompts")
-            scorers.append(Scorer(name, kind, source, function=function))
+            check_reward_columns([function], [source], list(prompts.rows[0]), data="each evaluate prompt row")
+            scorer = Scorer(name, kind, source, function=function)
+            trial(scorer, prompts)
+            scorers.append(scorer)
         else:
             model, tokenizer = load_reward_model(source, run)
             scorers.append(Scorer(name, kind, source, model=model, tokenizer=tokenizer))
     return scorers
+
+
+TRIAL_COMPLETION = "A"
+
+
+def trial(scorer: Scorer, prompts: Any) -> None:
+    """Call a reward function once, on the first prompt and a one-letter completion, so that one
+    that raises or returns the wrong shape says so now, not after training."""
+    from rlhf.evaluate.generate import Completion
+    from rlhf.errors import UserCodeError
+
+    sample = Completion(prompt_index=0, sample=0, ids=[], text=TRIAL_COMPLETION, finished=True)
+    try:
+        score(scorer, prompts, [sample], batch_size=1)
+    except UserCodeError as error:
+        raise UserCodeError(f"evaluate.reward_funcs: {error} (on a trial call before training)") from None
+    except Exception as error:  # the user's function raised: its message, and where it was called
+        raise UserCodeError(
+            f"evaluate.reward_funcs: {scorer.source!r} raised {type(error).__name__}: {error} on a trial call before "
+            f"training (the first prompt of {prompts.source}, completion {TRIAL_COMPLETION!r}); it must return one "
+            "number (or None) per completion for any completion text") from None
 
 
 def load_reward_model(source: str, run: Any) -> tuple[Any, Any]:

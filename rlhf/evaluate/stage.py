@@ -51,7 +51,7 @@ def prepare(run: Any, eval_data: Any, tokenizer: Any) -> Stage | None:
     if not enabled(run.evaluate):
         return None
     prompts = prompt_rows.load(run.evaluate, eval_data, tokenizer)
-    loaded = scoring.load(run, list(prompts.rows[0]))
+    loaded = scoring.load(run, prompts)
     log.info("generation eval: %d prompts from %s; scorers: %s", len(prompts.texts), prompts.source,
              ", ".join(s.name for s in loaded) or "none")
     return Stage(run, prompts, loaded, tokenizer)
