@@ -305,3 +305,48 @@ def test_the_stage_every_n_steps_writes_its_history(trained, tmp_path):
     assert final["step"] is None and final["reference"]["completions"] == "reused"
     assert final["metrics"]["reference/topic_reward"] == at_end_default["reference/topic_reward"]
     assert len(read_jsonl(run_dir / "completions.jsonl")) == 60
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory) -> Path:
+    """A sequence-classification model with one label on the tiny model's architecture and
+    tokenizer (random weights: what it scores is recomputed here, not assumed)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("rm") / "topic-rm"
+    config = AutoConfig.from_pretrained(TINY, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(TINY)
+    config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_a_reward_model_scores_each_completion_and_judges_the_win_rate(trained, reward_model, tmp_path):
+    out = tmp_path / "rm"
+    evaluate_cli(tmp_path, trained, f"evaluate.reward_models=[{reward_model}]", "evaluate.judge=rm_topic-rm",
+                 "evaluate.num_prompts=12", out=out)
+    block = generation(out / "metrics.json")
+    assert [s["name"] for s in block["scorers"]] == ["topic_reward", "rm_topic-rm"]
+    assert block["win_rate"]["judge"] == "rm_topic-rm"
+    rows = read_jsonl(out / "completions.jsonl")
+    assert len(rows) == 12
+    # Each score is the reward model's output on the prompt (its chat template) plus the completion.
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reward_model)
+    for row in rows[:4]:
+        for text, scores in ((row["completion"], row["scores"]), (row["reference_completion"], row["reference_scores"])):
+            rendered = tokenizer.apply_chat_template([*row["prompt"], {"role": "assistant", "content": text}],
+                                                     tokenize=False)
+            with torch.no_grad():
+                expected = model(**tokenizer(rendered, return_tensors="pt", add_special_tokens=False)).logits[0, 0]
+            assert scores["rm_topic-rm"] == pytest.approx(float(expected), abs=1e-4)
+        a, b = row["scores"]["rm_topic-rm"], row["reference_scores"]["rm_topic-rm"]
+        assert row["win"] == (1.0 if a > b else 0.5 if a == b else 0.0)
+    assert block["metrics"]["win_rate"] == pytest.approx(statistics.mean(r["win"] for r in rows))

@@ -43,3 +43,24 @@ def test_optuna_minimises_a_loss_objective(tmp_path):
     assert results["best_value"] == min(values.values())
     hydra_cfg = yaml.safe_load(next(sweep.glob("*/.hydra/hydra.yaml")).read_text())
     assert hydra_cfg["hydra"]["sweeper"]["direction"] == "minimize"
+
+
+def test_optuna_maximises_a_generation_score(tmp_path):
+    """Any figure of the generation eval stage can be the objective: the win rate against the
+    reference, read from each trial's generation block."""
+    sweep = tmp_path / "search"
+    run_cli("rlhf.train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1",
+            f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}", "objective.metric=generation/win_rate",
+            "method.beta=interval(0.05,0.5)", "method.max_steps=20", cwd=tmp_path)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    values = {}
+    for job in sweep.iterdir():
+        if (job / "metrics.json").is_file():
+            config = yaml.safe_load((job / "config.yaml").read_text())
+            values[config["method"]["beta"]] = json.loads((job / "metrics.json").read_text())["generation"][
+                "metrics"]["win_rate"]
+    assert len(values) == 2
+    assert results["best_value"] == max(values.values())
+    assert values[results["best_params"]["method.beta"]] == results["best_value"]
+    hydra_cfg = yaml.safe_load(next(sweep.glob("*/.hydra/hydra.yaml")).read_text())
+    assert hydra_cfg["hydra"]["sweeper"]["direction"] == "maximize"
