@@ -11,6 +11,8 @@ from rlhf.config.schema import GROUP_SCHEMAS, RunConfig
 
 GROUP_ORDER = ("method", "dataset", "model", "hardware", "peft", "logger")
 EXTRA_GROUPS = ("experiment",)  # selected with +experiment=<name>
+# Chosen by another group's option of the same name (conf/config.yaml: `optional evaluate: ${dataset}`).
+FOLLOWING_GROUPS = {"evaluate": "dataset"}
 
 USAGE = """\
 usage: python -m rlhf.{entry} [group=option ...] [key=value ...]
@@ -88,6 +90,8 @@ def render(conf_dir: Path, overrides: list[str], entry: str = "train") -> str:
         lines += _options_line(group, group_options(conf_dir, group))
     for group in EXTRA_GROUPS:
         lines += _options_line(group, group_options(conf_dir, group), f"   (+{group}=<name>)")
+    for group, leader in FOLLOWING_GROUPS.items():
+        lines += _options_line(group, group_options(conf_dir, group), f"   (follows {leader}=<the same name>)")
     lines.append("")
     method = cfg.get("method") or {}
     schemas = {"method": METHODS[method["kind"]].schema if method.get("kind") in METHODS else None,
