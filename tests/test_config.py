@@ -181,7 +181,8 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
 
 
 BAD_INPUTS = [
-    (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'", "dpo, dr_grpo, grpo, ipo, kto, orpo, simpo"]),
+    (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'",
+                       "dpo, dr_grpo, grpo, ipo, kto, online_dpo, orpo, rloo, simpo"]),
     (["model=qwen"], ["model=qwen is not an option", "qwen2.5-0.5b-instruct", "tiny"]),
     (["method.betta=0.1"], ["unknown key 'method.betta'", "did you mean 'beta'"]),
     (["method.beta=abc"], ["method.beta=abc is not a number (float)"]),
