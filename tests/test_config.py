@@ -209,6 +209,8 @@ BAD_INPUTS = [
     (["dataset=sample_intel", "dataset.val_set_size=1.5"], ["val_set_size=1.5 is neither a fraction"]),
     (["method.optimizer=paged_adamw_8bit"], ["runs on bitsandbytes, which is not installed"]),
     (["model.name_or_path=./no-model"], ["model.name_or_path=./no-model: no such directory"]),
+    (["method=rloo", "peft=lora", "peft.rl_adapter_ref_model=true"],
+     ["peft.rl_adapter_ref_model=true: rloo's trainer builds its reference itself", "adapter disabled"]),
     (["dataset.path=mine.jsonl", "dataset.type=chatml.intel"],
      ["dataset.path=mine.jsonl is your data, but dataset.eval still holds the embedded default's eval set",
       "'dataset.eval=[]' dataset.val_set_size=0.05"]),
