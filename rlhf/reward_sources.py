@@ -229,12 +229,12 @@ def load_reward_model(source: RewardSource, where: str, trust_remote_code: bool 
 
     fix = f"Give {where} a local reward model directory or a finished reward run dir"
     try:  # the tokenizer first: it is cheap, and a model without it cannot score
-        tokenizer = from_pretrained(AutoTokenizer, f"tokenizer of the reward model {where}={source.entry}",
+        tokenizer = from_pretrained(AutoTokenizer, f"tokenizer of the reward model {where}",
                                     source.target, fix, trust_remote_code=trust_remote_code)
     except (ValueError, TypeError, KeyError) as error:  # files present but not a tokenizer transformers reads
         raise RewardSourceError(f"{where}={source.entry!r}: the reward model's tokenizer cannot be loaded from "
                                 f"{source.target}: {error}") from None
-    model = from_pretrained(AutoModelForSequenceClassification, f"reward model {where}={source.entry}",
+    model = from_pretrained(AutoModelForSequenceClassification, f"reward model {where}",
                             source.target, fix, trust_remote_code=trust_remote_code)
     if model.config.num_labels != 1:
         raise RewardSourceError(f"{where}={source.entry!r} has {model.config.num_labels} labels; a reward model "

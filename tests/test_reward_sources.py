@@ -113,6 +113,16 @@ def test_a_tokenizer_that_does_not_load_is_named_when_the_job_starts(tmp_path, t
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before the trainer was built
 
 
+def test_a_hub_reward_model_that_cannot_be_fetched_is_named_when_the_job_starts(tmp_path):
+    proc = train(tmp_path, "method=rloo", "method.reward_funcs=[rlhf.rewards.topic_reward,someorg/absent-rm]",
+                 "evaluate.enabled=false", run_dir=tmp_path / "run", check=False)  # offline: HF_HUB_OFFLINE=1
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "method.reward_funcs[1] = someorg/absent-rm: reward model someorg/absent-rm from the hub" in out
+    assert "cannot load the tokenizer of the reward model method.reward_funcs[1] 'someorg/absent-rm'" in out
+    assert "Give method.reward_funcs[1] a local reward model directory or a finished reward run dir" in out
+
+
 def test_evaluate_reward_models_takes_models_only(reward_run_dir):
     from rlhf.errors import RlhfError
 
