@@ -2,11 +2,12 @@
 
 | method uses a reference? | adapter (peft)? | rl_adapter_ref_model | reference                             |
 |---|---|---|---|
-| no (ORPO, SimPO, GRPO with beta=0) | any | any | none                                       |
-| yes                      | yes            | false                | the policy with its adapter disabled   |
+| no (ORPO, SimPO, GRPO and RLOO with beta=0) | any | any | none                       |
+| yes (DPO, KTO, Online DPO, ...) | yes     | false                | the policy with its adapter disabled   |
 | yes                      | yes            | true                 | a separate frozen copy of the base     |
 | yes                      | no             | -                    | a separate frozen copy of the base     |
-| GRPO with beta > 0       | no             | -                    | TRL loads a copy from name_or_path     |
+| GRPO, RLOO with beta > 0 | yes            | false (true refused) | the policy with its adapter disabled (TRL's) |
+| GRPO, RLOO with beta > 0 | no             | -                    | TRL loads a copy from name_or_path     |
 | yes, precomputed         | any            | false                | none in memory: log-probs computed once |
 
 With method.precompute_ref_log_probs the reference log-probs are computed once, before
@@ -48,7 +49,7 @@ def choose(run: Any) -> Reference:
     if adapter and not run.peft.rl_adapter_ref_model:
         return Reference(ADAPTER_DISABLED, "the policy itself with its adapter disabled (peft="
                          f"{run.peft.adapter}; no second model in memory)")
-    if spec.reference_arg is None:  # a trainer that builds its own (GRPO with a KL term), no adapter
+    if spec.reference_arg is None:  # a trainer that builds its own (GRPO, RLOO with a KL term), no adapter
         return Reference(TRL_RELOAD, f"{run.method.kind} with beta={run.method.beta}: TRL loads a frozen copy of "
                          f"{run.model.name_or_path}")
     because = "peft.rl_adapter_ref_model=true" if adapter else "no adapter to disable"

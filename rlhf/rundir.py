@@ -28,14 +28,25 @@ from typing import Any
 
 from rlhf.naming import job_number
 
-SUCCESS = "SUCCESS"
-FAILED = "FAILED"
-CONFIG = "config.yaml"
-METRICS = "metrics.json"
-HISTORY = "log_history.jsonl"
-ENV = "env.json"
-MODEL_DIR = "model"
-CHECKPOINTS = "checkpoints"
+# The run dir's file names and status, from the leaf module that validation can reach too.
+from rlhf.run_files import (  # noqa: F401 (part of this module's API)
+    CHECKPOINTS,
+    CONFIG,
+    ENV,
+    FAILED,
+    FAILED_STATUS,
+    FINISHED,
+    HISTORY,
+    METRICS,
+    MODEL_DIR,
+    STATUSES,
+    SUCCESS,
+    UNFINISHED,
+    failure,
+    is_finished,
+    read_config,
+    status,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("rlhf", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "hydra-core",
@@ -84,12 +95,6 @@ def name_the_run(resolved: dict, hydra: Any, run_dir: Path) -> None:
     if logger.get("name") is None:
         overrides = [o for o in hydra.overrides.task if not o.lstrip("+~").startswith("hydra")]
         logger["name"] = ",".join(overrides) or run_dir.name
-
-
-def read_config(run_dir: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
 
 
 def package_versions() -> dict[str, str | None]:
@@ -179,28 +184,6 @@ def check_same_config(run_dir: Path, resolved: dict, only_if_resumable: bool = F
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise RlhfError(f"{run_dir} holds {state} of a different config ({shown}). Give this run its own "
                         "directory (hydra.run.dir=... or hydra.sweep.dir=...), or delete that one")
-
-
-def is_finished(run_dir: Path) -> bool:
-    return (Path(run_dir) / SUCCESS).is_file()
-
-
-FINISHED, FAILED_STATUS, UNFINISHED = "finished", "failed", "unfinished"
-STATUSES = (FINISHED, FAILED_STATUS, UNFINISHED)
-
-
-def status(run_dir: Path) -> str:
-    """finished (SUCCESS), failed (FAILED) or unfinished (neither: running, killed or preempted)."""
-    if is_finished(run_dir):
-        return FINISHED
-    return FAILED_STATUS if (Path(run_dir) / FAILED).is_file() else UNFINISHED
-
-
-def failure(run_dir: Path, first_line: bool = False) -> str:
-    """A failed job's error, or its first line ("" when it did not fail)."""
-    path = Path(run_dir) / FAILED
-    text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
-    return text.splitlines()[0] if first_line and text else text
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

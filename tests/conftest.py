@@ -74,6 +74,47 @@ def default_run(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+TINY_MODEL = REPO / "rlhf" / "assets" / "models" / "tiny-chatml"
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory) -> Path:
+    """A reward model as `method=reward` saves one: the tiny model's architecture as a
+    LlamaForSequenceClassification with one label (random head, seeded), its pad token set,
+    saved with the tiny tokenizer. Built here until a real reward run is cheap to train."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    directory = tmp_path_factory.mktemp("reward_model") / "rm"
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    config = AutoConfig.from_pretrained(TINY_MODEL, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def fake_run_dir(parent: Path, model: Path, kind: str, finished: bool = True) -> Path:
+    """A run dir as a finished (or unfinished) `method=<kind>` job leaves it: config.yaml,
+    model/ (a copy of `model`), SUCCESS."""
+    import shutil
+
+    run_dir = parent / f"{kind}_run{'' if finished else '_unfinished'}"
+    shutil.copytree(model, run_dir / "model")
+    (run_dir / "config.yaml").write_text(f"method:\n  kind: {kind}\nseed: 42\n")
+    if finished:
+        (run_dir / "SUCCESS").write_text("")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def reward_run_dir(tiny_reward_model, tmp_path_factory) -> Path:
+    """The run dir of a finished `method=reward` job holding the tiny reward model."""
+    from rlhf.methods.base import REWARD_MODEL_KIND
+
+    return fake_run_dir(tmp_path_factory.mktemp("runs"), tiny_reward_model, REWARD_MODEL_KIND)
+
+
 def _slurm_module():
     import importlib.util
 

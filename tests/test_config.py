@@ -181,7 +181,8 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
 
 
 BAD_INPUTS = [
-    (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'", "dpo, dr_grpo, grpo, ipo, kto, orpo, simpo"]),
+    (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'",
+                       "dpo, dr_grpo, grpo, ipo, kto, online_dpo, orpo, rloo, simpo"]),
     (["model=qwen"], ["model=qwen is not an option", "qwen2.5-0.5b-instruct", "tiny"]),
     (["method.betta=0.1"], ["unknown key 'method.betta'", "did you mean 'beta'"]),
     (["method.beta=abc"], ["method.beta=abc is not a number (float)"]),
@@ -208,6 +209,8 @@ BAD_INPUTS = [
     (["dataset=sample_intel", "dataset.val_set_size=1.5"], ["val_set_size=1.5 is neither a fraction"]),
     (["method.optimizer=paged_adamw_8bit"], ["runs on bitsandbytes, which is not installed"]),
     (["model.name_or_path=./no-model"], ["model.name_or_path=./no-model: no such directory"]),
+    (["method=rloo", "peft=lora", "peft.rl_adapter_ref_model=true"],
+     ["peft.rl_adapter_ref_model=true: rloo's trainer builds its reference itself", "adapter disabled"]),
     (["dataset.path=mine.jsonl", "dataset.type=chatml.intel"],
      ["dataset.path=mine.jsonl is your data, but dataset.eval still holds the embedded default's eval set",
       "'dataset.eval=[]' dataset.val_set_size=0.05"]),

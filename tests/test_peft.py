@@ -37,3 +37,15 @@ def test_a_lora_target_module_typo_names_the_model_layers(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "peft.target_modules: 'q_projj' matches no module of" in proc.stderr
     assert "did you mean 'q_proj'?" in proc.stderr and "its linear layers are down_proj, gate_proj" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["rloo", "online_dpo"])
+def test_lora_online_methods_compare_against_the_adapter_disabled_policy(tmp_path, method):
+    """RLOO (beta > 0: its trainer would otherwise build a copy) and Online DPO (the platform
+    would load one) hold one model: the reference is the policy with its adapter disabled."""
+    run_dir = tmp_path / method
+    train(tmp_path, f"method={method}", "peft=lora", "method.max_steps=2", "evaluate.enabled=false",
+          run_dir=run_dir)
+    metrics = _metrics(run_dir)
+    assert metrics["reference"]["kind"] == "adapter_disabled" and metrics["reference"]["models_in_memory"] == 1
+    assert (run_dir / "model" / "adapter_config.json").is_file()

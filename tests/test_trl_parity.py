@@ -42,6 +42,26 @@ CASES = {
              "trl:GRPOConfig", "trl:GRPOTrainer",
              dict(num_generations=4, max_completion_length=6, temperature=0.7, epsilon=0.3, beta=0.02,
                   scale_rewards="batch", loss_type="bnpo", per_device_train_batch_size=8)),
+    "rloo": (["method=rloo", "method.num_generations=4", "method.max_completion_length=6", "method.temperature=0.7",
+              "method.top_p=0.9", "method.beta=0.02", "method.epsilon=0.3", "method.normalize_advantages=true",
+              "method.reward_clip_range=[0.0,0.5]", "method.micro_batch_size=8"],
+             "trl:RLOOConfig", "trl:RLOOTrainer",
+             dict(num_generations=4, max_completion_length=6, temperature=0.7, top_p=0.9, beta=0.02, epsilon=0.3,
+                  normalize_advantages=True, reward_clip_range=(0.0, 0.5), per_device_train_batch_size=8)),
+    "online_dpo": (["method=online_dpo", "method.beta=0.3", "method.max_completion_length=6", "method.temperature=0.8",
+                   "method.top_k=20", "method.missing_eos_penalty=0.5", "method.micro_batch_size=8"],
+                   "trl.experimental.online_dpo:OnlineDPOConfig", "trl.experimental.online_dpo:OnlineDPOTrainer",
+                   dict(beta=0.3, max_new_tokens=6, temperature=0.8, top_k=20, missing_eos_penalty=0.5,
+                        per_device_train_batch_size=8, max_length=256)),
+}
+# Beyond the loss, the figures of the first step that show the same completions were sampled,
+# scored and weighed: RLOO's first loss is ~0 by construction (leave-one-out advantages sum to
+# zero in each group) and Online DPO's is log 2 (the policy is its reference), so their
+# gradient norm carries the parameters (beta, the loss, the advantages) that the loss cannot.
+SAME_FIGURES = {
+    "grpo": ("reward", "completions/mean_length"),
+    "rloo": ("reward", "kl", "completions/mean_length", "grad_norm"),
+    "online_dpo": ("objective/scores", "objective/scores_margin", "logps/chosen", "grad_norm"),
 }
 
 
@@ -62,7 +82,7 @@ def _direct_trl(method: str, run_dir, tmp_path) -> dict:
     kwargs = dict(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer)
     if method in ("dpo", "ipo", "kto"):
         kwargs["ref_model"] = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
-    if method == "grpo":
+    if method in SAME_FIGURES:  # the online methods, on the embedded task's reward
         from rlhf.rewards import topic_reward
 
         kwargs["reward_funcs"] = [topic_reward]
@@ -80,6 +100,5 @@ def test_first_loss_equals_trl_called_directly(method, tmp_path):
     platform = [h for h in read_history(run_dir) if "loss" in h][0]
     direct = _direct_trl(method, run_dir, tmp_path)
     assert platform["loss"] == pytest.approx(direct["loss"], rel=1e-6, abs=1e-7)
-    if method == "grpo":  # the same completions were sampled and scored
-        assert platform["reward"] == pytest.approx(direct["reward"], rel=1e-6)
-        assert platform["completions/mean_length"] == direct["completions/mean_length"]
+    for figure in SAME_FIGURES.get(method, ()):  # the same completions were sampled, scored and weighed
+        assert platform[figure] == pytest.approx(direct[figure], rel=1e-6, abs=1e-9), figure

@@ -53,6 +53,18 @@ def test_grpo_trl_config_gets_the_vllm_fields():
     assert colocate.spec.trl_kwargs(colocate.method, False)["vllm_mode"] == "colocate"
 
 
+@pytest.mark.parametrize("method", ["rloo", "online_dpo"])
+def test_each_online_method_gets_the_vllm_fields_its_trl_config_has(method):
+    from rlhf.process import import_object
+
+    run = validate(compose_job([f"method={method}", *GPU_GRPO[1:], "method.vllm_mode=colocate"]))
+    kwargs = {**run.spec.trl_kwargs(run.method, has_eval=False), **run.spec.run_trl(run)}
+    assert kwargs["use_vllm"] is True and kwargs["vllm_mode"] == "colocate"
+    assert kwargs["vllm_server_port"] == 8123 and kwargs["vllm_gpu_memory_utilization"] == 0.7
+    fields = {f.name for f in dataclasses.fields(import_object(run.spec.trl_config))}
+    assert set(kwargs) <= fields, set(kwargs) - fields
+
+
 def test_vllm_and_training_gpus_must_be_disjoint():
     with pytest.raises(ConfigError, match=r"GPUs \[1\] are in both hardware.train_gpus"):
         gpu_run("hardware.train_gpus=[0,1]")

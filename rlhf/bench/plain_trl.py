@@ -89,6 +89,24 @@ def main() -> None:
         args = Config(loss_type="grpo", beta=0.04, num_generations=8, max_completion_length=8, **common)
         data = datasets.load_dataset("json", data_files=asset_path("data/topics_prompts.train.jsonl"), split="train")
         kwargs = dict(train_dataset=data, reward_funcs=[topic_reward])
+    elif method == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+
+        from rlhf.rewards import topic_reward
+
+        common.update(warmup_steps=0.0, learning_rate=3e-3)
+        args = Config(beta=0.01, num_generations=8, max_completion_length=8, **common)
+        data = datasets.load_dataset("json", data_files=asset_path("data/topics_prompts.train.jsonl"), split="train")
+        kwargs = dict(train_dataset=data, reward_funcs=[topic_reward])
+    elif method == "online_dpo":
+        from trl.experimental.online_dpo import OnlineDPOConfig as Config, OnlineDPOTrainer as Trainer
+
+        from rlhf.rewards import topic_reward
+
+        common["warmup_steps"] = 0.0
+        args = Config(beta=0.1, max_new_tokens=8, temperature=0.5, max_length=256, **common)
+        data = datasets.load_dataset("json", data_files=asset_path("data/topics_prompts.train.jsonl"), split="train")
+        kwargs = dict(train_dataset=data, reward_funcs=[topic_reward])
     else:
         raise SystemExit(f"unknown method {method}")
 

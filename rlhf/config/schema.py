@@ -84,7 +84,7 @@ class HardwareConfig:
     distributed: str = knob("none", "multi-process strategy", choices=DISTRIBUTED)
     activation_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
     train_gpus: list[int] | None = knob(None, "GPU ids that train (None: all visible ones but vllm_gpus)")
-    vllm_gpus: list[int] | None = knob(None, "GPU ids the vLLM server uses (GRPO, vllm_mode=server)")
+    vllm_gpus: list[int] | None = knob(None, "GPU ids the vLLM server uses (online methods, vllm_mode=server)")
     dataloader_num_workers: int = knob(0, "data-loading worker processes per training process", ge=0)
     torch_threads: int = knob(0, "intra-op CPU threads per process (0: cpus_per_process)", ge=0)
     # Why: rlhf.process.keep_freed_memory (freed step tensors otherwise fault in again).
@@ -126,7 +126,8 @@ class LoggerConfig:
 
 @dataclass
 class VLLMConfig:
-    """The vLLM generation engine of GRPO (method.use_vllm): the server it talks to or runs."""
+    """The vLLM generation engine of the online methods (GRPO, RLOO, Online DPO; method.use_vllm):
+    the server it talks to or runs."""
 
     host: str = knob("127.0.0.1", "vLLM server host")
     port: int = knob(8000, "vLLM server port", ge=1, le=65535)
@@ -168,10 +169,11 @@ class EvaluateConfig:
                      ge=0)
     batch_size: int = knob(16, "prompts per generate call (part of what makes decoding repeatable)", ge=1)
     every_n_steps: int = knob(0, "also run the stage every N optimizer steps (0: only at the end)", ge=0)
-    reward_funcs: list[str] = knob(factory=list, help="reward functions scoring completions, module.function "
-                                                       "(as GRPO's)")
-    reward_models: list[str] = knob(factory=list, help="sequence-classification reward models: a model dir, a "
-                                                        "run dir or a hub id")
+    reward_funcs: list[str] = knob(factory=list, help="rewards scoring completions, as method.reward_funcs takes "
+                                                       "them: module.function, a reward model dir, a hub id or a "
+                                                       "finished reward run dir")
+    reward_models: list[str] = knob(factory=list, help="sequence-classification reward models only: a model "
+                                                        "dir, a finished reward run dir or a hub id")
     win_rate: bool = knob(True, "judge each completion against the reference policy's for the same prompt")
     judge: str | None = knob(None, "the scorer that judges the win rate (None: the first scorer)")
     kl: bool = knob(True, "estimate KL(policy || reference) on the policy's own completions")
@@ -189,7 +191,7 @@ class RunConfig:
     hardware: Any = MISSING
     peft: Any = MISSING
     logger: Any = MISSING
-    vllm: VLLMConfig = knob(factory=VLLMConfig, help="vLLM engine settings (GRPO with method.use_vllm)")
+    vllm: VLLMConfig = knob(factory=VLLMConfig, help="vLLM engine settings (online methods with method.use_vllm)")
     objective: ObjectiveConfig = knob(factory=ObjectiveConfig, help="what a sweeper optimises")
     evaluate: EvaluateConfig = knob(factory=EvaluateConfig, help="the generation eval stage: prompts, decoding, "
                                                                  "scorers")

@@ -1,5 +1,5 @@
 """What the config alone says about the generation eval stage, checked at validation (no torch):
-whether it runs, its scorers' names, that each scorer can load, that the prompts exist and
+whether it runs, its scorers' names, that each scorer can load (rlhf.reward_sources), that the prompts exist and
 have their column, and that a win rate has a judge."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlhf import reward_sources
 from rlhf.errors import RlhfError, did_you_mean, one_of
 
 PROMPT_FILE_TYPES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -37,10 +38,25 @@ def model_name(source: str) -> str:
     return "rm_" + (Path(str(source).rstrip("/")).name or str(source)).replace("/", "_")
 
 
+def scorer_entries(evaluate: Any) -> list[tuple[str, str, str, str, bool]]:
+    """(name in the results, kind, what the config says, where it says it, models only) of every
+    scorer, in config order. An entry of evaluate.reward_funcs takes any form a reward takes
+    (rlhf.reward_sources: a function, or a reward model as a dir, hub id or run dir);
+    evaluate.reward_models names reward models only."""
+    entries = []
+    for key, models_only in (("reward_funcs", False), ("reward_models", True)):
+        for index, source in enumerate(getattr(evaluate, key)):
+            where = f"evaluate.{key}[{index}]"
+            if not models_only and reward_sources.classify(source) == reward_sources.FUNCTION:
+                entries.append((function_name(source), "reward_function", source, where, models_only))
+            else:
+                entries.append((model_name(source), "reward_model", source, where, models_only))
+    return entries
+
+
 def scorer_names(evaluate: Any) -> list[tuple[str, str, str]]:
     """(name in the results, kind, what the config says) of every scorer, in config order."""
-    return ([(function_name(s), "reward_function", s) for s in evaluate.reward_funcs]
-            + [(model_name(s), "reward_model", s) for s in evaluate.reward_models])
+    return [(name, kind, source) for name, kind, source, _, _ in scorer_entries(evaluate)]
 
 
 def judge_name(evaluate: Any) -> str | None:
@@ -54,41 +70,8 @@ def judge_name(evaluate: Any) -> str | None:
     return None
 
 
-def reward_model_dir(source: str) -> Path | None:
-    """The model directory of a reward model given as a model dir or a run dir (its `model/`);
-    None for a hub id."""
-    path = Path(str(source)).expanduser()
-    if (path / "model" / "config.json").is_file() and (path / "config.yaml").is_file():
-        return path / "model"
-    if path.is_dir():
-        return path
-    return None
-
-
 def looks_like_path(source: str) -> bool:
     return str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
-
-
-def check_reward_model(source: str) -> str | None:
-    """Why a reward model given as a directory cannot load (None: it can, or it is a hub id,
-    checked when the job starts, before the policy loads)."""
-    where = f"evaluate.reward_models: {source}"
-    directory = reward_model_dir(source)
-    if directory is None:
-        if looks_like_path(source):
-            return f"{where}: no such directory (a reward model is a model dir, a run dir or a hub id org/name)"
-        return None
-    config = directory / "config.json"
-    if not config.is_file():
-        return f"{where}: {directory} has no config.json, so it is not a model directory"
-    try:
-        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError) as error:
-        return f"{where}: {config} cannot be read: {error}"
-    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        return (f"{where}: a {', '.join(architectures)}, not a sequence-classification model "
-                "(a reward model scores a text with one number: *ForSequenceClassification, num_labels=1)")
-    return None
 
 
 def prompt_file_columns(path: Path) -> list[str]:
@@ -161,8 +144,6 @@ def check_prompts(run: Any) -> list[str]:
 
 def check_evaluate(run: Any) -> list[str]:
     """Every problem of the stage's config, before any model loads."""
-    from rlhf.usercode import load_reward_functions
-
     evaluate = run.evaluate
     if not enabled(evaluate):
         unused = [f"evaluate.{key}={getattr(evaluate, key)!r}" for key, default in UNUSED_WHEN_OFF
@@ -172,23 +153,19 @@ def check_evaluate(run: Any) -> list[str]:
                     "evaluate.reward_funcs=[module.function] or evaluate.reward_models=[...] (or "
                     "evaluate.enabled=true for KL and length alone, with evaluate.win_rate=false)"]
         return []
-    problems = []
-    functions = []
-    for source in evaluate.reward_funcs:
-        try:
-            functions += load_reward_functions([source], run.code_path)
-        except RlhfError as error:
-            problems.append(f"evaluate.reward_funcs: {error}")
+    problems = (reward_sources.check(list(evaluate.reward_funcs), "evaluate.reward_funcs", run.code_path)
+                + reward_sources.check(list(evaluate.reward_models), "evaluate.reward_models", run.code_path,
+                                       models_only=True))
     columns = local_prompt_columns(evaluate)
-    if columns is not None and functions and len(functions) == len(evaluate.reward_funcs):
-        from rlhf.usercode import check_reward_columns
+    if columns is not None and not problems:  # a local prompts file: its columns are known now
+        from rlhf.usercode import check_reward_columns, load_reward_functions
 
+        functions = [e for e in evaluate.reward_funcs if reward_sources.classify(e) == reward_sources.FUNCTION]
         try:
-            check_reward_columns(functions, list(evaluate.reward_funcs), columns,
+            check_reward_columns(load_reward_functions(functions, run.code_path), functions, columns,
                                  data=f"the prompts file {evaluate.prompts}")
         except RlhfError as error:
             problems.append(f"evaluate.reward_funcs: {error}")
-    problems += [p for p in map(check_reward_model, evaluate.reward_models) if p]
     names = [name for name, _, _ in scorer_names(evaluate)]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

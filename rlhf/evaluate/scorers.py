@@ -2,8 +2,9 @@
 
 - a reward function (`module.function`, called as GRPO calls it: prompts, completions,
   completion_ids and every prompt-row column by keyword), named after the function;
-- a reward model (a `*ForSequenceClassification` with one label: a model dir, a run dir or a
-  hub id), named `rm_<last path component>`; it reads the prompt and completion through its
+- a reward model (a `*ForSequenceClassification` with one label: a model dir, a finished
+  reward-model run dir or a hub id, in evaluate.reward_funcs as in evaluate.reward_models),
+  named `rm_<last path component>`; it reads the prompt and completion through its
   own chat template when the prompt is a list of messages and it has one, else the rendered
   prompt followed by the completion.
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf.errors import RlhfError
-from rlhf.evaluate.checks import reward_model_dir, scorer_names
+from rlhf import reward_sources
+from rlhf.evaluate.checks import scorer_entries
 
 
 @dataclass
@@ -28,22 +29,23 @@ class Scorer:
 
 
 def load(run: Any, prompts: Any) -> list[Scorer]:
-    """Every scorer of `run.evaluate`, each tried before the policy loads: reward functions
-    called once on the first prompt, reward models loaded on the CPU (where they hold no GPU
-    memory while the policy trains). A scorer that fails, fails the job before training."""
-    from rlhf.usercode import check_reward_columns, load_reward_functions
+    """Every scorer of `run.evaluate`, reward models loaded on the CPU (before the policy: a
+    scorer that cannot load fails the job before training, and holds no GPU memory during it);
+    reward functions are called once on the first prompt (`trial`). Each entry is resolved as a
+    reward is everywhere (rlhf.reward_sources), which logs its form."""
+    from rlhf.usercode import check_reward_columns
 
     scorers = []
-    for name, kind, source in scorer_names(run.evaluate):
-        if kind == "reward_function":
-            (function,) = load_reward_functions([source], run.code_path)
-            check_reward_columns([function], [source], list(prompts.rows[0]), data="each evaluate prompt row")
-            scorer = Scorer(name, kind, source, function=function)
+    for name, kind, entry, where, models_only in scorer_entries(run.evaluate):
+        source = reward_sources.resolve(entry, where, run.code_path, models_only)
+        reward, tokenizer = reward_sources.load_one(source, where, run.code_path, run.model.trust_remote_code)
+        if source.is_model:
+            scorers.append(Scorer(name, kind, entry, model=reward, tokenizer=tokenizer))
+        else:
+            check_reward_columns([reward], [entry], list(prompts.rows[0]), data="each evaluate prompt row")
+            scorer = Scorer(name, kind, entry, function=reward)
             trial(scorer, prompts)
             scorers.append(scorer)
-        else:
-            model, tokenizer = load_reward_model(source, run)
-            scorers.append(Scorer(name, kind, source, model=model, tokenizer=tokenizer))
     return scorers
 
 
@@ -66,27 +68,6 @@ def trial(scorer: Scorer, prompts: Any) -> None:
             f"evaluate.reward_funcs: {scorer.source!r} raised {type(error).__name__}: {error} on a trial call before "
             f"training (the first prompt of {prompts.source}, completion {TRIAL_COMPLETION!r}); it must return one "
             "number (or None) per completion for any completion text") from None
-
-
-def load_reward_model(source: str, run: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from rlhf.models import from_pretrained
-
-    directory = reward_model_dir(source)
-    name = str(directory) if directory is not None else source
-    fix = "Give evaluate.reward_models a local model dir or run dir"
-    model = from_pretrained(AutoModelForSequenceClassification, "reward model", name, fix,
-                             trust_remote_code=run.model.trust_remote_code)
-    if model.config.num_labels != 1:
-        raise RlhfError(f"evaluate.reward_models: {source} has {model.config.num_labels} labels; a reward model "
-                        "scores a text with one number (num_labels=1)")
-    tokenizer = from_pretrained(AutoTokenizer, "reward model's tokenizer", name, fix)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer  # on the CPU until it scores (rlhf.evaluate.stage moves it)
 
 
 def score(scorer: Scorer, prompts: Any, completions: list[Any], batch_size: int) -> list[float]:

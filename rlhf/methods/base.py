@@ -43,6 +43,10 @@ EMBEDDED_BY_SHAPE = {
     PROMPTS: EmbeddedData("data/topics_prompts.train.jsonl", None),
 }
 
+# The method whose finished run dirs hold a reward model (`model/`: a sequence classifier with one
+# label). rlhf.reward_sources accepts such a run dir wherever a reward function goes.
+REWARD_MODEL_KIND = "reward"
+
 LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
