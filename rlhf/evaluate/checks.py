@@ -21,11 +21,21 @@ def flat(block: dict[str, Any] | None) -> dict[str, float]:
     return {PREFIX + k: v for k, v in ((block or {}).get("metrics") or {}).items()}
 
 
-def enabled(evaluate: Any) -> bool:
-    """The stage runs when asked to, or, left unset, when it has a scorer."""
+def enabled(run: Any) -> bool:
+    """The stage runs when asked to, or, left unset, when it has a scorer and the method trains
+    a model that generates (a reward model only scores: MethodSpec.generates)."""
+    evaluate = run.evaluate
     if evaluate.enabled is not None:
         return bool(evaluate.enabled)
-    return bool(evaluate.reward_funcs or evaluate.reward_models)
+    return run.spec.generates and bool(evaluate.reward_funcs or evaluate.reward_models)
+
+
+def not_generating(run: Any) -> str:
+    """Why the stage cannot run on what this method trains."""
+    return (f"evaluate: method {run.method.kind} trains a reward model (a sequence classifier that scores a text "
+            "with one number), which generates nothing, so the generation eval stage does not apply to it (left "
+            "unset, evaluate.enabled is off for this method). To judge a policy with this reward model, give its "
+            "run dir to the policy's run or to python -m rlhf.evaluate: evaluate.reward_models=[<reward run dir>]")
 
 
 def function_name(source: str) -> str:
@@ -147,8 +157,10 @@ def check_evaluate(run: Any) -> list[str]:
     from rlhf.usercode import load_reward_functions
 
     evaluate = run.evaluate
-    if not enabled(evaluate):
+    if not enabled(run):
         return []
+    if not run.spec.generates:
+        return [not_generating(run)]
     problems = []
     for source in evaluate.reward_funcs:
         try:
