@@ -12,6 +12,7 @@ from typing import Any
 
 from rlhf.config.schema import HardwareConfig, ModelConfig
 from rlhf.errors import RlhfError
+from rlhf.methods.base import CAUSAL_LM
 
 log = logging.getLogger("rlhf")
 
@@ -81,8 +82,26 @@ def model_kwargs(model: ModelConfig, hardware: HardwareConfig, quantized: bool =
     return kwargs
 
 
-def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", quantized: bool = False) -> Any:
+def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", quantized: bool = False,
+               head: str = CAUSAL_LM, pad_token_id: int | None = None, seed: int | None = None) -> Any:
+    """The checkpoint with the head a method trains (MethodSpec.model_head): its language-model
+    head, or a new one-label classification head that scores a text (a reward model; loaded
+    after seeding with `seed`, so the head's random init is the run's, as TRL's
+    RewardTrainer does; its `pad_token_id` lets it find each row's last token)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = model_kwargs(model, hardware, quantized)
-    return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
+    if head == CAUSAL_LM:
+        return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    if seed is not None:
+        set_seed(seed)
+    # A causal LM checkpoint has no score head (made here) and an lm_head (dropped): expected.
+    with suppress_seqcls_warning():
+        loaded = from_pretrained(AutoModelForSequenceClassification, what, model.name_or_path, CHECKPOINT_FIX,
+                                 num_labels=1, **kwargs)
+    if pad_token_id is not None:
+        loaded.config.pad_token_id = pad_token_id
+    return loaded

@@ -215,14 +215,47 @@ def settings_table(keys: list[str], stats: list[dict]) -> tuple[list[str], list[
     return header, body
 
 
+def _learning_value(row: dict) -> Any:
+    """A job's value of its own method's learning metric ("" when it has none)."""
+    return row["metrics"].get(row["method_metric"], "") if row["method_metric"] else ""
+
+
 def table(rows: list[dict], swept: list[str], metric: str | None) -> tuple[list[str], list[list[Any]]]:
+    """One line per job. When a job's method learns by another metric than the sweep's (a sweep
+    over methods, or one judged by its generations), each job's own learning metric too."""
     shown_metrics = [m for m in (metric, "eval_loss", "train_loss") if m]
     shown_metrics = list(dict.fromkeys(shown_metrics))
-    header = ["job", *swept, "status", *shown_metrics, "seconds", "error"]
+    learning = any(row["method_metric"] and row["method_metric"] != metric for row in rows)
+    header = ["job", *swept, "status", *shown_metrics, *(["learning_metric", "learning_value"] if learning else []),
+              "seconds", "error"]
     body = []
     for row in rows:
         body.append([row["job"], *(row["overrides"].get(k, "") for k in swept), row["status"],
-                     *(row["metrics"].get(m, "") for m in shown_metrics), row["seconds"] or "", row["error"]])
+                     *(row["metrics"].get(m, "") for m in shown_metrics),
+                     *([row["method_metric"] or "", _learning_value(row)] if learning else []),
+                     row["seconds"] or "", row["error"]])
+    return header, body
+
+
+def learning_table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list[Any]]] | None:
+    """Per setting, its method's own learning metric over its seeds (mean, 95% CI), for a sweep
+    whose methods learn by different metrics (None otherwise): each is judged on its own
+    figure, which the others do not have."""
+    if len({row["method_metric"] for row in rows if row["method_metric"]}) < 2:
+        return None
+    keys = [k for k in swept if k != SEED]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"].get(k, "") for k in keys), []).append(row)
+    header = [*keys, "learning metric", "n", "mean", "ci_low", "ci_high"]
+    body = []
+    for values, members in sorted(groups.items(), key=lambda item: [_order(v) for v in item[0]]):
+        names = sorted({r["method_metric"] for r in members if r["method_metric"]})
+        measured = [float(v) for v in (_learning_value(r) for r in members if r["status"] == rundir.FINISHED)
+                    if isinstance(v, (int, float)) and math.isfinite(v)]
+        figures = summarize(measured)
+        body.append([*values, ", ".join(names), figures["n"],
+                     *("" if figures[f] is None else figures[f] for f in ("mean", "ci_low", "ci_high"))])
     return header, body
 
 
@@ -384,9 +417,10 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
         jobs = [r for r in rows if r["job"] in sx["jobs"] and kl in r["metrics"] and reward in r["metrics"]]
         ax.plot([r["metrics"][kl] for r in jobs], [r["metrics"][reward] for r in jobs], linestyle="none",
                 marker=".", alpha=0.45, color=bars.lines[0].get_color(), label="_nolegend_")
-        points.append({"label": label, "kl": sx["mean"], "reward": sy["mean"], "kl_ci": [sx["ci_low"], sx["ci_high"]],
-                       "reward_ci": [sy["ci_low"], sy["ci_high"]],
-                       "seeds": [[r["metrics"][kl], r["metrics"][reward]] for r in jobs]})
+        # Keyword keys: the plotted axis "reward" is not the method of that name (tests/test_architecture.py).
+        points.append(dict(label=label, kl=sx["mean"], reward=sy["mean"], kl_ci=[sx["ci_low"], sx["ci_high"]],
+                           reward_ci=[sy["ci_low"], sy["ci_high"]],
+                           seeds=[[r["metrics"][kl], r["metrics"][reward]] for r in jobs]))
     baseline = [r["metrics"][PREFIX + "reference/" + reward[len(PREFIX):]] for r in rows
                 if PREFIX + "reference/" + reward[len(PREFIX):] in r["metrics"]]
     if baseline:
@@ -399,8 +433,8 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    plotted = {"reward": reward, "kl": kl, "points": points,
-               "reference": math.fsum(baseline) / len(baseline) if baseline else None}
+    plotted = dict(reward=reward, kl=kl, points=points,
+                   reference=math.fsum(baseline) / len(baseline) if baseline else None)
     _save_png(fig, path, plotted)
     return plotted
 
@@ -499,6 +533,12 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     elif (sweep_dir / "report_frontier.png").exists():
         (sweep_dir / "report_frontier.png").unlink()  # from an earlier report of jobs that since changed
     sections = ""
+    learning = learning_table(rows, swept)
+    if learning:
+        sections += ("\n## Learning metrics\n\nThe methods of this sweep learn by different metrics: each setting's "
+                     "own method's learning metric (metrics.json `metric`), the mean over its seeds and, with two or "
+                     "more seeds, the 95% CI of that mean (Student's t). Figures of different metrics are not "
+                     "compared.\n\n" + _markdown(*learning))
     if generation:
         g_header, g_body = generation
         sections += ("\n## Generations\n\nWhat each setting's policies generated for the evaluate prompts "

@@ -21,6 +21,7 @@ from typing import Any
 from rlhf import progress, reference, rundir
 from rlhf.config.validate import RunSpec, validate
 from rlhf.errors import RlhfError, did_you_mean
+from rlhf.methods.base import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from rlhf.process import import_object, start_process
 
 log = logging.getLogger("rlhf")
@@ -45,7 +46,8 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     data = prepare_data(run, tokenizer, run_config=config)
     judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
-    model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora")
+    model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora", head=run.spec.model_head,
+                       pad_token_id=tokenizer.pad_token_id, seed=run.seed)
     check_target_modules(run, model)
     ref = reference.load(run, reference.choose(run))
     log.info("reference model: %s", ref.why)
@@ -86,7 +88,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     held = models_in_memory()  # counted after training (same models), so the count costs no step time
 
     if trainer.is_world_process_zero():
-        trainer.save_model(str(run_dir / rundir.MODEL_DIR))
+        save_model(run, trainer, run_dir / rundir.MODEL_DIR)
         if judge is not None:
             metrics["generation"] = judge_final(run, judge, trainer, run_dir)
         metrics.update(
@@ -227,6 +229,11 @@ def history_writer(path: Path) -> Any:
     return HistoryWriter()
 
 
+# PEFT's task type for each model head (MethodSpec.model_head). SEQ_CLS also trains and saves
+# the new classification head in full (PEFT's modules_to_save), beside the adapter.
+LORA_TASK_TYPES = {CAUSAL_LM: "CAUSAL_LM", SEQUENCE_CLASSIFICATION: "SEQ_CLS"}
+
+
 def peft_config(run: RunSpec) -> Any:
     if run.peft.adapter == "none":
         return None
@@ -235,7 +242,30 @@ def peft_config(run: RunSpec) -> Any:
     target = run.peft.target_modules
     return LoraConfig(r=run.peft.r, lora_alpha=run.peft.alpha, lora_dropout=run.peft.dropout,
                       target_modules=target if isinstance(target, str) else list(target),
-                      bias=run.peft.bias, task_type="CAUSAL_LM")
+                      bias=run.peft.bias, task_type=LORA_TASK_TYPES[run.spec.model_head])
+
+
+ADAPTER_DIR = "adapter"
+
+
+def save_model(run: RunSpec, trainer: Any, model_dir: Path) -> None:
+    """The trained model and its tokenizer in `model_dir`, as the trainer saves them: full
+    weights, or the adapter alone (which loads as the causal LM it was trained on). A
+    classifier trained with an adapter is saved merged: PEFT's adapter of a new one-label head
+    does not load with `AutoModelForSequenceClassification.from_pretrained(model_dir)` (the
+    base checkpoint it names has no such head), a merged model does, anywhere a reward model
+    is read (evaluate.reward_models, an online method). The adapter itself (with the head)
+    goes to `model_dir/adapter`."""
+    if run.peft.adapter == "none" or run.spec.model_head == CAUSAL_LM:
+        trainer.save_model(str(model_dir))
+        return
+    trainer.save_model(str(model_dir / ADAPTER_DIR))
+    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    merged.save_pretrained(str(model_dir))
+    trainer.processing_class.save_pretrained(str(model_dir))
+    trainer.model = trainer.model_wrapped = merged
+    log.info("saved the model merged with its adapter in %s (the adapter alone: %s)", model_dir,
+             model_dir / ADAPTER_DIR)
 
 
 def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple[Any, dict | None]:

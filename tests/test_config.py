@@ -182,7 +182,7 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
 
 BAD_INPUTS = [
     (["method=dpoo"], ["method=dpoo is not an option", "did you mean 'dpo'",
-                       "dpo, dr_grpo, grpo, ipo, kto, online_dpo, orpo, rloo, simpo"]),
+                       "dpo, dr_grpo, grpo, ipo, kto, online_dpo, orpo, reward, rloo, simpo"]),
     (["model=qwen"], ["model=qwen is not an option", "qwen2.5-0.5b-instruct", "tiny"]),
     (["method.betta=0.1"], ["unknown key 'method.betta'", "did you mean 'beta'"]),
     (["method.beta=abc"], ["method.beta=abc is not a number (float)"]),
@@ -214,6 +214,13 @@ BAD_INPUTS = [
     (["dataset.path=mine.jsonl", "dataset.type=chatml.intel"],
      ["dataset.path=mine.jsonl is your data, but dataset.eval still holds the embedded default's eval set",
       "'dataset.eval=[]' dataset.val_set_size=0.05"]),
+    (["method=reward", "evaluate.enabled=true"],
+     ["evaluate: method reward trains a reward model", "the generation eval stage does not apply to it",
+      "evaluate.reward_models=[<reward run dir>]"]),
+    (["method=reward", "method.center_rewards_coefficient=-0.1"],
+     ["method.center_rewards_coefficient=-0.1 is out of range"]),
+    (["method=reward", "dataset.unpair=true"], ["dataset.unpair=true turns preference pairs into unpaired rows, "
+                                                "but reward does not train on unpaired rows"]),
 ]
 
 

@@ -336,12 +336,22 @@ def test_pairs_given_to_kto_suggest_unpairing(tmp_path):
     assert "field 'completion' is missing" in err and "add dataset.unpair=true" in err
 
 
-@pytest.mark.parametrize("type_name", ["chatml.intel", "null"])
-def test_unpaired_rows_given_to_a_pair_method_say_which_method_reads_them(tmp_path, type_name):
+@pytest.mark.parametrize("method,type_name", [("dpo", "chatml.intel"), ("dpo", "null"), ("reward", "chatml.intel")])
+def test_unpaired_rows_given_to_a_pair_method_say_which_method_reads_them(tmp_path, method, type_name):
     rows = json.dumps({"prompt": "p", "completion": "c", "label": True}) + "\n"
-    err = _bad(tmp_path, rows, "method=dpo", f"dataset.type={type_name}")
+    err = _bad(tmp_path, rows, f"method={method}", f"dataset.type={type_name}")
     assert "bad.jsonl:1:" in err and "This row is an unpaired row with a label" in err
     assert "not a preference pair: train it with method=kto and a type that reads it: chatml.prompt_pairs" in err
+
+
+def test_a_shipped_kto_sample_given_to_the_reward_model_is_one_message_naming_the_fitting_types(tmp_path):
+    proc = train(tmp_path, "method=reward", "dataset=sample_kto_argilla", run_dir=tmp_path / "run", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
+    assert ("field 'chosen_response' is missing: chatml.argilla needs instruction, chosen_response, "
+            "rejected_response; the row has completion, instruction, label") in proc.stderr
+    assert ("This row is an unpaired row with a label (what kto trains on), not a preference pair: train it with "
+            "method=kto and a type that reads it: chatml.argilla or llama3.argilla") in proc.stderr
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_kto_label_that_is_not_boolean(tmp_path):

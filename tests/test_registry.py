@@ -104,7 +104,7 @@ def test_presets_answer_to_their_method_and_unknown_names_list_the_known():
     with pytest.raises(ConfigError) as error:
         lookup("dpoo")
     assert "did you mean 'dpo'" in str(error.value) and "ipo" in str(error.value)
-    assert {"dpo", "ipo", "kto", "orpo", "simpo", "grpo", "bnpo", "dr_grpo", "dapo"} <= set(method_names())
+    assert {"dpo", "ipo", "kto", "orpo", "simpo", "grpo", "bnpo", "dr_grpo", "dapo", "reward"} <= set(method_names())
 
 
 def test_every_method_option_is_a_registered_name_and_every_name_has_an_option():
@@ -120,9 +120,25 @@ def test_the_default_dataset_follows_the_method_spec():
     from rlhf.config.validate import validate
     from rlhf.methods import lookup
 
-    for name in ("dpo", "ipo", "kto", "orpo", "simpo", "grpo", "dapo"):
+    for name in ("dpo", "ipo", "kto", "orpo", "simpo", "grpo", "dapo", "reward"):
         run = validate(compose_job([f"method={name}"]))
         data = lookup(name).embedded_data
         assert run.dataset.path.endswith(data.train) and run.dataset.type == data.type
         assert [s.path for s in run.dataset.eval] == ([str(REPO / "rlhf" / "assets" / data.eval)]
                                                       if data.eval else [])
+
+
+def test_the_model_head_follows_the_method_spec():
+    """The head the checkpoint is loaded with decides the LoRA task type and whether the
+    generation eval stage applies (the embedded data's scorers are set for both runs)."""
+    from rlhf.config.compose import compose_job
+    from rlhf.config.validate import validate
+    from rlhf.evaluate.checks import enabled
+    from rlhf.runner import peft_config
+
+    policy, reward = (validate(compose_job([f"method={m}", "peft=lora"])) for m in ("dpo", "reward"))
+    assert (policy.spec.model_head, policy.spec.generates) == ("causal_lm", True)
+    assert (reward.spec.model_head, reward.spec.generates) == ("sequence_classification", False)
+    assert reward.evaluate.reward_funcs == policy.evaluate.reward_funcs != []
+    assert enabled(policy) and not enabled(reward)
+    assert str(peft_config(policy).task_type) == "CAUSAL_LM" and str(peft_config(reward).task_type) == "SEQ_CLS"

@@ -53,3 +53,35 @@ def test_a_failing_job_of_a_sweep_is_logged_once_marked_failed_and_listed_at_the
         # as the job fails, and in the list of failures when the sweep ends
         assert output.count(message) == 2, output
         assert f"job {job.name} failed: DataError: {message}" in output
+
+
+def test_a_sweep_over_methods_reports_each_with_its_own_data_and_learning_metric(tmp_path):
+    """-m method=dpo,reward: each job trains on its method's embedded data (both preference
+    pairs), only the policy's generations are judged, and the report shows each job's own
+    learning metric, per job and per setting."""
+    import csv
+
+    sweep = tmp_path / "multirun"
+    run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}", "method=dpo,reward",
+            "method.max_steps=3", cwd=tmp_path)
+    jobs = {"dpo": job_dir(sweep, 0), "reward": job_dir(sweep, 1)}
+    learning = {"dpo": "eval_rewards/accuracies", "reward": "eval_accuracy"}
+    metrics = {}
+    for method, job in jobs.items():
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        assert config["method"]["kind"] == method
+        assert config["dataset"]["path"].endswith("topics_pairs.train.jsonl") and config["dataset"]["type"] == "chatml.intel"
+        metrics[method] = json.loads((job / "metrics.json").read_text())
+        assert metrics[method]["metric"] == learning[method] and 0 <= metrics[method]["metric_value"] <= 1
+        architecture = json.loads((job / "model" / "config.json").read_text())["architectures"]
+        assert architecture == [{"dpo": "LlamaForCausalLM", "reward": "LlamaForSequenceClassification"}[method]]
+    assert "generation" in metrics["dpo"] and "generation" not in metrics["reward"]
+    with open(sweep / "report.csv") as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    for method in jobs:
+        assert table[method]["learning_metric"] == learning[method]
+        assert float(table[method]["learning_value"]) == metrics[method]["metric_value"]
+    markdown = (sweep / "report.md").read_text()
+    assert "## Learning metrics" in markdown and "| method | learning metric | n | mean | ci_low | ci_high |" in markdown
+    assert f"| reward | eval_accuracy | 1 | {metrics['reward']['metric_value']:.4g} |" in markdown
+    assert f"| dpo | eval_rewards/accuracies | 1 | {metrics['dpo']['metric_value']:.4g} |" in markdown

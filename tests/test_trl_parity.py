@@ -36,6 +36,9 @@ CASES = {
               "trl.experimental.cpo:CPOTrainer",
               dict(loss_type="simpo", beta=2.5, simpo_gamma=0.7, cpo_alpha=0.0, max_length=256,
                    remove_unused_columns=False)),
+    "reward": (["method=reward", "method.center_rewards_coefficient=0.01", "method.disable_dropout=false"],
+               "trl:RewardConfig", "trl:RewardTrainer",
+               dict(center_rewards_coefficient=0.01, disable_dropout=False, max_length=256)),
     "grpo": (["method=grpo", "method.num_generations=4", "method.max_completion_length=6",
               "method.temperature=0.7", "method.epsilon=0.3", "method.beta=0.02", "method.scale_rewards=batch",
               "method.loss_type=bnpo", "method.micro_batch_size=8"],
@@ -77,8 +80,9 @@ def _direct_trl(method: str, run_dir, tmp_path) -> dict:
     train_rows = datasets.load_from_disk(metrics["data"]["path"] + "/train")
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(TINY)
-    model = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
     args = import_object(config_path)(output_dir=str(tmp_path / "direct"), **{**COMMON, **specific})
+    # The reward model as RewardTrainer makes it from a path: seeded, a one-label classifier.
+    model = TINY if method == "reward" else AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
     kwargs = dict(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer)
     if method in ("dpo", "ipo", "kto"):
         kwargs["ref_model"] = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)

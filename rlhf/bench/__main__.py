@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-METHODS = ("dpo", "kto", "orpo", "simpo", "grpo", "rloo", "online_dpo")
+METHODS = ("dpo", "kto", "orpo", "simpo", "reward", "grpo", "rloo", "online_dpo")
 CONTROL = "dpo"  # the method whose plain TRL script is also measured against itself
 
 

@@ -80,6 +80,16 @@ def main() -> None:
             return {"prompt": prompt, **answer}
 
         kwargs = dict(train_dataset=data.map(orpo_row, remove_columns=data.column_names))
+    elif method == "reward":
+        from transformers import AutoModelForSequenceClassification, set_seed
+        from trl import RewardConfig as Config, RewardTrainer as Trainer
+
+        common["learning_rate"] = 3e-4
+        args = Config(max_length=256, **common)
+        set_seed(42)  # the new score head's init, as RewardTrainer seeds it when it loads a path
+        model = AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        kwargs = dict(train_dataset=pairs("topics_pairs"))
     elif method == "grpo":
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 

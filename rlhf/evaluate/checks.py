@@ -22,11 +22,21 @@ def flat(block: dict[str, Any] | None) -> dict[str, float]:
     return {PREFIX + k: v for k, v in ((block or {}).get("metrics") or {}).items()}
 
 
-def enabled(evaluate: Any) -> bool:
-    """The stage runs when asked to, or, left unset, when it has a scorer."""
+def enabled(run: Any) -> bool:
+    """The stage runs when asked to, or, left unset, when it has a scorer and the method trains
+    a model that generates (a reward model only scores: MethodSpec.generates)."""
+    evaluate = run.evaluate
     if evaluate.enabled is not None:
         return bool(evaluate.enabled)
-    return bool(evaluate.reward_funcs or evaluate.reward_models)
+    return run.spec.generates and bool(evaluate.reward_funcs or evaluate.reward_models)
+
+
+def not_generating(run: Any) -> str:
+    """Why the stage cannot run on what this method trains."""
+    return (f"evaluate: method {run.method.kind} trains a reward model (a sequence classifier that scores a text "
+            "with one number), which generates nothing, so the generation eval stage does not apply to it (left "
+            "unset, evaluate.enabled is off for this method). To judge a policy with this reward model, give its "
+            "run dir to the policy's run or to python -m rlhf.evaluate: evaluate.reward_models=[<reward run dir>]")
 
 
 def function_name(source: str) -> str:
@@ -145,14 +155,16 @@ def check_prompts(run: Any) -> list[str]:
 def check_evaluate(run: Any) -> list[str]:
     """Every problem of the stage's config, before any model loads."""
     evaluate = run.evaluate
-    if not enabled(evaluate):
+    if not enabled(run):
         unused = [f"evaluate.{key}={getattr(evaluate, key)!r}" for key, default in UNUSED_WHEN_OFF
                   if getattr(evaluate, key) != default]
-        if unused and evaluate.enabled is None:
+        if unused and evaluate.enabled is None and run.spec.generates:
             return [f"{', '.join(unused)} set, but the generation eval stage does not run: it has no scorer. Set "
                     "evaluate.reward_funcs=[module.function] or evaluate.reward_models=[...] (or "
                     "evaluate.enabled=true for KL and length alone, with evaluate.win_rate=false)"]
         return []
+    if not run.spec.generates:
+        return [not_generating(run)]
     problems = (reward_sources.check(list(evaluate.reward_funcs), "evaluate.reward_funcs", run.code_path)
                 + reward_sources.check(list(evaluate.reward_models), "evaluate.reward_models", run.code_path,
                                        models_only=True))

@@ -48,7 +48,7 @@ def prepare(run: Any, eval_data: Any, tokenizer: Any) -> Stage | None:
     """The stage of this run (None when it does not run): its prompts read and its scorers
     loaded, so that a missing column or a scorer that cannot load stops the job before the
     policy loads."""
-    if not enabled(run.evaluate):
+    if not enabled(run):
         return None
     prompts = prompt_rows.load(run.evaluate, eval_data, tokenizer)
     loaded = scoring.load(run, prompts)

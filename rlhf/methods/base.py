@@ -24,6 +24,12 @@ PAIRS = "pairs"
 UNPAIRED = "unpaired"
 PROMPTS = "prompts"
 
+# The head the policy checkpoint is loaded with (MethodSpec.model_head): a language model that
+# generates, or a one-label sequence classifier that scores a text (a reward model).
+CAUSAL_LM = "causal_lm"
+SEQUENCE_CLASSIFICATION = "sequence_classification"
+MODEL_HEADS = (CAUSAL_LM, SEQUENCE_CLASSIFICATION)
+
 
 @dataclass(frozen=True)
 class EmbeddedData:
@@ -200,10 +206,20 @@ class MethodSpec:
     # that one is derived after training and never logged (GRPO's reward trend), in which case
     # the logged figure it is derived from. "" means `metric`.
     progress_metric: str = ""
+    # The head the checkpoint is loaded with (rlhf.models.load_model), which also decides the
+    # LoRA task type and whether the trained model generates (the generation eval stage).
+    model_head: str = CAUSAL_LM
 
     def __post_init__(self) -> None:
         if not self.progress_metric:
             object.__setattr__(self, "progress_metric", self.metric)
+        if self.model_head not in MODEL_HEADS:
+            raise ValueError(f"{self.kind}: model_head={self.model_head!r} is not one of {', '.join(MODEL_HEADS)}")
+
+    @property
+    def generates(self) -> bool:
+        """Whether the trained model generates text (a reward model only scores it)."""
+        return self.model_head == CAUSAL_LM
 
     @property
     def embedded_data(self) -> EmbeddedData:
