@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, SEQUENCE_CLASSIFICATION, MethodConfig, MethodSpec, register
+from rlhf.methods.base import PAIRS, REWARD_MODEL_KIND, SEQUENCE_CLASSIFICATION, MethodConfig, MethodSpec, register
 
 
 @dataclass
 class RewardMethod(MethodConfig):
-    kind: str = "reward"
+    kind: str = REWARD_MODEL_KIND  # the kind rlhf.reward_sources looks for in a reward run dir
     center_rewards_coefficient: float | None = knob(
         None, "weight of a penalty on the mean squared reward, pulling rewards towards zero "
               "(None: off; 0.01 in Eisenstein et al. 2023)", ge=0)
@@ -23,7 +23,7 @@ class RewardMethod(MethodConfig):
 
 
 SPEC = register(MethodSpec(
-    kind="reward",
+    kind=REWARD_MODEL_KIND,
     schema=RewardMethod,
     shape=PAIRS,
     trl_config="trl:RewardConfig",
