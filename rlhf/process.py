@@ -128,6 +128,12 @@ def start_process(run: Any) -> None:
     frozen_imports."""
     if _Started.run is run:
         return
+    import warnings
+
+    # TRL 1.16's unwrap_model_for_generation reads transformers' deprecated
+    # `is_gradient_checkpointing` at every generation (online methods, a reward model as the
+    # reward): the same FutureWarning, once per step, says nothing the user can act on.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     with frozen_imports():
         configure_process(run)
         import_object(run.spec.trl_config)
