@@ -214,6 +214,9 @@ def load_one(source: RewardSource, where: str, code_path: list[str] | tuple[str,
     from rlhf.usercode import load_reward_functions
 
     log.info("%s = %s: %s", where, source.entry, source.describe())
+    if source.form == RUN_DIR:  # trained here: scored on the text its rows had (RewardRun)
+        model, tokenizer = load_reward_model(source, where, trust_remote_code)
+        return RewardRun(model, tokenizer), None
     if source.is_model:
         return load_reward_model(source, where, trust_remote_code)
     (function,) = load_reward_functions([source.target], code_path)
@@ -247,3 +250,52 @@ def load_reward_model(source: RewardSource, where: str, trust_remote_code: bool 
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer
+
+
+class RewardRun:
+    """A reward model trained here (`method=reward`), called as a reward function, so that it
+    scores the text its pair rows had: the prompt rendered with the chat template and the
+    assistant's turn opened, then the completion as generated, its end-of-turn token included
+    (decoded from completion_ids with the reward model's tokenizer, which a reward run trained
+    from the policy's checkpoint shares).
+
+    Why not TRL's own path for a reward model: it renders the whole conversation with the chat
+    template, which puts text after the end-of-turn token (ChatML's newline), so the one-label
+    head reads its score at a position no training row ended at. Measured on the embedded task
+    (2026-12-05): scored that way, the trained model's scores correlate -0.24 with the task's
+    known reward over 120 completions, and RLOO against it drove the topic reward to 0; scored
+    as trained, +0.59."""
+
+    __name__ = "reward_run"
+    BATCH = 32
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model, self.tokenizer = model, tokenizer
+
+    def texts(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None) -> list[str]:
+        from rlhf.rewards import completion_text
+
+        out = []
+        for index, (prompt, completion) in enumerate(zip(prompts, completions)):
+            head = prompt if isinstance(prompt, str) else self.tokenizer.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=True)
+            ids = completion_ids[index] if completion_ids else None
+            tail = self.tokenizer.decode(ids, skip_special_tokens=False) if ids else completion_text(completion)
+            out.append(head + tail)
+        return out
+
+    def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
+                 **kwargs: Any) -> list[float]:
+        import torch
+
+        if torch.cuda.is_available() and next(self.model.parameters()).device.type == "cpu":
+            self.model.to(f"cuda:{torch.cuda.current_device()}")
+        device = next(self.model.parameters()).device
+        texts = self.texts(prompts, completions, completion_ids)
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.BATCH):
+                encoded = self.tokenizer(texts[start:start + self.BATCH], return_tensors="pt", padding=True,
+                                         padding_side="right", add_special_tokens=False).to(device)
+                scores += self.model(**encoded).logits[:, 0].float().tolist()
+        return scores

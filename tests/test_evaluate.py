@@ -226,7 +226,7 @@ BAD = {
         ["evaluate.reward_models", "/nonexistent/rm", "no such directory"]),
     "causal LM as reward model": (
         [f"evaluate.reward_models=[{TINY}]"],
-        ["evaluate.reward_models", str(TINY), "LlamaForCausalLM", "not a sequence-classification model"]),
+        ["evaluate.reward_models", str(TINY), "LlamaForCausalLM", "not a sequence classifier"]),
     "prompt column not in the prompts file": (
         ["evaluate.prompt_column=nosuch"],
         ["evaluate.prompt_column='nosuch'", f"not a column of {PROMPTS}", "its columns: {columns}"]),
@@ -274,7 +274,7 @@ def test_a_bad_stage_config_stops_evaluate_with_one_message_before_any_model_loa
     for overrides, expected in (
             (["evaluate.reward_funcs=[nosuchmodule.fn]"], ["evaluate.reward_funcs", "no module 'nosuchmodule'"]),
             (["evaluate.prompt_column=nosuch"], ["evaluate.prompt_column='nosuch'", prompt_columns()]),
-            ([f"evaluate.reward_models=[{TINY}]"], ["not a sequence-classification model"]),
+            ([f"evaluate.reward_models=[{TINY}]"], ["not a sequence classifier"]),
             (["evaluate.temperature=-1", "evaluate.top_p=0"], ["evaluate.temperature=-1", "evaluate.top_p=0"]),
             (["evaluate.enabled=false"], ["evaluate.enabled=false", "nothing to evaluate"])):
         message, _ = refused("rlhf.evaluate", where, *overrides, f"cache_dir={cache}", "--out", str(out),

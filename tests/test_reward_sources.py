@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from conftest import TINY_MODEL, fake_run_dir, read_history, run_cli, train
 
@@ -44,10 +45,22 @@ def test_a_reward_model_scores_with_its_own_tokenizer(reward_run_dir):
     sources = reward_sources.resolve_all(["rlhf.rewards.topic_reward", str(reward_run_dir)], "method.reward_funcs")
     rewards, tokenizers = reward_sources.load(sources, "method.reward_funcs")
     assert tokenizers[0] is None and callable(rewards[0])
-    model, tokenizer = rewards[1], tokenizers[1]
+    # A reward run comes back as a function that scores the text its pair rows had.
+    run = rewards[1]
+    assert isinstance(run, reward_sources.RewardRun) and tokenizers[1] is None
+    model, tokenizer = run.model, run.tokenizer
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 1
     assert tokenizer.name_or_path == str(reward_run_dir / "model")  # its own, not the policy's
     assert model.config.pad_token_id == tokenizer.pad_token_id is not None
+    prompt = [{"role": "user", "content": "Name a tool."}]
+    ids = tokenizer("rake", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    (text,) = run.texts([prompt], [[{"role": "assistant", "content": "rake"}]], [ids])
+    # As a pair row: the prompt with the assistant's turn opened, the answer, its end of turn, nothing after.
+    assert text == "<|im_start|>user\nName a tool.<|im_end|>\n<|im_start|>assistant\nrake<|im_end|>"
+    scores = run(prompts=[prompt], completions=[[{"role": "assistant", "content": "rake"}]], completion_ids=[ids])
+    with torch.no_grad():
+        direct = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0]
+    assert scores == [pytest.approx(float(direct), abs=1e-5)]
 
 
 def _broken_entries(tmp_path, tiny_reward_model):

@@ -39,7 +39,7 @@ def load(run: Any, prompts: Any) -> list[Scorer]:
     for name, kind, entry, where, models_only in scorer_entries(run.evaluate):
         source = reward_sources.resolve(entry, where, run.code_path, models_only)
         reward, tokenizer = reward_sources.load_one(source, where, run.code_path, run.model.trust_remote_code)
-        if source.is_model:
+        if tokenizer is not None:  # a reward model scored here (a reward run comes back as a function)
             scorers.append(Scorer(name, kind, entry, model=reward, tokenizer=tokenizer))
         else:
             check_reward_columns([reward], [entry], list(prompts.rows[0]), data="each evaluate prompt row")
