@@ -160,7 +160,8 @@ def test_a_finished_reward_run_trains_an_online_method(tmp_path, reward_run_dir,
     history = [h for h in read_history(run_dir) if "loss" in h]
     assert len(history) == 2
     if method != "online_dpo":  # GRPO and RLOO log each reward's mean under its name
-        assert all("rewards/topic_reward/mean" in h and "rewards/model/mean" in h for h in history), history[0]
+        # (a reward run is passed as a function scoring its rows' text: rlhf.reward_sources.RewardRun)
+        assert all("rewards/topic_reward/mean" in h and "rewards/reward_run/mean" in h for h in history), history[0]
 
 
 def test_the_generation_eval_scores_with_a_reward_run_given_as_a_reward_func(tmp_path, reward_run_dir):

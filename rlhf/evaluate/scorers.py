@@ -73,7 +73,7 @@ def trial(scorer: Scorer, prompts: Any) -> None:
 def score(scorer: Scorer, prompts: Any, completions: list[Any], batch_size: int) -> list[float]:
     """One score per completion (`prompts`: rlhf.evaluate.prompts.Prompts)."""
     rows = [prompts.rows[c.prompt_index] for c in completions]
-    if scorer.kind == "reward_function":
+    if scorer.function is not None:  # a reward function, or a reward run called as one
         if prompts.conversational:
             texts: list[Any] = [[{"role": "assistant", "content": c.text}] for c in completions]
         else:
