@@ -80,10 +80,6 @@ def judge_name(evaluate: Any) -> str | None:
     return None
 
 
-def looks_like_path(source: str) -> bool:
-    return str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
-
-
 def prompt_file_columns(path: Path) -> list[str]:
     """The columns of a local prompts file, read from its first row or header only."""
     suffix = path.suffix.lower()
@@ -136,7 +132,7 @@ def check_prompts(run: Any) -> list[str]:
                 "dataset.eval_split or dataset.val_set_size), or evaluate.enabled=false"]
     path = Path(str(evaluate.prompts)).expanduser()
     if not path.exists():
-        if looks_like_path(evaluate.prompts) or path.suffix.lower() in PROMPT_FILE_TYPES:
+        if reward_sources.looks_like_path(evaluate.prompts) or path.suffix.lower() in PROMPT_FILE_TYPES:
             return [f"evaluate.prompts={evaluate.prompts}: no such file"]
         return []  # a hub dataset id: its columns are checked when the job loads it
     if path.is_dir() or path.suffix.lower() not in PROMPT_FILE_TYPES:
@@ -197,7 +193,7 @@ def check_evaluate(run: Any) -> list[str]:
         problems.append(f"evaluate.every_n_steps={evaluate.every_n_steps} with hardware.distributed="
                         f"{run.hardware.distributed}: a sharded model cannot generate on one rank mid-training; "
                         "the stage still runs at the end, on the saved model (evaluate.every_n_steps=0)")
-    if evaluate.reference is not None and looks_like_path(evaluate.reference) \
+    if evaluate.reference is not None and reward_sources.looks_like_path(evaluate.reference) \
             and not Path(str(evaluate.reference)).expanduser().is_dir():
         problems.append(f"evaluate.reference={evaluate.reference}: no such directory")
     return problems + check_prompts(run)

@@ -127,8 +127,10 @@ class Stage:
         texts = self.prompts.texts
         policy_side = self.side(generate.sample(policy, self.tokenizer, texts, self.decoding))
         needs_reference = self.judge is not None or self.evaluate.kl
-        reference_side, cached = (self.side(self.reference_completions(reference)), self.last_cache) \
-            if needs_reference else (None, None)
+        reference_side, cached = None, None
+        if needs_reference:
+            completions, cached = self.reference_completions(reference)
+            reference_side = self.side(completions)
         kl = self.kl(policy, reference, policy_side.completions) if self.evaluate.kl else None
         wins = self.outcomes(policy_side, reference_side) if self.judge is not None else None
         block = self.block(policy_side, reference_side, kl, wins, cached, reference)
@@ -145,11 +147,10 @@ class Stage:
         scores = {s.name: scoring.score(s, self.prompts, completions, self.evaluate.batch_size) for s in self.scorers}
         return Side(completions, scores)
 
-    last_cache: dict[str, str] | None = None
-
-    def reference_completions(self, reference: Reference) -> list[Any]:
+    def reference_completions(self, reference: Reference) -> tuple[list[Any], dict[str, str]]:
         """The reference policy's completions, generated once per reference model, prompts and
-        decoding, and kept in the cache for every job that asks the same."""
+        decoding, and kept in the cache for every job that asks the same; and whether this call
+        computed or reused them, and where."""
         from importlib import metadata
 
         from rlhf.data.pipeline import tokenizer_fingerprint
@@ -175,8 +176,7 @@ class Stage:
                 os.replace(staging, path)
                 how = "computed"
         log.info("reference completions %s: %s", how, path)
-        self.last_cache = {"completions": how, "cache": str(path)}
-        return completions
+        return completions, {"completions": how, "cache": str(path)}
 
     def kl(self, policy: Any, reference: Reference, completions: list[Any]) -> list[float]:
         args = (self.tokenizer, self.prompts.texts, completions, self.evaluate.temperature, self.evaluate.batch_size)
