@@ -13,6 +13,7 @@ string-family dataset answer fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -205,6 +206,9 @@ def launch(task: Callable[[Any], Any]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     register_configs()
+    from rlhf import devices
+
+    devices.note_host_gpus(os.environ)  # a local_parallel sweep's jobs each take their slice
     add_code_dir(_config_path_arg(argv) or conf_dir())
     main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
     main()

@@ -41,8 +41,9 @@ def import_object(path: str) -> Any:
 def configure_process(run: Any) -> None:
     for key, value in PROCESS_ENV.items():
         os.environ.setdefault(key, value)
-    if run.hardware.train_gpus is not None:  # before torch sees the devices
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in run.hardware.train_gpus)
+    from rlhf import devices
+
+    gpus = devices.decide(run.hardware, os.environ)  # before torch sees the devices
     import torch
 
     if run.hardware.accelerator == "cuda" and not torch.cuda.is_available():
@@ -57,6 +58,9 @@ def configure_process(run: Any) -> None:
     if not logging.getLogger().handlers:  # run outside Hydra (a rank, a test): log to stderr
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     log.setLevel(logging.INFO)
+    if gpus is not None:
+        log.info("training GPUs %s%s (%s)", ",".join(gpus.train),
+                 f", vLLM server GPUs {','.join(gpus.vllm)}" if gpus.vllm else "", gpus.why)
     import transformers
 
     transformers.logging.set_verbosity_warning()

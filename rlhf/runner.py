@@ -118,9 +118,12 @@ def run_until_done(run_dir: Path, run: RunSpec | None = None) -> dict[str, Any]:
 
     run = run or validate(rundir.read_config(run_dir))
     start_process(run)  # before the callback below imports transformers
+    from rlhf.vllm_serve import server_for_job
+
     preemption = Preemption().install()
     try:
-        metrics = train(run_dir, callbacks=[preemption.callback()], run=run)
+        with server_for_job(run, run_dir):  # a job in vLLM server mode may run its own server
+            metrics = train(run_dir, callbacks=[preemption.callback()], run=run)
     finally:
         preemption.finish()  # a recorded signal requeues (submitit) or raises Preempted
     return metrics

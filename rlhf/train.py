@@ -13,6 +13,7 @@ command reports the failures at the end and exits non-zero.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,12 +34,13 @@ def train_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from rlhf import distributed, rundir
+    from rlhf import devices, distributed, rundir
     from rlhf.config.validate import validate
     from rlhf.preemption import Preempted
 
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
+    devices.note_sweep_job(os.environ, hydra.job.num)
     task = distributed.slurm_task()
     rank = task[0] if task else 0
     owns_run_dir = False  # a run dir holding another config's run must be left as it is

@@ -42,6 +42,34 @@ def check_hardware(run: Any) -> list[str]:
     return problems
 
 
+def check_gpus(run: Any) -> list[str]:
+    """hardware.train_gpus and vllm_gpus are positions among the job's hardware.gpus_per_node GPUs
+    (rlhf.devices), and every training process of a node gets one GPU of its own."""
+    hardware = run.hardware
+    if hardware.accelerator != "cuda":
+        return []
+    problems = []
+    for key in ("train_gpus", "vllm_gpus"):
+        ids = getattr(hardware, key)
+        outside = [i for i in (ids or []) if not 0 <= i < hardware.gpus_per_node]
+        if outside:
+            problems.append(f"hardware.{key}={list(ids)}: position(s) {outside} are outside the job's "
+                            f"hardware.gpus_per_node={hardware.gpus_per_node} GPUs (0 to {hardware.gpus_per_node - 1})")
+    if problems:
+        return problems
+    if hardware.train_gpus is not None:
+        training = len(hardware.train_gpus)
+        why = f"hardware.train_gpus={list(hardware.train_gpus)}"
+    else:
+        training = hardware.gpus_per_node - len(set(hardware.vllm_gpus or []))
+        why = f"hardware.gpus_per_node={hardware.gpus_per_node}" + (
+            f" minus hardware.vllm_gpus={list(hardware.vllm_gpus)}" if hardware.vllm_gpus else "")
+    if training < hardware.processes_per_node:
+        problems.append(f"hardware.processes_per_node={hardware.processes_per_node} training processes need a GPU "
+                        f"each, and {why} leaves {training}: lower processes_per_node or give more GPUs")
+    return problems
+
+
 def check_peft(run: Any) -> list[str]:
     peft = run.peft
     problems = []
@@ -156,7 +184,7 @@ def check_model_files(run: Any) -> list[str]:
     return problems
 
 
-RUN_CHECKS = (check_hardware, check_peft, check_optimizer, check_model_files, check_dataset_types,
+RUN_CHECKS = (check_hardware, check_gpus, check_peft, check_optimizer, check_model_files, check_dataset_types,
               check_dataset_files, check_eval_data)
 
 

@@ -133,7 +133,9 @@ class VLLMConfig:
     port: int = knob(8000, "vLLM server port", ge=1, le=65535)
     group_port: int = knob(51216, "port of the weight-sync process group", ge=1, le=65535)
     tensor_parallel_size: int = knob(1, "GPUs per model replica", ge=1)
-    gpu_memory_utilization: float = knob(0.9, "fraction of each vLLM GPU's memory vLLM may use", gt=0, le=1)
+    gpu_memory_utilization: float | None = knob(
+        None, "fraction of each vLLM GPU's memory vLLM may use (None: 0.9 for a server, which has its GPUs to "
+              "itself; 0.3 colocated, TRL's default, where training shares the GPU)", gt=0, le=1)
     dtype: str = knob("auto", "weights dtype in vLLM", choices=("auto", "float16", "bfloat16", "float32"))
     max_model_len: int | None = knob(None, "context length vLLM reserves KV cache for", ge=1)
     server_timeout: float = knob(240.0, "seconds to wait for the server to answer its health check", gt=0)

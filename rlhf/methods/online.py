@@ -96,6 +96,15 @@ def check_group(run: Any) -> list[str]:
     return problems
 
 
+# vLLM's share of each GPU's memory when vllm.gpu_memory_utilization is None: a server has its
+# GPUs to itself; colocated, vLLM shares the training GPU (TRL's own colocate default, 0.3).
+MEMORY_SHARE = {"server": 0.9, "colocate": 0.3}
+
+
+def memory_share(vllm: Any, mode: str) -> float:
+    return vllm.gpu_memory_utilization if vllm.gpu_memory_utilization is not None else MEMORY_SHARE[mode]
+
+
 def vllm_trl_kwargs(run: Any, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The root `vllm` block as the TRL config's vllm_* fields (read only when use_vllm is set);
     `fields` keeps those a trainer's config has."""
@@ -106,7 +115,7 @@ def vllm_trl_kwargs(run: Any, fields: tuple[str, ...] | None = None) -> dict[str
         "vllm_group_port": vllm.group_port,
         "vllm_server_timeout": vllm.server_timeout,
         "vllm_tensor_parallel_size": vllm.tensor_parallel_size,
-        "vllm_gpu_memory_utilization": vllm.gpu_memory_utilization,
+        "vllm_gpu_memory_utilization": memory_share(vllm, getattr(run.method, "vllm_mode", "server")),
         "vllm_max_model_length": vllm.max_model_len,
     }
     return kwargs if fields is None else {k: v for k, v in kwargs.items() if k in fields}
