@@ -63,34 +63,72 @@ def load_tokenizer(model: ModelConfig) -> Any:
     return tokenizer
 
 
-def model_kwargs(model: ModelConfig, hardware: HardwareConfig, quantized: bool = False) -> dict[str, Any]:
+# Why auto becomes float32 for a model whose weights all train (see weights_dtype).
+FULL_WEIGHTS_FP32 = ("every weight trains: float32 weights, as TRL loads the models it trains; "
+                     "hardware.precision=bf16/fp16 autocasts the compute")
+
+
+def weights_dtype(model: ModelConfig, adapter: str | None) -> tuple[str, str]:
+    """The dtype the checkpoint loads in, and why. model.dtype=auto keeps the checkpoint's own
+    dtype (bf16 for most hub models) where the weights stay frozen (a LoRA/QLoRA base, a model
+    only read); where they all train it is float32: AdamW updating bf16 weights in place rounds
+    most updates at learning rates like 5e-7 to nothing (FSDP2 and DeepSpeed keep fp32 masters
+    of bf16 weights; a single GPU or plain DDP has none). `adapter` None: loaded to be read."""
+    if model.dtype != "auto":
+        return model.dtype, f"model.dtype={model.dtype}"
+    if adapter == "none":
+        return "float32", FULL_WEIGHTS_FP32
+    return "auto", "the checkpoint's own dtype (model.dtype=auto)"
+
+
+# Strategies that shard a model's weights over the ranks: a 4-bit model must then keep its
+# packed weights in a float dtype the strategy can flatten and shard, and no device_map.
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero3")
+
+
+def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | None = None,
+                 environ: Any = None) -> dict[str, Any]:
+    """from_pretrained's arguments for `model`, trained with `adapter` (None: only read)."""
+    import os
+
     import torch
 
+    environ = os.environ if environ is None else environ
     kwargs: dict[str, Any] = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
-    if model.dtype != "auto":
-        kwargs["dtype"] = getattr(torch, _TORCH_DTYPES[model.dtype])
-    else:
-        kwargs["dtype"] = "auto"
+    dtype, _ = weights_dtype(model, adapter)
+    kwargs["dtype"] = "auto" if dtype == "auto" else getattr(torch, _TORCH_DTYPES[dtype])
     if model.attn_implementation is not None:
         kwargs["attn_implementation"] = model.attn_implementation
-    if quantized:  # QLoRA: NF4 weights, bf16 compute (validation made sure CUDA and bitsandbytes exist)
+    if adapter == "qlora":  # NF4 weights, bf16 compute (validation made sure CUDA and bitsandbytes exist)
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+        quantization: dict[str, Any] = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        if hardware.distributed in SHARDED_STRATEGIES:
+            # Packed 4-bit weights stored as bf16 can be flattened and sharded like the rest;
+            # the unquantized parts load in the same dtype. The strategy places the shards.
+            quantization["bnb_4bit_quant_storage"] = torch.bfloat16
+            kwargs["dtype"] = torch.bfloat16
+        else:
+            # bitsandbytes puts a 4-bit model on the GPU it is loaded on: this rank's own
+            # (devices restricted CUDA_VISIBLE_DEVICES to the node's training GPUs), not GPU 0.
+            kwargs["device_map"] = {"": int(environ.get("LOCAL_RANK", "0"))}
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
     return kwargs
 
 
-def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", quantized: bool = False,
+def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", adapter: str | None = None,
                head: str = CAUSAL_LM, pad_token_id: int | None = None, seed: int | None = None) -> Any:
     """The checkpoint with the head a method trains (MethodSpec.model_head): its language-model
     head, or a new one-label classification head that scores a text (a reward model; loaded
     after seeding with `seed`, so the head's random init is the run's, as TRL's
-    RewardTrainer does; its `pad_token_id` lets it find each row's last token)."""
+    RewardTrainer does; its `pad_token_id` lets it find each row's last token). `adapter` is
+    peft.adapter of the run that trains it (None: a model only read): see model_kwargs."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = model_kwargs(model, hardware, quantized)
+    kwargs = model_kwargs(model, hardware, adapter)
+    if adapter is not None:
+        log.info("%s: %s weights (%s)", what, *weights_dtype(model, adapter))
     if head == CAUSAL_LM:
         return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
     from transformers import AutoModelForSequenceClassification, set_seed

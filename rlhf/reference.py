@@ -62,8 +62,7 @@ def load(run: Any, reference: Reference) -> Reference:
 
         # TRL would reload model.config._name_or_path itself; loading here, with the policy's
         # dtype and attention settings, makes the copy explicit and identical.
-        reference.model = load_model(run.model, run.hardware, "reference model",
-                                     quantized=run.peft.adapter == "qlora")
+        reference.model = load_model(run.model, run.hardware, "reference model", adapter=run.peft.adapter)
     if reference.kind == SEPARATE_COPY and getattr(run.method, "precompute_ref_log_probs", False):
         reference.why += "; its log-probs are computed once before training, then it is released"
     return reference

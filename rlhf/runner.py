@@ -46,7 +46,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     data = prepare_data(run, tokenizer, run_config=config)
     judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
-    model = load_model(run.model, run.hardware, quantized=run.peft.adapter == "qlora", head=run.spec.model_head,
+    model = load_model(run.model, run.hardware, adapter=run.peft.adapter, head=run.spec.model_head,
                        pad_token_id=tokenizer.pad_token_id, seed=run.seed)
     check_target_modules(run, model)
     ref = reference.load(run, reference.choose(run))
@@ -213,7 +213,36 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
         logging_first_step=True,
         disable_tqdm=not sys.stderr.isatty(),
     )
-    return import_object(run.spec.trl_config)(**kwargs)
+    config_class = import_object(run.spec.trl_config)
+    kwargs.update(reload_kwargs(run, config_class))
+    return config_class(**kwargs)
+
+
+def reload_kwargs(run: RunSpec, config_class: type) -> dict[str, Any]:
+    """What TRL needs to load the policy's checkpoint again itself (the reference GRPO and RLOO
+    build with beta > 0 and no adapter; DPO's precompute under FSDP): it reloads
+    `model.config._name_or_path` with `args.model_init_kwargs` and `args.trust_remote_code`,
+    so without these it reads the hub's main revision, or refuses remote code the policy ran."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    kwargs: dict[str, Any] = {}
+    if "trust_remote_code" in fields:
+        kwargs["trust_remote_code"] = run.model.trust_remote_code
+    if "model_init_kwargs" in fields and run.model.revision is not None:
+        kwargs["model_init_kwargs"] = {"revision": run.model.revision}
+    return kwargs
+
+
+class ReloadOnlyKwargs(logging.Filter):
+    """TRL warns that `model_init_kwargs` are ignored when the model is passed loaded; they are
+    not: its reference reload reads them (reload_kwargs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`model_init_kwargs` will be ignored" not in record.getMessage()
+
+
+RELOAD_ONLY = ReloadOnlyKwargs()
 
 
 def history_writer(path: Path) -> Any:
@@ -276,12 +305,12 @@ def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple
     through the shared store (rlhf.shared_reference). Returns, per split, whether they were
     computed or reused (None when the store is not used)."""
     trainer_class = import_object(run.spec.trl_trainer)
+    logging.getLogger(trainer_class.__module__).addFilter(RELOAD_ONLY)
     if not (run.spec.shares_reference_logps and getattr(run.method, "precompute_ref_log_probs", False)):
         return trainer_class(**kwargs), None
     from rlhf import shared_reference
 
-    return shared_reference.build_trainer(trainer_class, kwargs, data_dir, run.method.max_length,
-                                          run.hardware.world_size)
+    return shared_reference.build_trainer(trainer_class, kwargs, data_dir, run.hardware.world_size)
 
 
 def final_metrics(run: RunSpec, trainer: Any, train_result: Any, has_eval: bool,
