@@ -90,7 +90,7 @@ def sharing_trainer(trainer_class: type, data_dir: Path) -> type:
             result = super()._precompute_ref_logps(dataset, name, batch_size)
             self.shared_reference[name] = "computed"
             if self.accelerator.is_main_process:
-                staging = store / f".{key}.{os.getpid()}"
+                staging = store / f".{path.name}.{os.getpid()}"
                 shutil.rmtree(staging, ignore_errors=True)
                 result.select_columns(list(COLUMNS)).flatten_indices().save_to_disk(str(staging))
                 shutil.rmtree(path, ignore_errors=True)

@@ -40,7 +40,8 @@ def train_job(cfg: DictConfig) -> float | None:
 
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
-    devices.note_sweep_job(os.environ, hydra.job.num)
+    if hydra.mode == RunMode.MULTIRUN:  # a single run has no job number
+        devices.note_sweep_job(os.environ, hydra.job.num)
     task = distributed.slurm_task()
     rank = task[0] if task else 0
     owns_run_dir = False  # a run dir holding another config's run must be left as it is

@@ -151,7 +151,9 @@ def test_a_run_that_chooses_no_optimizer_gets_the_one_plain_trl_gets(method):
 
 
 def test_print_config_and_help_import_neither_torch_nor_trl(tmp_path):
-    for args in (["--cfg", "job"], ["--help"], ["method.beta=-1"]):
+    # A GPU config with QLoRA too: its checks (driver, bitsandbytes) must not initialise CUDA
+    # before the job restricts CUDA_VISIBLE_DEVICES (rlhf.devices), so torch stays unimported.
+    for args in (["--cfg", "job"], ["--help"], ["method.beta=-1"], ["hardware=gpu", "peft=qlora"]):
         proc = _importtime(tmp_path, args)
         imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
                     if line.startswith("import time:")}
