@@ -81,7 +81,8 @@ def deepspeed_reads(config: dict) -> Any:
         if isinstance(value, dict):
             dumped = read.model_dump(by_alias=True)
             for inner, inner_value in value.items():
-                assert dumped.get(inner) == inner_value, f"{key}.{inner}={inner_value!r}: DeepSpeed read {dumped.get(inner)!r}"
+                read_inner = dumped.get(inner)
+                assert read_inner == inner_value, f"{key}.{inner}={inner_value!r}: DeepSpeed read {read_inner!r}"
         else:
             assert read == value, f"{key}={value!r}: DeepSpeed read {read!r}"
     return parsed
