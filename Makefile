@@ -14,7 +14,7 @@ EXTRAS ?= dev,wandb,slurm,sweep
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv train test bench clean
+.PHONY: venv train test bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m rlhf.bench
+
+# On a GPU host: every GPU path of the platform on a model it builds (python -m rlhf.gpu_check;
+# ARGS="--list" prints the plan, ARGS="--only fsdp,zero3" runs some).
+gpu-check: $(STAMP)
+	$(PY) -m rlhf.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

@@ -85,6 +85,10 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if trainer.control.should_training_stop and trainer.state.global_step < trainer.state.max_steps:
         return {"stopped_at_step": trainer.state.global_step}  # preempted: saved, not finished
     metrics = final_metrics(run, trainer, train_result, has_eval, totals.metrics(train_result))
+    if run.hardware.accelerator == "cuda":  # this rank's peak (training and final eval), for rlhf.gpu_check
+        import torch
+
+        metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     held = models_in_memory()  # counted after training (same models), so the count costs no step time
 
     if trainer.is_world_process_zero():

@@ -242,4 +242,22 @@ def check_machine(run: Any) -> list[str]:
             "with hydra/launcher=slurm"]
 
 
-MACHINE_CHECKS = (check_machine,)
+# The install hint of the DeepSpeed strategies (setup.cfg's `deepspeed` extra).
+DEEPSPEED_EXTRA = "pip install -e '.[deepspeed]'"
+
+
+def check_deepspeed(run: Any) -> list[str]:
+    """A DeepSpeed strategy has DeepSpeed installed where the job trains. The Trainer imports it
+    only when it builds its arguments, after the models have loaded, on every rank: missing, it
+    is this one message before anything starts. Found without importing it (as bitsandbytes
+    is for peft=qlora). One process uses no strategy (rlhf.distributed.trl_kwargs), so needs none."""
+    strategy = run.hardware.distributed
+    if not strategy.startswith("deepspeed") or run.hardware.world_size < 2:
+        return []
+    if importlib.util.find_spec("deepspeed") is not None:
+        return []
+    return [f"hardware.distributed={strategy} trains with DeepSpeed, which is not installed here: "
+            f"{DEEPSPEED_EXTRA} (on the machine that trains), or use hardware.distributed=fsdp"]
+
+
+MACHINE_CHECKS = (check_machine, check_deepspeed)
