@@ -44,6 +44,17 @@ def configure_process(run: Any) -> None:
     from rlhf import devices
 
     gpus = devices.decide(run.hardware, os.environ)  # before torch sees the devices
+    if run.hardware.accelerator == "cpu":
+        # accelerate imports DeepSpeed when it is installed (dev extra), which then warns on
+        # every process that it found no GPU; on a CPU job that is the point.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    else:
+        from rlhf.config.checks import check_deepspeed
+
+        # The launching process checks this where the jobs train there; a SLURM job's node may
+        # have another environment: one message before any model loads, not an ImportError per rank.
+        for problem in check_deepspeed(run):
+            raise RlhfError(problem)
     import torch
 
     if run.hardware.accelerator == "cuda" and not torch.cuda.is_available():
