@@ -34,16 +34,33 @@ DEEPSPEED_AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulati
 
 
 def trl_kwargs(hardware: Any) -> dict[str, Any]:
-    """The Trainer settings of the multi-process strategy."""
+    """The Trainer settings of the multi-process strategy, activation checkpointing included
+    (FSDP does it itself). One code path for GPU and CPU: only the backend differs."""
+    checkpointing = hardware.activation_checkpointing
+    kwargs: dict[str, Any] = {"activation_checkpointing": checkpointing}
     if hardware.world_size == 1:
-        return {}
-    kwargs: dict[str, Any] = {"ddp_backend": "gloo" if hardware.accelerator == "cpu" else "nccl"}
+        return kwargs
+    kwargs["ddp_backend"] = "gloo" if hardware.accelerator == "cpu" else "nccl"
     if hardware.distributed == "fsdp":
-        kwargs["fsdp"] = "full_shard auto_wrap"
-        kwargs["fsdp_config"] = {"use_orig_params": True, "activation_checkpointing": False}
+        kwargs.update(fsdp=True, fsdp_config=fsdp_config(checkpointing), activation_checkpointing=False)
     elif hardware.distributed in DEEPSPEED:
         kwargs["deepspeed"] = {**DEEPSPEED_AUTO, **DEEPSPEED[hardware.distributed]}
     return kwargs
+
+
+def fsdp_config(activation_checkpointing: bool) -> dict[str, Any]:
+    """FSDP2 (torch's fully_shard) through accelerate. Each decoder layer is its own shard unit:
+    accelerate reads the layer class from the model's `_no_split_modules` (no class named here,
+    so any architecture wraps). FSDP's own activation checkpointing replaces the Trainer's,
+    which would all-gather each layer's weights once more in backward. The full state dict is
+    gathered on save, so the saved model is an ordinary checkpoint."""
+    return {
+        "version": 2,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "reshard_after_forward": True,
+        "state_dict_type": "FULL_STATE_DICT",
+        "activation_checkpointing": activation_checkpointing,
+    }
 
 
 def slurm_task() -> tuple[int, int] | None:

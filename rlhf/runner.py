@@ -203,7 +203,6 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
         use_cpu=hardware.accelerator == "cpu",
         bf16=hardware.precision == "bf16",
         fp16=hardware.precision == "fp16",
-        activation_checkpointing=hardware.activation_checkpointing,
         dataloader_num_workers=hardware.dataloader_num_workers,
         report_to=[] if run.logger.backend == "none" else [run.logger.backend],
         **distributed.trl_kwargs(hardware),
