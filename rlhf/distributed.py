@@ -11,11 +11,13 @@ Hydra composes in the launching process only; every rank reads the job's resolve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +36,116 @@ DEEPSPEED_AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulati
 
 
 def trl_kwargs(hardware: Any) -> dict[str, Any]:
-    """The Trainer settings of the multi-process strategy."""
+    """The Trainer settings of the multi-process strategy, activation checkpointing included
+    (FSDP does it itself). One code path for GPU and CPU: only the backend differs."""
+    checkpointing = hardware.activation_checkpointing
+    kwargs: dict[str, Any] = {"activation_checkpointing": checkpointing}
     if hardware.world_size == 1:
-        return {}
-    kwargs: dict[str, Any] = {"ddp_backend": "gloo" if hardware.accelerator == "cpu" else "nccl"}
+        return kwargs
+    kwargs["ddp_backend"] = "gloo" if hardware.accelerator == "cpu" else "nccl"
     if hardware.distributed == "fsdp":
-        kwargs["fsdp"] = "full_shard auto_wrap"
-        kwargs["fsdp_config"] = {"use_orig_params": True, "activation_checkpointing": False}
+        kwargs.update(fsdp=True, fsdp_config=fsdp_config(checkpointing), activation_checkpointing=False)
     elif hardware.distributed in DEEPSPEED:
         kwargs["deepspeed"] = {**DEEPSPEED_AUTO, **DEEPSPEED[hardware.distributed]}
     return kwargs
+
+
+def fsdp_config(activation_checkpointing: bool) -> dict[str, Any]:
+    """FSDP2 (torch's fully_shard) through accelerate. Each decoder layer is its own shard unit:
+    accelerate reads the layer class from the model's `_no_split_modules` (no class named here,
+    so any architecture wraps). FSDP's own activation checkpointing replaces the Trainer's,
+    which would all-gather each layer's weights once more in backward. The full state dict is
+    gathered on save, so the saved model is an ordinary checkpoint."""
+    return {
+        "version": 2,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "reshard_after_forward": True,
+        "state_dict_type": "FULL_STATE_DICT",
+        "activation_checkpointing": activation_checkpointing,
+    }
+
+
+SHARDED = ("fsdp", "deepspeed_zero3")  # strategies where no rank holds whole weights
+
+
+def sharded(hardware: Any) -> bool:
+    """The ranks hold the model in shards: a full state dict is gathered by all of them."""
+    return hardware.world_size > 1 and hardware.distributed in SHARDED
+
+
+def prepare_strategy(hardware: Any) -> None:
+    """What must hold in this process before the models load, after the TRL config is built
+    (which started the process group and, for ZeRO-3, registered the DeepSpeed config that
+    makes from_pretrained shard each model as it builds it)."""
+    if hardware.world_size > 1 and hardware.distributed == "fsdp" and hardware.accelerator == "cpu":
+        fsdp_on_cpu()
+
+
+@contextlib.contextmanager
+def loading_whole_models(args: Any) -> Iterator[None]:
+    """from_pretrained on this rank alone, once the ranks are done (rank 0's generation eval,
+    its merge of a sharded adapter): a whole model, no collective. The TRL config `args` of a
+    ZeRO-3 run registered its DeepSpeed config (TrainingArguments keeps it, transformers reads
+    it through a weak reference), under which from_pretrained builds each model inside
+    zero.Init, partitioning it across ranks that are gone. It is unregistered meanwhile and
+    registered again after. (FSDP needs nothing here: nothing sets its cpu-ram-efficient
+    loading, which TrainingArguments turns off, so from_pretrained loads whole.)"""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    registered = getattr(args, "hf_deepspeed_config", None)
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if registered is not None:
+            set_hf_deepspeed_config(registered)
+
+
+def describe(trainer: Any) -> dict[str, Any]:
+    """How the ranks actually trained, as accelerate set it up: a strategy that fell back to
+    another (an FSDP plugin dropped, say) shows here, not only in the step times."""
+    accelerator = trainer.accelerator
+    described: dict[str, Any] = {"type": str(accelerator.distributed_type.value), "processes": accelerator.num_processes}
+    if accelerator.is_fsdp2:
+        from collections import Counter
+
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+        from torch.distributed.fsdp import FSDPModule
+
+        modules = list(trainer.model_wrapped.modules())
+        units = Counter(type(m).__name__.removeprefix("FSDP") for m in modules if isinstance(m, FSDPModule))
+        described.update(fsdp_version=2, fsdp_units=dict(sorted(units.items())),
+                         checkpointed_layers=sum(isinstance(m, CheckpointWrapper) for m in modules))
+    return described
+
+
+def fsdp_on_cpu() -> None:
+    """Let accelerate run FSDP on CPU ranks (gloo). torch's FSDP2 (`fully_shard`) shards,
+    gathers and reduce-scatters CPU tensors over gloo, but accelerate's AcceleratorState turns
+    an FSDP plugin into DistributedType.FSDP only for GPU-like devices (MULTI_GPU, MULTI_XPU,
+    ...); on MULTI_CPU it drops the plugin and the ranks silently train as DDP. This applies
+    that same step to MULTI_CPU: the plugin is kept and the state says FSDP, so the Trainer,
+    TRL and accelerate take their FSDP code path, as on GPUs. Idempotent; a process that never
+    asks for FSDP on CPU is unaffected (no plugin, nothing changes)."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    if getattr(AcceleratorState.__init__, "_rlhf_cpu_fsdp", False):
+        return
+    original = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            # accelerate/state.py, AcceleratorState.__init__, the MULTI_GPU branch:
+            self.distributed_type = DistributedType.FSDP
+            if self._mixed_precision != "no":
+                fsdp_plugin.set_mixed_precision(self._mixed_precision)
+            self.fsdp_plugin = fsdp_plugin
+            PartialState._shared_state["distributed_type"] = self.distributed_type
+
+    init._rlhf_cpu_fsdp = True
+    AcceleratorState.__init__ = init
 
 
 def slurm_task() -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlhf import progress, reference, rundir
+from rlhf import distributed, progress, reference, rundir
 from rlhf.config.validate import RunSpec, validate
 from rlhf.errors import RlhfError, did_you_mean
 from rlhf.methods.base import CAUSAL_LM, SEQUENCE_CLASSIFICATION
@@ -46,14 +46,18 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     data = prepare_data(run, tokenizer, run_config=config)
     judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
+    has_eval = data.eval is not None
+    # The TRL config before any model: creating it starts the process group and, with ZeRO-3,
+    # registers the DeepSpeed config, which is what makes from_pretrained load each model
+    # sharded (zero.Init) instead of whole on every rank. FSDP's loading is set up next.
+    args = trl_arguments(run, run_dir, has_eval)
+    distributed.prepare_strategy(run.hardware)
     model = load_model(run.model, run.hardware, adapter=run.peft.adapter, head=run.spec.model_head,
                        pad_token_id=tokenizer.pad_token_id, seed=run.seed)
     check_target_modules(run, model)
     ref = reference.load(run, reference.choose(run))
     log.info("reference model: %s", ref.why)
 
-    has_eval = data.eval is not None
-    args = trl_arguments(run, run_dir, has_eval)
     tracker = None
     if run.logger.backend == "wandb":
         from rlhf import wandb_run
@@ -90,9 +94,12 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
 
         metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     held = models_in_memory()  # counted after training (same models), so the count costs no step time
-
+    strategy = distributed.describe(trainer)
+    # Every rank saves: FSDP and ZeRO-3 gather the full weights collectively (rank 0 alone would
+    # wait for ranks that left); Trainer.save_model writes on rank 0 only. The other ranks are
+    # done then: the rest (generation eval, metrics, SUCCESS) is rank 0's, without collectives.
+    save_model(run, trainer, run_dir / rundir.MODEL_DIR)
     if trainer.is_world_process_zero():
-        save_model(run, trainer, run_dir / rundir.MODEL_DIR)
         if judge is not None:
             metrics["generation"] = judge_final(run, judge, trainer, run_dir)
         metrics.update(
@@ -102,6 +109,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
             data={"cache": data.cache, "path": str(data.path), **data.report.__dict__},
             reference={"kind": ref.kind, "why": ref.why, "models_in_memory": held,
                        **({"precomputed": shared} if shared is not None else {})},
+            distributed=strategy,
             seconds=round(time.perf_counter() - started, 2),
         )
         rundir.write_metrics(run_dir, metrics)
@@ -186,19 +194,17 @@ def judge_final(run: RunSpec, judge: Any, trainer: Any, run_dir: Path) -> dict[s
     """The stage on the trained policy: the one in memory, or the saved one when the ranks held
     it in shards."""
     from rlhf.evaluate import stage
-    from rlhf.evaluate.checks import SHARDED
 
-    if run.hardware.distributed in SHARDED:
-        policy = stage.load_policy(run, run_dir / rundir.MODEL_DIR)
-    else:
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-    return judge.evaluate_policy(policy, stage.Reference(run, policy), out_dir=run_dir)
+    with distributed.loading_whole_models(trainer.args):  # rank 0 alone: whole models, no collective
+        if distributed.sharded(run.hardware):
+            policy = stage.load_policy(run, run_dir / rundir.MODEL_DIR)
+        else:
+            policy = trainer.accelerator.unwrap_model(trainer.model)
+        return judge.evaluate_policy(policy, stage.Reference(run, policy), out_dir=run_dir)
 
 
 def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
     """The TRL config of this run: the method's fields plus what the run and hardware decide."""
-    from rlhf import distributed
-
     kwargs = run.spec.trl_kwargs(run.method, has_eval)
     if run.spec.run_trl is not None:
         kwargs.update(run.spec.run_trl(run))
@@ -210,7 +216,6 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
         use_cpu=hardware.accelerator == "cpu",
         bf16=hardware.precision == "bf16",
         fp16=hardware.precision == "fp16",
-        activation_checkpointing=hardware.activation_checkpointing,
         dataloader_num_workers=hardware.dataloader_num_workers,
         report_to=[] if run.logger.backend == "none" else [run.logger.backend],
         **distributed.trl_kwargs(hardware),
@@ -286,22 +291,45 @@ ADAPTER_DIR = "adapter"
 
 def save_model(run: RunSpec, trainer: Any, model_dir: Path) -> None:
     """The trained model and its tokenizer in `model_dir`, as the trainer saves them: full
-    weights, or the adapter alone (which loads as the causal LM it was trained on). A
-    classifier trained with an adapter is saved merged: PEFT's adapter of a new one-label head
+    weights, or the adapter alone (which loads as the causal LM it was trained on). Every rank
+    calls this: a sharded model (FSDP, ZeRO-3) is gathered by all ranks together, and
+    Trainer.save_model writes on rank 0 only.
+
+    A classifier trained with an adapter is saved merged: PEFT's adapter of a new one-label head
     does not load with `AutoModelForSequenceClassification.from_pretrained(model_dir)` (the
     base checkpoint it names has no such head), a merged model does, anywhere a reward model
     is read (evaluate.reward_models, an online method). The adapter itself (with the head)
-    goes to `model_dir/adapter`."""
+    goes to `model_dir/adapter`. Rank 0 merges: the model in memory when it holds whole
+    weights; under sharding, the adapter just saved (all ranks gathered it) put on the base
+    checkpoint, since the model in memory holds only this rank's shard of each weight."""
     if run.peft.adapter == "none" or run.spec.model_head == CAUSAL_LM:
         trainer.save_model(str(model_dir))
         return
     trainer.save_model(str(model_dir / ADAPTER_DIR))
-    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    if not trainer.is_world_process_zero():
+        return
+    if distributed.sharded(run.hardware):
+        with distributed.loading_whole_models(trainer.args):
+            merged = merge_saved_adapter(run, model_dir / ADAPTER_DIR, trainer.processing_class.pad_token_id)
+    else:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        trainer.model = trainer.model_wrapped = merged
     merged.save_pretrained(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
-    trainer.model = trainer.model_wrapped = merged
     log.info("saved the model merged with its adapter in %s (the adapter alone: %s)", model_dir,
              model_dir / ADAPTER_DIR)
+
+
+def merge_saved_adapter(run: RunSpec, adapter_dir: Path, pad_token_id: int | None) -> Any:
+    """The base checkpoint with the head the method trains, the saved adapter (and its trained
+    head) on it, merged: the whole trained model on this rank alone, with no collective."""
+    from peft import PeftModel
+
+    from rlhf.models import load_model
+
+    base = load_model(run.model, run.hardware, "base model", head=run.spec.model_head, pad_token_id=pad_token_id,
+                      seed=run.seed)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple[Any, dict | None]:

@@ -23,9 +23,9 @@ def check_hardware(run: Any) -> list[str]:
         if hardware.gpus_per_node:
             problems.append(f"hardware.gpus_per_node={hardware.gpus_per_node} with hardware.accelerator=cpu: "
                             "hardware.accelerator=cuda to use GPUs, or hardware.gpus_per_node=0")
-        if hardware.distributed not in ("none", "ddp"):
+        if hardware.distributed not in ("none", "ddp", "fsdp"):
             problems.append(f"hardware.distributed={hardware.distributed} needs GPUs; on the CPU use "
-                            "hardware.distributed=ddp (gloo)")
+                            "hardware.distributed=ddp or fsdp (gloo)")
     elif hardware.gpus_per_node < 1:
         problems.append("hardware.accelerator=cuda with hardware.gpus_per_node=0: give the GPUs per node, "
                         "e.g. hardware.gpus_per_node=1")
