@@ -74,7 +74,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     from rlhf import distributed
 
     ranks = distributed.gather_ranks()  # the process group exists now: every rank says where it runs
-    if len(ranks) > 1:
+    if len(ranks) > 1 and distributed.this_rank()[0] == 0:
         log.info("ranks: %s", ", ".join(f"{r['rank']} on {r['slurm_node'] or r['host']} ({r['address']})"
                                         for r in ranks))
     progress.replace_printer(trainer, run.spec.progress_metric)  # a progress line, not a raw dict
