@@ -5,8 +5,9 @@
 
 `start` installs the Debian packages if a daemon is missing (slurmctld, slurmd, munge,
 slurmdbd, mariadb), writes every config under DIR (default /tmp/rlhf-slurm), starts
-munged -> mariadbd -> slurmdbd -> slurmctld -> slurmd, and waits until the nodes are idle and
-accounting answers (sacct is what tells submitit a cancelled job is over). A second `start`
+munged -> mariadbd -> slurmdbd -> slurmctld -> slurmd, and waits until every node answers
+(idle, or running jobs) and accounting answers (sacct is what tells submitit a cancelled job
+is over). A second `start`
 of a healthy cluster with the same node count does nothing. `stop` stops exactly the daemons
 whose pid files are in DIR (and, for several nodes, what ran in their namespaces), and removes
 the namespaces and interfaces it made; DIR itself (configs, logs, the accounting database) is
@@ -83,6 +84,7 @@ HOST_ADDR = "10.250.47.1"  # the bridge: where the nodes reach slurmctld and slu
 NODE_PORT = 16820  # multiple-slurmd mode: node I's slurmd listens on NODE_PORT + I
 ISOLATIONS = ("auto", "netns", "ports")
 SINGLE, NETNS, PORTS = "single", "netns", "ports"
+UP = ("idle", "mixed", "allocated", "completing")  # a node's states (sinfo %T) when it answers
 
 
 class ClusterError(RuntimeError):
@@ -202,38 +204,50 @@ class LocalSlurm:
         return Layout(PORTS, names, ["127.0.0.1"] * nodes)
 
     def _netns_problem(self) -> str | None:
-        """Why the nodes cannot have network namespaces here (None: they can), found by making
-        and removing a probe namespace with a veth pair and a bridge."""
+        """Why the nodes cannot have network namespaces here (None: they can), found by doing
+        what a node needs once, on a probe: a namespace, a veth pair, a bridge, and a command in
+        the namespace with its own hostname and a bind-mounted file."""
         if os.geteuid() != 0:
             return "not root"
-        for tool in ("ip", "nsenter", "unshare", "mount"):
+        for tool in ("ip", "nsenter", "unshare", "mount", "hostname"):
             if not self._which(tool):
                 return f"{tool} is not installed" + (" (Debian package iproute2)" if tool == "ip" else "")
-        routes = _run(["ip", "-4", "route", "show"], check=False).stdout.splitlines()
-        for line in routes:
+        for line in _run(["ip", "-4", "route", "show"], check=False).stdout.splitlines():
             words = line.split()
-            if not words or f"dev {BRIDGE}" in line:
+            if not words or words[0] == "default" or f"dev {BRIDGE}" in line:
                 continue
             try:
-                network = ipaddress.ip_network("0.0.0.0/0" if words[0] == "default" else words[0], strict=False)
+                if ipaddress.ip_network(words[0], strict=False).overlaps(SUBNET):
+                    return f"{SUBNET} is already routed here ({line.strip()})"
             except ValueError:
                 continue
-            if words[0] != "default" and network.overlaps(SUBNET):
-                return f"{SUBNET} is already routed here ({line.strip()})"
-        probe, veth = "rlhf-probe", "rlhf-probe0"
+        probe, veth, bridge = "rlhf-probe", "rlhf-probe0", "rlhf-probebr"
+        marker = self.path("run", "probe-hosts")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("127.0.0.1\tlocalhost\n")
+        inside = ["nsenter", f"--net=/run/netns/{probe}", "unshare", "--mount", "--uts", "sh", "-c",
+                  f"mount --bind {shlex.quote(str(marker))} /etc/hosts && hostname {probe} && ip link set lo up"]
+        self._remove_probe(probe, veth, bridge)
+        try:
+            for command in (["ip", "netns", "add", probe],
+                            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", probe],
+                            ["ip", "link", "add", bridge, "type", "bridge"],
+                            ["ip", "link", "set", veth, "master", bridge], inside):
+                try:
+                    proc = _run(command, check=False, timeout=30)
+                except (OSError, subprocess.SubprocessError) as error:
+                    return f"`{' '.join(command)}` failed: {error}"
+                if proc.returncode != 0:
+                    return f"`{' '.join(command)}` failed: {proc.stderr.strip()[-300:]}"
+        finally:
+            self._remove_probe(probe, veth, bridge)
+            marker.unlink(missing_ok=True)
+        return None
+
+    def _remove_probe(self, probe: str, veth: str, bridge: str) -> None:
+        self._ip("link", "del", bridge)
         self._ip("link", "del", veth)
         self._ip("netns", "del", probe)
-        try:
-            for command in (["netns", "add", probe], ["link", "add", veth, "type", "veth", "peer", "name", "eth0",
-                                                       "netns", probe], ["link", "add", "rlhf-probebr", "type", "bridge"]):
-                proc = _run(["ip", *command], check=False)
-                if proc.returncode != 0:
-                    return f"`ip {' '.join(command)}` failed: {proc.stderr.strip()}"
-        finally:
-            self._ip("link", "del", "rlhf-probebr")
-            self._ip("link", "del", veth)
-            self._ip("netns", "del", probe)
-        return None
 
     @staticmethod
     def _ip(*args: str) -> subprocess.CompletedProcess:
@@ -249,7 +263,8 @@ class LocalSlurm:
         steps = [["link", "add", BRIDGE, "type", "bridge"], ["addr", "add", f"{HOST_ADDR}/{prefix}", "dev", BRIDGE],
                  ["link", "set", BRIDGE, "up"]]
         for node, address in zip(layout.nodes, layout.addresses):
-            steps += [["netns", "add", node], ["link", "add", node, "type", "veth", "peer", "name", "eth0", "netns", node],
+            steps += [["netns", "add", node],
+                      ["link", "add", node, "type", "veth", "peer", "name", "eth0", "netns", node],
                       ["link", "set", node, "master", BRIDGE, "up"],
                       ["-n", node, "addr", "add", f"{address}/{prefix}", "dev", "eth0"],
                       ["-n", node, "link", "set", "eth0", "up"], ["-n", node, "link", "set", "lo", "up"]]
@@ -486,9 +501,7 @@ innodb_lock_wait_timeout=900
             states = self._node_states()
         except subprocess.SubprocessError:
             return False
-        ok = {"idle", "mixed", "allocated", "completing"}
-        return ("UP" in ping.stdout and set(states) == set(layout.nodes)
-                and all(s in ok for s in states.values()))
+        return "UP" in ping.stdout and set(states) == set(layout.nodes) and all(s in UP for s in states.values())
 
     def _accounting_ready(self) -> bool:
         proc = _run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env=self.client_env(),
@@ -502,18 +515,20 @@ innodb_lock_wait_timeout=900
         if isolation not in ISOLATIONS:
             raise ClusterError(f"--isolation {isolation!r}: choose one of {', '.join(ISOLATIONS)}")
         current = self.layout()
-        if current is not None and current.fits(nodes, isolation) and self.is_up() and self._accounting_ready():
+        fits = current is not None and current.fits(nodes, isolation)
+        if fits and self.is_up() and self._accounting_ready():
             return self
-        if current is not None and (not current.fits(nodes, isolation) or current.mode != SINGLE):
+        # Planned (and probed) before anything stops: a layout that cannot be made leaves the
+        # running cluster as it is.
+        layout = current if fits else self._plan(nodes, isolation)
+        if current is not None and (not fits or current.mode != SINGLE):
             # Another layout, or several nodes not all up: slurmctld and the nodes start afresh.
-            if self._pid("slurmctld") and not current.fits(nodes, isolation):
+            if self._pid("slurmctld") and not fits:
                 self._require_no_jobs(current, nodes)
                 print(f"# the cluster in {self.dir} runs {current.describe()}; restarting slurmctld and the "
-                      f"nodes with {nodes}", file=sys.stderr)
+                      f"nodes as {layout.describe()}", file=sys.stderr)
             self._stop_slurm(current)
-            current = None
         self.install()
-        layout = current or self._plan(nodes, isolation)
         self.path("run").mkdir(parents=True, exist_ok=True)
         self.layout_file.write_text(layout.to_json())  # first: `stop` then finds what to remove
         if layout.mode == NETNS:  # before any client reads the config that names the bridge's address
@@ -559,7 +574,7 @@ innodb_lock_wait_timeout=900
         down = [n for n, s in states.items() if s.startswith(("down", "drain"))]
         if down:
             _run(["scontrol", "update", f"nodename={','.join(down)}", "state=resume"], env=env, check=False)
-        return set(states) == set(layout.nodes) and all(s == "idle" for s in states.values())
+        return set(states) == set(layout.nodes) and all(s in UP for s in states.values())
 
     def _stop_pid(self, name: str) -> None:
         pid = self._pid(name)

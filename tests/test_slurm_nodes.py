@@ -1,12 +1,14 @@
 """Jobs over several nodes: the rendezvous address of a multi-node SLURM job, rank 0 alone
-preparing the data while the other ranks wait for it, and a real two-node job (one rank per
-node, on the project's local cluster started with two nodes) whose losses match one process."""
+preparing the data while the other ranks wait for it, a real two-node job (one rank per node,
+on the project's local cluster started with two nodes) whose losses match one process, and the
+cluster's fallback layout and its refusal to restart under a running job."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -74,7 +76,7 @@ def test_a_node_without_any_address_is_a_clear_error(monkeypatch, tmp_path):
     fake_scontrol(tmp_path, "Node rlhf-nowhere-1 not found")
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     slurm_task_env(monkeypatch, SLURM_JOB_NODELIST="rlhf-nowhere-[1-2]")
-    with pytest.raises(RlhfError, match=r"address of node rlhf-nowhere-1 .*'Node rlhf-nowhere-1 not found'.*MASTER_ADDR"):
+    with pytest.raises(RlhfError, match=r"node rlhf-nowhere-1 .*'Node rlhf-nowhere-1 not found'.*MASTER_ADDR"):
         distributed.export_slurm_ranks()
 
 
@@ -240,3 +242,25 @@ def test_a_two_node_job_runs_a_rank_per_node_and_matches_a_single_process(two_no
     single = [h["loss"] for h in read_history(tmp_path / "single") if "loss" in h]
     two = [h["loss"] for h in read_history(run) if "loss" in h]
     assert len(two) == 4 and two == pytest.approx(single, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slurm
+def test_the_nodes_can_share_one_address_and_a_busy_cluster_is_not_restarted(two_nodes):
+    """The fallback where namespaces cannot be made (multiple-slurmd on 127.0.0.1) runs a step
+    on both nodes; a start that would change the node count refuses while a job runs."""
+    two_nodes.start(nodes=2, isolation="ports")
+    layout = two_nodes.layout()
+    assert (layout.mode, layout.addresses) == ("ports", ["127.0.0.1", "127.0.0.1"])
+    env = cli_env(**two_nodes.env())
+    step = subprocess.run(["srun", "-N2", "-n2", "printenv", "SLURMD_NODENAME"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert sorted(step.stdout.split()) == layout.nodes, step.stderr
+    job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 120"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        with pytest.raises(RuntimeError, match=rf"runs 2 nodes .* has jobs {job} \((running|pending)\): wait for "
+                                               "them .* --nodes 1"):
+            two_nodes.start(nodes=1)
+        assert two_nodes.is_up() and two_nodes.layout().mode == "ports"  # left as it was
+    finally:
+        subprocess.run(["scancel", job], env=env, check=True)
