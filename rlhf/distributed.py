@@ -7,12 +7,19 @@ Hydra composes in the launching process only; every rank reads the job's resolve
   torchrun (`python -m rlhf.worker <run_dir>` in each), and waits for them.
 - On SLURM the launcher asks for processes_per_node tasks per node, so each task already is a
   rank: SLURM's variables become torch's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+  MASTER_ADDR is the address of the step's first node (where SLURM puts rank 0), found by
+  DNS as on a real cluster, or from `scontrol show node`'s NodeAddr when the name does not
+  resolve.
+- What one rank prepares for all (the data) it publishes in the run dir for this launch
+  (`publish`); the others wait for it (`wait_for_rank0`), and stop at once when rank 0 failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -158,17 +165,143 @@ def slurm_task() -> tuple[int, int] | None:
 def export_slurm_ranks() -> None:
     """Give torch.distributed the rendezvous of a multi-task SLURM job."""
     rank, world = slurm_task()
-    first_node = os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1")
-    nodes = os.environ.get("SLURM_JOB_NODELIST", "")
-    if nodes and "[" not in nodes and "," not in nodes:  # one node: its own name
-        first_node = nodes
     job = int(os.environ.get("SLURM_JOB_ID", "0"))
+    master = os.environ.get("MASTER_ADDR")
+    if not master:
+        nodelist = next((os.environ[k] for k in NODELISTS if os.environ.get(k)), "")
+        master = (node_address(first_host(nodelist)) if nodelist
+                  else os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
     os.environ.update({
         "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0"),
         "LOCAL_WORLD_SIZE": os.environ.get("SLURM_NTASKS_PER_NODE", str(world)).split("(")[0],
-        "MASTER_ADDR": os.environ.get("MASTER_ADDR", first_node),
+        "MASTER_ADDR": master,
         "MASTER_PORT": os.environ.get("MASTER_PORT", str(20000 + job % 20000)),
     })
+
+
+# The nodes of the step (srun's; rank 0 runs on its first node), else of the whole job.
+NODELISTS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM hostlist: 'gpu[07-09,12],cpu1' -> 'gpu07', 'r[1-2]n[3-4]' ->
+    'r1n3' (what `scontrol show hostnames` would print first, without needing scontrol)."""
+    depth, first = 0, ""
+    for char in nodelist.strip():
+        if char == "," and depth == 0:
+            break
+        depth += (char == "[") - (char == "]")
+        first += char
+    if not first or depth != 0 or "[]" in first:
+        raise RlhfError(f"cannot read the SLURM node list {nodelist!r}: expected names like node1,node2 or "
+                        "node[1-4]")
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[-,]", m.group(1))[0], first)
+
+
+def node_address(name: str) -> str:
+    """The address of node `name`: its DNS name's (what a real cluster gives), else the
+    NodeAddr SLURM knows it by (`scontrol show node`)."""
+    try:
+        return socket.gethostbyname(name)
+    except OSError as error:
+        dns = error
+    try:
+        proc = subprocess.run(["scontrol", "-o", "show", "node", name], capture_output=True, text=True, timeout=30)
+        found = re.search(r"\bNodeAddr=(\S+)", proc.stdout)
+        said = (proc.stderr or proc.stdout).strip()[:300]
+    except (OSError, subprocess.SubprocessError) as error:
+        found, said = None, str(error)
+    if found:
+        try:
+            return socket.gethostbyname(found.group(1))
+        except OSError:
+            pass
+    raise RlhfError(f"cannot find the address of node {name} (rank 0's node): the name does not resolve ({dns}), "
+                    f"and `scontrol show node {name}` gave {found.group(0) if found else said!r}; set MASTER_ADDR "
+                    "to its address in hydra.launcher.setup")
+
+
+def this_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in its job, from torch's variables; (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_info() -> dict[str, Any]:
+    """Where this rank runs (its host, SLURM node and address) and the rendezvous it used."""
+    host = socket.gethostname()
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        address = None
+    rank, _ = this_rank()
+    return {"rank": rank, "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "host": host,
+            "slurm_node": os.environ.get("SLURMD_NODENAME"), "address": address, "pid": os.getpid(),
+            "master_addr": os.environ.get("MASTER_ADDR")}
+
+
+def gather_ranks() -> list[dict[str, Any]]:
+    """rank_info() of every rank, in rank order: a collective, so every rank calls it once the
+    process group exists (alone: this process's)."""
+    import torch.distributed as dist
+
+    mine = rank_info()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    return every
+
+
+# ---------------------------------------------------------------------------- rank 0 prepares, the others wait
+
+RANK0_WAIT_S = 2 * 3600  # how long the other ranks wait for what rank 0 prepares (a big dataset's download)
+
+
+def launch_id() -> str:
+    """What every rank of one start of a job shares and the next start of the same run dir (a
+    requeue, a re-run) does not: a word rank 0 left in an earlier start is not taken for this one."""
+    keys = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID",
+            "TORCHELASTIC_RESTART_COUNT", "MASTER_PORT")
+    return ";".join(f"{k}={os.environ.get(k, '')}" for k in keys)
+
+
+def publish(run_dir: Path, name: str, value: dict[str, Any]) -> None:
+    """Rank 0 tells the other ranks of this launch what it prepared (in run_dir/name)."""
+    rundir.atomic_write(Path(run_dir) / name, json.dumps({"launch": launch_id(), **value}) + "\n")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+def wait_for_rank0(run_dir: Path, name: str, what: str, timeout: float | None = None,
+                   poll: float = 0.5) -> dict[str, Any]:
+    """What rank 0 published as `name` for this launch. Raises as soon as rank 0 records a
+    failure in the run dir (a FAILED that was not there, or not this one, when the wait began:
+    an earlier start's is stale), or after `timeout` seconds, naming the file waited for."""
+    run_dir = Path(run_dir)
+    timeout = RANK0_WAIT_S if timeout is None else timeout
+    path, failed = run_dir / name, run_dir / rundir.FAILED
+    stale, launch, started = _stat(failed), launch_id(), time.monotonic()
+    while True:
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            value = None
+        if isinstance(value, dict) and value.get("launch") == launch:
+            return value
+        now = _stat(failed)
+        if now is not None and now != stale:
+            raise RlhfError(f"rank 0 failed before it could {what}: {rundir.failure(run_dir, first_line=True)} "
+                            f"(see {failed})")
+        if time.monotonic() - started > timeout:
+            raise RlhfError(f"rank 0 did not {what} within {timeout:.0f} s: {path} did not appear for this launch "
+                            f"({launch}); see rank 0's log in {run_dir}")
+        time.sleep(poll)
 
 
 def wait_for(path: Path, timeout: float = 600) -> None:

@@ -6,11 +6,13 @@
                           to re-run: python -m rlhf.train --config-path <run_dir> --config-name config
       env.json            package versions, git commit, python, host, command line
       log_history.jsonl   every metric the trainer logged, one line per log step
-      metrics.json        final train and eval metrics, machine-readable
+      metrics.json        final train and eval metrics, machine-readable; `ranks`: where each
+                          training process ran (host, SLURM node, address)
       model/              the trained model (or adapter) and its tokenizer
       checkpoints/        trainer checkpoints, for resuming
       SUCCESS             written last, only when everything above is complete
       FAILED              the error, when the job failed (removed when it is re-run)
+      .prepared_data.json several ranks: where rank 0 put the prepared data, for the others
       .hydra/, *.log      Hydra's own record of the job
 """
 

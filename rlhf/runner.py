@@ -1,7 +1,8 @@
 """Train one job from its run dir, top to bottom.
 
     config -> validate -> tokenizer -> data -> generation eval's prompts and scorers
-           -> model (+ reference) -> TRL trainer -> train -> final eval -> save model
+           -> model (+ reference) -> TRL trainer (every rank says where it runs) -> train
+           -> final eval -> save model
            -> generation eval (rlhf.evaluate) -> metrics.json -> SUCCESS
 
 The only input is `<run_dir>/config.yaml`, so the process Hydra started, an extra rank and a
@@ -43,7 +44,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     from rlhf.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(run.model)
-    data = prepare_data(run, tokenizer, run_config=config)
+    data = prepare_data(run, tokenizer, run_config=config, run_dir=run_dir)  # rank 0 prepares, others wait
     judge = generation_stage(run, data, tokenizer)  # a scorer or prompt column that fails, fails now
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
     has_eval = data.eval is not None
@@ -74,6 +75,12 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if run.spec.reference_arg is not None:
         trainer_kwargs[run.spec.reference_arg] = ref.model
     trainer, shared = build_trainer(run, trainer_kwargs, data.path)
+    from rlhf import distributed
+
+    ranks = distributed.gather_ranks()  # the process group exists now: every rank says where it runs
+    if len(ranks) > 1 and distributed.this_rank()[0] == 0:
+        log.info("ranks: %s", ", ".join(f"{r['rank']} on {r['slurm_node'] or r['host']} ({r['address']})"
+                                        for r in ranks))
     progress.replace_printer(trainer, run.spec.progress_metric)  # a progress line, not a raw dict
     del model, ref.model  # the trainer holds what it needs; a released reference is freed
     from rlhf.run_totals import RunTotals
@@ -111,6 +118,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
                        **({"precomputed": shared} if shared is not None else {})},
             distributed=strategy,
             seconds=round(time.perf_counter() - started, 2),
+            ranks=ranks,
         )
         rundir.write_metrics(run_dir, metrics)
         if tracker is not None:

@@ -126,8 +126,9 @@ def _slurm_module():
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The project's single-node SLURM (installed and started by launchers/slurm_cluster.py);
-    stopped at the end only if this session started it."""
+    """The project's SLURM with one node (installed and started by launchers/slurm_cluster.py;
+    test_slurm_nodes.py switches it to two nodes and back); stopped at the end only if this
+    session started it."""
     module = _slurm_module()
     cluster = module.LocalSlurm()
     was_up = cluster.is_up()

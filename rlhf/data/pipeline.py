@@ -10,6 +10,12 @@ and line (or row number) and the field named. The result is saved under
 sweep with the same inputs skips the work, and the trainer always gets a file-backed dataset
 with a stable fingerprint.
 
+In a job of several ranks, rank 0 alone prepares (under the cache's lock, which holds between
+the jobs of a sweep on one machine) and publishes the prepared directory in the run dir; the
+other ranks wait for that word and load what it names, so no rank on another node reads the
+sources (or downloads a hub dataset) or relies on a lock that may not reach across nodes on a
+cluster filesystem.
+
 Before any job starts, the launching process runs the same row loop over every local source
 whose type needs no tokenizer (check_rows_before_jobs), so a bad row stops a whole sweep at
 once, without torch. Once the tokenizer is loaded, the data stage warns when a string family's
@@ -24,11 +30,13 @@ import logging
 import os
 import random
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rlhf import distributed
 from rlhf.config.schema import SourceConfig
 from rlhf.data.formats import (SHAPE_COLUMNS, RowError, get_formatter, needs_tokenizer, reader, row_readers,
                                suggest_types, type_options)
@@ -42,6 +50,8 @@ log = logging.getLogger("rlhf")
 # Bump when the pipeline's output for the same inputs changes (the formats' code is hashed too).
 PIPELINE_VERSION = 1
 ROW_WORDS = {PAIRS: "a preference pair", UNPAIRED: "an unpaired row with a label", PROMPTS: "a prompt"}
+# The run dir's file in which rank 0 names the prepared data for the other ranks.
+PREPARED = ".prepared_data.json"
 SHAPE_WORDS = {PAIRS: "preference pairs (prompt, chosen, rejected)",
                UNPAIRED: "unpaired rows with a label (prompt, completion, label)",
                PROMPTS: "prompts (prompt)"}
@@ -63,7 +73,7 @@ class PreparedData:
     train: Any  # datasets.Dataset
     eval: Any  # datasets.Dataset | None
     report: DataReport
-    cache: str  # "hit" or "miss"
+    cache: str  # "hit" or "miss" (rank 0, or alone); "from rank 0" (the other ranks)
     path: Path
 
 
@@ -323,29 +333,64 @@ def build(run: Any, tokenizer: Any, run_config: Any = None,
     return train, evaluation, report
 
 
-def prepare_data(run: Any, tokenizer: Any, run_config: Any = None) -> PreparedData:
-    """The trainer's datasets, from the cache when the same inputs were prepared before."""
-    import datasets
-
+def prepare_data(run: Any, tokenizer: Any, run_config: Any = None, run_dir: Path | None = None) -> PreparedData:
+    """The trainer's datasets, from the cache when the same inputs were prepared before. With
+    `run_dir` (the job's) in a job of several ranks, rank 0 prepares and the others wait for it."""
+    started = time.perf_counter()
+    rank, world = distributed.this_rank()
+    if run_dir is not None and world > 1 and rank != 0:
+        return _prepared_by_rank0(run, Path(run_dir), started)
     for warning in template_mismatch(run, tokenizer):
         log.warning("%s", warning)
     train_sources, eval_sources = _sources(run)
     key = cache_key(run, tokenizer, train_sources, eval_sources)
     root = Path(run.cache_dir).expanduser() / "data"
     final = root / key
-    started = time.perf_counter()
     with locked(root / f"{key}.lock"):
         cache = "hit" if (final / "report.json").is_file() else "miss"
         if cache == "miss":
             train, evaluation, report = build(run, tokenizer, run_config, (train_sources, eval_sources))
-            staging = root / f".{key}.{os.getpid()}.tmp"
+            # Named by host and pid: another node's job may build the same key beside this one.
+            staging = root / f".{key}.{socket.gethostname()}.{os.getpid()}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             _to_dataset(train, "train data").save_to_disk(str(staging / "train"))
             if evaluation:
                 _to_dataset(evaluation, "eval data").save_to_disk(str(staging / "eval"))
             (staging / "report.json").write_text(json.dumps(asdict(report), indent=2))
-            shutil.rmtree(final, ignore_errors=True)
+            _move_into_place(staging, final)
+    if run_dir is not None and world > 1:
+        distributed.publish(run_dir, PREPARED, {"path": str(final)})
+    return _load(final, cache, run, started)
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    """The built directory becomes the cache entry, unless a job the lock did not reach (on
+    another node) completed the same entry first: the same inputs give the same rows."""
+    if not (final / "report.json").is_file():
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete entry (report.json is written last)
+        try:
             os.replace(staging, final)
+            return
+        except OSError:
+            if not (final / "report.json").is_file():
+                raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prepared_by_rank0(run: Any, run_dir: Path, started: float) -> PreparedData:
+    """A rank other than 0: the data rank 0 prepared for this launch, once it is complete."""
+    word = distributed.wait_for_rank0(run_dir, PREPARED, "prepare the data")
+    final = Path(word["path"])
+    if not (final / "report.json").is_file():
+        raise DataError(f"rank 0 prepared the data in {final}, but this rank does not find it complete there "
+                        f"({final / 'report.json'} is missing): cache_dir={run.cache_dir} must be on a filesystem "
+                        "every node of the job shares")
+    return _load(final, "from rank 0", run, started)
+
+
+def _load(final: Path, cache: str, run: Any, started: float) -> PreparedData:
+    import datasets
+
     report = DataReport(**json.loads((final / "report.json").read_text()))
     train_ds = datasets.load_from_disk(str(final / "train"))
     eval_ds = datasets.load_from_disk(str(final / "eval")) if (final / "eval").is_dir() else None
