@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rlhf.errors import ConfigError
+from rlhf.errors import RlhfError
 
 DECIDED = "RLHF_JOB_GPUS"  # the training GPUs decided by the process that started this one
 DECIDED_VLLM = "RLHF_VLLM_GPUS"  # and its vLLM server's
@@ -80,7 +80,7 @@ def job_gpus(hardware: Any, environ: Mapping[str, str], count_host: Any = host_g
     def pick(ids: list[int], key: str) -> list[str]:
         outside = [i for i in ids if i >= len(given)]
         if outside:
-            raise ConfigError(f"hardware.{key}={list(ids)}: position(s) {outside} are outside the {len(given)} GPU(s) "
+            raise RlhfError(f"hardware.{key}={list(ids)}: position(s) {outside} are outside the {len(given)} GPU(s) "
                               f"this job has ({','.join(given) or 'none'}, from {source}); positions run from 0 "
                               f"to {len(given) - 1}")
         return [given[i] for i in ids]
@@ -91,8 +91,11 @@ def job_gpus(hardware: Any, environ: Mapping[str, str], count_host: Any = host_g
     else:
         train = [g for g in given if g not in vllm]
     wanted = hardware.processes_per_node
+    if not given:
+        raise RlhfError(f"hardware.accelerator=cuda, but this job was given no GPU ({source} is empty): run on a GPU "
+                        "host or node, or choose hardware=cpu")
     if len(train) < wanted:
-        raise ConfigError(f"hardware.processes_per_node={wanted} needs {wanted} training GPU(s), and this job has "
+        raise RlhfError(f"hardware.processes_per_node={wanted} needs {wanted} training GPU(s), and this job has "
                           f"{len(train)} ({','.join(train) or 'none'}: GPUs {','.join(given) or 'none'} from {source}"
                           + (f", minus hardware.vllm_gpus={list(hardware.vllm_gpus)}" if vllm else "") + ")")
     return JobGpus(train[:wanted], vllm, source)

@@ -75,8 +75,6 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if run.spec.reference_arg is not None:
         trainer_kwargs[run.spec.reference_arg] = ref.model
     trainer, shared = build_trainer(run, trainer_kwargs, data.path)
-    from rlhf import distributed
-
     ranks = distributed.gather_ranks()  # the process group exists now: every rank says where it runs
     if len(ranks) > 1 and distributed.this_rank()[0] == 0:
         log.info("ranks: %s", ", ".join(f"{r['rank']} on {r['slurm_node'] or r['host']} ({r['address']})"

@@ -79,7 +79,7 @@ def test_gpu_positions_outside_the_job_are_config_errors():
         hardware("hardware=gpu_vllm", "hardware.vllm_gpus=[2]")
     with pytest.raises(ConfigError, match="processes_per_node=8 training processes need a GPU each.*leaves 7"):
         hardware("hardware=gpu_ddp_8", "hardware.vllm_gpus=[7]")
-    with pytest.raises(ConfigError, match="outside the 1 GPU"):  # an allocation smaller than the config
+    with pytest.raises(RlhfError, match="outside the 1 GPU"):  # an allocation smaller than the config
         devices.job_gpus(hardware("hardware=gpu_vllm"), {"CUDA_VISIBLE_DEVICES": "5"})
 
 

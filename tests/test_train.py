@@ -101,10 +101,15 @@ def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(
                   PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = train(tmp_path, "hardware=gpu", run_dir=tmp_path / "run", check=False, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "hardware.accelerator=cuda, but torch" in proc.stderr and "sees no CUDA device" in proc.stderr
+    assert "hardware.accelerator=cuda, but this job was given no GPU (CUDA_VISIBLE_DEVICES is empty)" in proc.stderr
     assert "hardware=cpu" in proc.stderr
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "sees no CUDA device" in log and "data cache" not in log  # stopped before the data stage
+    assert "given no GPU" in log and "data cache" not in log  # stopped before the data stage
+    # One GPU given, and torch (a CPU build here) sees none: torch's own view is checked next.
+    proc = train(tmp_path, "hardware=gpu", run_dir=tmp_path / "run2", check=False,
+                 env={**env, "CUDA_VISIBLE_DEVICES": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "hardware.accelerator=cuda, but torch" in proc.stderr and "sees no CUDA device" in proc.stderr
 
 
 FAULTS = """
