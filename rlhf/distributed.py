@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import rundir
+from rlhf.config.schema import SHARDED
 from rlhf.errors import RlhfError
 
 # DeepSpeed configs: "auto" lets the HF Trainer fill batch sizes, clipping and precision in.
@@ -72,7 +73,6 @@ def fsdp_config(activation_checkpointing: bool) -> dict[str, Any]:
     }
 
 
-SHARDED = ("fsdp", "deepspeed_zero3")  # strategies where no rank holds whole weights
 
 
 def sharded(hardware: Any) -> bool:

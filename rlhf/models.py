@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rlhf.config.schema import HardwareConfig, ModelConfig
+from rlhf.config.schema import SHARDED, HardwareConfig, ModelConfig
 from rlhf.errors import RlhfError
 from rlhf.methods.base import CAUSAL_LM
 
@@ -81,11 +81,6 @@ def weights_dtype(model: ModelConfig, adapter: str | None) -> tuple[str, str]:
     return "auto", "the checkpoint's own dtype (model.dtype=auto)"
 
 
-# Strategies that shard a model's weights over the ranks: a 4-bit model must then keep its
-# packed weights in a float dtype the strategy can flatten and shard, and no device_map.
-SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero3")
-
-
 def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | None = None,
                  environ: Any = None) -> dict[str, Any]:
     """from_pretrained's arguments for `model`, trained with `adapter` (None: only read)."""
@@ -104,7 +99,7 @@ def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | No
 
         quantization: dict[str, Any] = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-        if hardware.distributed in SHARDED_STRATEGIES:
+        if hardware.distributed in SHARDED:  # the strategy flattens, shards and places the weights
             # Packed 4-bit weights stored as bf16 can be flattened and sharded like the rest;
             # the unquantized parts load in the same dtype. The strategy places the shards.
             quantization["bnb_4bit_quant_storage"] = torch.bfloat16

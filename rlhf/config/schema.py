@@ -16,6 +16,7 @@ ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_at
 PRECISIONS = ("fp32", "bf16", "fp16")
 ACCELERATORS = ("cpu", "cuda")
 DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
+SHARDED = ("fsdp", "deepspeed_zero3")  # strategies where no rank holds whole weights
 DS_TYPES = ("json", "jsonl", "csv", "parquet", "arrow", "text")
 EXCESS_LENGTH = ("drop", "raise", "truncate")
 

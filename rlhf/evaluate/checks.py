@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import reward_sources
-from rlhf.distributed import SHARDED
+from rlhf.config.schema import SHARDED
 from rlhf.errors import RlhfError, did_you_mean, one_of
 
 PROMPT_FILE_TYPES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
