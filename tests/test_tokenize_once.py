@@ -319,3 +319,80 @@ def test_progress_lines_of_a_long_data_stage():
     assert progress.add(800) is None  # the end has its own line
     assert progress.end(2) == ("train dataset d.jsonl: 1000 rows formatted and tokenized in 30.0 s "
                                "(33 rows/s, 2 processes)")
+
+
+def test_workers_leave_the_jobs_signal_handlers_and_stop_with_the_stage(monkeypatch):
+    """The job's preemption handler records SIGTERM for the trainer; a worker must not inherit
+    it (pool shutdown signals the workers, and they would log 'saving a checkpoint' and live
+    on), and a stage that stops early (a bad row) stops its workers."""
+    import signal
+    import time
+
+    from rlhf.data import workers
+
+    def record(signum, frame):  # what rlhf.preemption installs
+        pass
+
+    previous = signal.signal(signal.SIGTERM, record)
+    try:
+        handlers = list(workers.in_chunks(
+            4096, lambda start, end: signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, 2, "rows", min_rows=1))
+        assert handlers and all(handlers)
+        started = time.monotonic()
+        chunks = workers.in_chunks(4096, lambda start, end: time.sleep(0.05) or start, 2, "rows", min_rows=1)
+        assert next(chunks) == 0
+        chunks.close()  # the consumer stops at a bad row
+        assert time.monotonic() - started < 30
+        assert multiprocessing_children() == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def multiprocessing_children() -> list:
+    import multiprocessing
+
+    return [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+PIECE_CASES = [  # (prompt, answer): prompts with and without added tokens, answers that touch them
+    ("<|im_start|>user\nName a fruit?<|im_end|>\n<|im_start|>assistant\n", "mango<|im_end|>"),
+    ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+     " leading space and <|im_start|> inside<|im_end|>"),
+    ("no added token at all: ", "plain answer"),
+    ("ends on the token <|im_end|>", "\n\nnew lines first"),
+    ("<|im_start|>", "<|im_end|>"),
+    ("<|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+     "A.<|eot_id|>"),
+    ("unicode: café — ", "naïve ☕"),
+]
+
+
+def test_prompt_pieces_give_whole_tokenization_ids_and_are_used_where_they_are_exact(tokenizer, tmp_path):
+    """Prompt + answer tokenized as the prompt's head (to its last added token) and the rest:
+    the same ids as the whole text, for the embedded tokenizer and the byte-level one, which
+    do take this path; a tokenizer whose pieces depend on where they stand does not."""
+    from transformers import AutoTokenizer
+
+    from rlhf.bench.data_large import byte_tokenizer
+    from rlhf.data.tokenize import PromptPieces, TextIds
+
+    for tok in (tokenizer, AutoTokenizer.from_pretrained(byte_tokenizer(tmp_path / "bytes"))):
+        pieces = PromptPieces(TextIds(tok))
+        prompts = [p for p, _ in PIECE_CASES] * 8  # past the rows checked against whole tokenization
+        answers = [[a for _, a in PIECE_CASES] * 8, [a[::-1] for _, a in PIECE_CASES] * 8]
+        prompt_ids, full = pieces(prompts, answers)
+        assert pieces.state == "pieces"
+        assert prompt_ids == tok(text=prompts)["input_ids"]
+        assert full == [tok(text=[p + a for p, a in zip(prompts, column)])["input_ids"] for column in answers]
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True}
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "tokenizer.json").write_text(json.dumps(spec))
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        (tmp_path / "first" / name).write_text((TINY / name).read_text())
+    first = AutoTokenizer.from_pretrained(tmp_path / "first")
+    pieces = PromptPieces(TextIds(first))
+    prompt_ids, full = pieces([p for p, _ in PIECE_CASES], [[a for _, a in PIECE_CASES]])
+    assert pieces.state == "whole"
+    assert full == [first(text=[p + a for p, a in PIECE_CASES])["input_ids"]]

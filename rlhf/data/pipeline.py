@@ -470,10 +470,10 @@ def build(run: Any, tokenizer: Any, run_config: Any = None,
                             "(the chat template renders the prompt alone differently, or tokens merge across the "
                             "boundary): the answer starts where they diverge, as %s has it", label,
                             encoded.diverged, run.spec.trl_trainer)
-            rows += [encoded.rows[i] for i in keep]
-            kept = pa.array(keep, type=pa.int64())
+            every = len(keep) == len(encoded.rows)
+            rows += encoded.rows if every else [encoded.rows[i] for i in keep]
             for name, arrays in encoded.ids.items():
-                ids.setdefault(name, []).extend(pa.chunked_array(arrays).take(kept).chunks)
+                ids.setdefault(name, []).extend(arrays if every else [gather(arrays, keep)])
             report.sources.append(f"{role}: {source.label} ({source.config.type or 'no type'})")
         return rows, ids
 
@@ -501,13 +501,26 @@ def build(run: Any, tokenizer: Any, run_config: Any = None,
 
 def _assemble(rows: list[dict], ids: dict[str, list[Any]], order: list[int], label: str) -> Any:
     """The rows in `order` as a dataset: their columns, and the id columns beside them."""
+    import uuid
+
     import pyarrow as pa
 
-    dataset = _to_dataset([rows[i] for i in order], label)
-    taken = pa.array(order, type=pa.int64())
+    in_place = order == list(range(len(rows)))
+    dataset = _to_dataset(rows if in_place else [rows[i] for i in order], label)
     for name, chunks in ids.items():
-        dataset = dataset.add_column(name, pa.chunked_array(chunks).take(taken))
+        column = pa.chunked_array(chunks) if in_place else gather(chunks, order)
+        # A fingerprint of its own: datasets would hash the whole column to make one (seconds
+        # for 100k rows), and this dataset is saved and loaded back before anything reads it.
+        dataset = dataset.add_column(name, column, new_fingerprint=uuid.uuid4().hex)
     return dataset
+
+
+def gather(chunks: list[Any], rows: list[int]) -> Any:
+    """Rows `rows` of an id column held in Arrow chunks (one copy of the chunks first: a take
+    over one array is much faster than over many)."""
+    import pyarrow as pa
+
+    return pa.chunked_array(chunks).combine_chunks().take(pa.array(rows, type=pa.int64()))
 
 
 def prepare_data(run: Any, tokenizer: Any, run_config: Any = None, run_dir: Path | None = None) -> PreparedData:

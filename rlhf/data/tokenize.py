@@ -100,6 +100,130 @@ class TextIds:
         return [e.ids for e in self.backend.encode_batch(texts)]
 
 
+# Pre-tokenizers, models and post-processors (tokenizer.json types) that treat each piece of
+# text between added tokens alike wherever it stands, and wrap the whole in constant tokens.
+PIECEWISE_PRE_TOKENIZERS = {"ByteLevel", "Whitespace", "WhitespaceSplit", "BertPreTokenizer", "Punctuation", "Digits",
+                            "Split", "UnicodeScripts", "CharDelimiterSplit", "Metaspace", "Sequence"}
+PIECEWISE_MODELS = {"BPE", "WordPiece", "WordLevel", "Unigram"}
+WRAPPING_POST_PROCESSORS = {"TemplateProcessing", "BertProcessing", "RobertaProcessing", "ByteLevel", "Sequence"}
+# Rows of each process checked against the whole tokenization before PromptPieces is trusted.
+PIECES_CHECKED_ROWS = 32
+
+
+def piecewise_problem(spec: dict) -> str | None:
+    """Why a tokenizer (its tokenizer.json, parsed) might not tokenize the piece after an added
+    token the same alone as after the rest of a text; None when nothing does."""
+    if any(a.get("lstrip") or a.get("single_word") for a in spec.get("added_tokens", ())):
+        return "an added token strips the text before it or matches single words only"
+
+    def pre_tokenizer_problem(node: dict | None) -> str | None:
+        if node is None:
+            return None
+        kind = node.get("type")
+        if kind not in PIECEWISE_PRE_TOKENIZERS:
+            return f"pre-tokenizer {kind}"
+        if kind == "Metaspace" and node.get("prepend_scheme") == "first":
+            return "Metaspace pre-tokenizer marks the first piece only"
+        if kind == "Sequence":
+            return next((p for p in map(pre_tokenizer_problem, node.get("pretokenizers", ())) if p), None)
+        return None
+
+    def post_processor_problem(node: dict | None) -> str | None:
+        if node is None:
+            return None
+        kind = node.get("type")
+        if kind not in WRAPPING_POST_PROCESSORS:
+            return f"post-processor {kind}"
+        if kind == "Sequence":
+            return next((p for p in map(post_processor_problem, node.get("processors", ())) if p), None)
+        return None
+
+    model = spec.get("model") or {}
+    if model.get("type") not in PIECEWISE_MODELS or model.get("dropout"):
+        return f"model {model.get('type')}" + (" with dropout" if model.get("dropout") else "")
+    return pre_tokenizer_problem(spec.get("pre_tokenizer")) or post_processor_problem(spec.get("post_processor"))
+
+
+class PromptPieces:
+    """tok(prompt) and tok(prompt + answer) for a batch of prompts and their answers, exactly
+    as `tokenizer(text=...)` makes them, with each prompt's head tokenized once.
+
+    A Hugging Face tokenizer first cuts a text at its added tokens (<|im_start|>, ...), then
+    normalizes, pre-tokenizes and tokenizes each piece between them on its own, then wraps
+    the whole in its constant special tokens (a BOS, ...). So the tokens of prompt + answer
+    are those of the prompt up to and including its last added token (its head), then those
+    of the rest (the prompt's tail and the answer) tokenized alone, wrapped: the head, most
+    of a prompt, is tokenized once instead of once per sequence. This holds when each piece
+    is treated alike wherever it stands (piecewise_problem) and the added token that ends the
+    head cannot be part of a longer one nor strip what follows it; the Rust tokenizer does
+    not split special tokens; and the first PIECES_CHECKED_ROWS rows of each process give
+    the same ids as whole tokenization. Otherwise every sequence is tokenized whole."""
+
+    def __init__(self, text_ids: TextIds):
+        self.text_ids = text_ids
+        self.state: str | None = None  # None: not decided yet; "pieces", "whole"
+        self.ends: set[int] = set()
+        self.wrap: tuple[list[int], list[int]] = ([], [])
+
+    def decide(self) -> None:
+        import json
+
+        backend = self.text_ids.backend
+        self.state = "whole"
+        if backend is None or backend.encode_special_tokens or backend.truncation or backend.padding:
+            return
+        spec = json.loads(backend.to_str())
+        if piecewise_problem(spec):
+            return
+        added = spec.get("added_tokens", ())
+        contents = [a["content"] for a in added]
+        self.ends = {a["id"] for a in added if not a.get("normalized") and not a.get("rstrip")
+                     and not any(a["content"] != c and a["content"] in c for c in contents)}
+        wraps = set()
+        for probe in ("a b", f"x{contents[0]}y" if contents else "c"):
+            whole, bare = backend.encode(probe).ids, backend.encode(probe, add_special_tokens=False).ids
+            at = next((i for i in range(len(whole) - len(bare) + 1) if whole[i:i + len(bare)] == bare), None)
+            if at is None:
+                return
+            wraps.add((tuple(whole[:at]), tuple(whole[at + len(bare):])))
+        if len(wraps) != 1:
+            return
+        before, after = wraps.pop()
+        self.wrap = (list(before), list(after))
+        self.state = "pieces"
+
+    def __call__(self, prompts: list[str], answers: list[list[str]]) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """(tok(prompt) per prompt, [tok(prompt + answer) per prompt] for each list of answers)."""
+        self.text_ids(prompts[:1])  # a call through the tokenizer sets the Rust tokenizer as every call does
+        if self.state is None:
+            self.decide()
+            if self.state == "pieces":
+                sample, columns = prompts[:PIECES_CHECKED_ROWS], [a[:PIECES_CHECKED_ROWS] for a in answers]
+                whole = (self.text_ids(sample), [self.text_ids([p + a for p, a in zip(sample, column)])
+                                                 for column in columns])
+                if self.pieces(sample, columns) != whole:
+                    self.state = "whole"
+        if self.state == "pieces":
+            return self.pieces(prompts, answers)
+        return self.text_ids(prompts), [self.text_ids([p + a for p, a in zip(prompts, column)]) for column in answers]
+
+    def pieces(self, prompts: list[str], answers: list[list[str]]) -> tuple[list[list[int]], list[list[list[int]]]]:
+        backend, (before, after) = self.text_ids.backend, self.wrap
+        heads, cuts, prompt_ids = [], [], []
+        for prompt, encoded in zip(prompts, backend.encode_batch(prompts, add_special_tokens=False)):
+            ids = encoded.ids
+            end = next((i + 1 for i in range(len(ids) - 1, -1, -1) if ids[i] in self.ends), 0)
+            heads.append(ids[:end])
+            cuts.append(encoded.offsets[end - 1][1] if end else 0)
+            prompt_ids.append(before + ids + after)
+        out = []
+        for column in answers:
+            rests = backend.encode_batch_fast([p[cut:] + a for p, cut, a in zip(prompts, cuts, column)],
+                                              add_special_tokens=False)
+            out.append([before + head + rest.ids + after for head, rest in zip(heads, rests)])
+        return prompt_ids, out
+
+
 def chat_ids(tokenizer: Any, conversations: list[list[dict]], generation_prompt: bool) -> list[list[int]]:
     """TRL's tokenization of conversations: the chat template, tokenized (no tools)."""
     if not conversations:
@@ -133,6 +257,7 @@ class Encoding:
         self.max_length = max_length
         self.trainer = trainer
         self.text_ids = TextIds(tokenizer)
+        self.with_prompt = PromptPieces(self.text_ids)
 
     def __call__(self, rows: list[dict]) -> Encoded:
         raise NotImplementedError
@@ -175,9 +300,8 @@ class PromptAnswerIds(Encoding):
             rejected = chat_ids(self.tokenizer, [r["prompt"] + r["rejected"] for r in rows], False)
         else:
             eos = self.eos()
-            prompts = self.text_ids([r["prompt"] for r in rows])
-            chosen = self.text_ids([r["prompt"] + with_eos(r["chosen"], eos) for r in rows])
-            rejected = self.text_ids([r["prompt"] + with_eos(r["rejected"], eos) for r in rows])
+            prompts, (chosen, rejected) = self.with_prompt(
+                [r["prompt"] for r in rows], [[with_eos(r[name], eos) for r in rows] for name in ("chosen", "rejected")])
         out = Encoded({name: [] for name in self.columns}, [], [])
         for prompt, full_chosen, full_rejected in zip(prompts, chosen, rejected):
             cut = min(prefix_length(prompt, full_chosen), prefix_length(prompt, full_rejected))
@@ -203,8 +327,8 @@ class PromptCompletionIds(Encoding):
             full = chat_ids(self.tokenizer, [r["prompt"] + r["completion"] for r in rows], False)
         else:
             eos = self.eos()
-            prompts = self.text_ids([r["prompt"] for r in rows])
-            full = self.text_ids([r["prompt"] + with_eos(r["completion"], eos) for r in rows])
+            prompts, (full,) = self.with_prompt([r["prompt"] for r in rows],
+                                                [[with_eos(r["completion"], eos) for r in rows]])
         out = Encoded({name: [] for name in self.columns}, [], [])
         for prompt, whole in zip(prompts, full):
             cut = prefix_length(prompt, whole)
@@ -228,8 +352,8 @@ class SequencePairIds(Encoding):
             rejected = chat_ids(self.tokenizer, [r["prompt"] + r["rejected"] for r in rows], False)
         else:
             eos = self.eos()
-            chosen = self.text_ids([r["prompt"] + with_eos(r["chosen"], eos) for r in rows])
-            rejected = self.text_ids([r["prompt"] + with_eos(r["rejected"], eos) for r in rows])
+            _, (chosen, rejected) = self.with_prompt(
+                [r["prompt"] for r in rows], [[with_eos(r[name], eos) for r in rows] for name in ("chosen", "rejected")])
         return Encoded({"chosen_ids": chosen, "rejected_ids": rejected},
                        [max(len(a), len(b)) for a, b in zip(chosen, rejected)])
 

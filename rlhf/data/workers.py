@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,6 +91,15 @@ def _run(bounds: tuple[int, int]) -> Any:
     return _WORK(*bounds)
 
 
+def _worker_start() -> None:
+    """A worker drops the signal handlers it inherited (the job's preemption handler records
+    SIGTERM and SLURM's USR signals for the trainer): a signal ends a worker, and Ctrl-C goes
+    to the data stage, which stops the workers."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def in_chunks(total: int, work: Callable[[int, int], Any], processes: int, what: str,
               min_rows: int = PARALLEL_MIN_ROWS) -> Iterator[Any]:
     """work(start, end) over 0..total in chunks, results in order (see the module doc)."""
@@ -104,17 +114,22 @@ def in_chunks(total: int, work: Callable[[int, int], Any], processes: int, what:
         pool = None
     else:
         _WORK = work
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
         results = pool.imap(_run, bounds)
+    finished = False
     try:
         for (start, end), result in zip(bounds, results):
             line = progress.add(end - start)
             if line:
                 log.info("%s", line)
             yield result
+        finished = True
         log.info("%s", progress.end(workers))
     finally:
         _WORK = None
         if pool is not None:
-            pool.terminate()
+            if finished:
+                pool.close()  # every chunk done: the workers exit on their own
+            else:
+                pool.terminate()  # a bad row or an interrupt: stop the others' chunks now
             pool.join()
