@@ -27,7 +27,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def token_counts(row: dict, tokenizer: Any) -> dict[str, int]:
-    from rlhf.data.pipeline import render
+    from rlhf.data.tokenize import render
 
     counts = {}
     for column in TEXT_COLUMNS:

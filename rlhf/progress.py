@@ -4,6 +4,11 @@
     eval at step 40/120 | eval_loss 0.3121 | eval_rewards/accuracies 0.97 | 2.1 s
     training ended at step 120/120 after 0:01:05 | train_loss 0.4501 | 1.85 steps/s
 
+and, while a long data stage formats and tokenizes (rlhf.data.workers), one line every few
+seconds:
+
+    train dataset big.jsonl: 40000/100000 rows (40%) | 5200 rows/s | ETA 0:00:11
+
 When stderr is not a terminal (a log file, a SLURM output file), transformers turns tqdm off
 and prints every log as a raw dict of a dozen metrics instead (its PrinterCallback), with no
 progress and no ETA. `replace_printer` swaps that for these lines, logged on rank 0 through the
@@ -78,6 +83,17 @@ def end_line(step: int, total: int, logs: dict[str, Any]) -> str:
         parts.append(f"train_loss {number(logs['train_loss'])}")
     if logs.get("train_steps_per_second"):
         parts.append(pace(logs["train_steps_per_second"]))
+    return " | ".join(parts)
+
+
+def rows_line(what: str, done: int, total: int, rows_per_second: float | None) -> str:
+    """The data stage's progress: `train dataset x.jsonl: 40000/100000 rows (40%) | 5200
+    rows/s | ETA 0:00:11`."""
+    parts = [f"{what}: {done}/{total} rows ({100 * done // total if total else 100}%)"]
+    if rows_per_second:
+        parts.append(f"{rows_per_second:.0f} rows/s")
+        if done < total:
+            parts.append(f"ETA {duration((total - done) / rows_per_second)}")
     return " | ".join(parts)
 
 

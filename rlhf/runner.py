@@ -51,7 +51,7 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     # The TRL config before any model: creating it starts the process group and, with ZeRO-3,
     # registers the DeepSpeed config, which is what makes from_pretrained load each model
     # sharded (zero.Init) instead of whole on every rank. FSDP's loading is set up next.
-    args = trl_arguments(run, run_dir, has_eval)
+    args = trl_arguments(run, run_dir, has_eval, rows=len(data.train))
     distributed.prepare_strategy(run.hardware)
     model = load_model(run.model, run.hardware, adapter=run.peft.adapter, head=run.spec.model_head,
                        pad_token_id=tokenizer.pad_token_id, seed=run.seed)
@@ -209,8 +209,14 @@ def judge_final(run: RunSpec, judge: Any, trainer: Any, run_dir: Path) -> dict[s
         return judge.evaluate_policy(policy, stage.Reference(run, policy), out_dir=run_dir)
 
 
-def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
-    """The TRL config of this run: the method's fields plus what the run and hardware decide."""
+def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool, rows: int = 0) -> Any:
+    """The TRL config of this run: the method's fields plus what the run and hardware decide.
+    `rows`: the training rows, which decide whether what TRL still maps over them (a length
+    filter, a prompt column) runs on the data stage's worker processes."""
+    import dataclasses
+
+    from rlhf.data import workers
+
     kwargs = run.spec.trl_kwargs(run.method, has_eval)
     if run.spec.run_trl is not None:
         kwargs.update(run.spec.run_trl(run))
@@ -230,6 +236,8 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool) -> Any:
     )
     config_class = import_object(run.spec.trl_config)
     kwargs.update(reload_kwargs(run, config_class))
+    if rows >= workers.PARALLEL_MIN_ROWS and "dataset_num_proc" in {f.name for f in dataclasses.fields(config_class)}:
+        kwargs["dataset_num_proc"] = workers.processes(run)
     return config_class(**kwargs)
 
 
@@ -342,8 +350,12 @@ def build_trainer(run: RunSpec, kwargs: dict[str, Any], data_dir: Path) -> tuple
     """The TRL trainer. A method whose reference log-probs are precomputed and shareable goes
     through the shared store (rlhf.shared_reference). Returns, per split, whether they were
     computed or reused (None when the store is not used)."""
-    trainer_class = import_object(run.spec.trl_trainer)
-    logging.getLogger(trainer_class.__module__).addFilter(RELOAD_ONLY)
+    from rlhf import pretokenized
+
+    trl_class = import_object(run.spec.trl_trainer)
+    logging.getLogger(trl_class.__module__).addFilter(RELOAD_ONLY)
+    # TRL's trainer, training on the ids the data stage made without tokenizing again.
+    trainer_class = pretokenized.trainer_class(trl_class, run.spec.tokenized)
     if not (run.spec.shares_reference_logps and getattr(run.method, "precompute_ref_log_probs", False)):
         return trainer_class(**kwargs), None
     from rlhf import shared_reference

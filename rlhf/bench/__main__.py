@@ -7,6 +7,9 @@ noise hits both alike:
   at the same moment, each pinned to its own core, the cores swapping between repeats;
 - configuration speed: `--cfg job`, a validation error and a bad row of a string-family dataset;
 - data preparation throughput on 100k rows of chatml.intel, cold and cached;
+- the data stage on a large dataset (100k rows, texts of 20-400 characters, max_length 2048)
+  against a plain TRL script: time to the first step, cold and warm, DPO and KTO, a byte-level
+  tokenizer and the embedded one (rlhf.bench.data_large);
 - a 4-job DPO beta sweep against 4 independent runs, with their results compared;
 - the default run with its generation eval stage against the same run without it;
 - peak memory of LoRA DPO with the reference from the disabled adapter against a separate
@@ -30,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("dpo", "kto", "orpo", "simpo", "reward", "grpo", "rloo", "online_dpo")
 CONTROL = "dpo"  # the method whose plain TRL script is also measured against itself
+SECTIONS = ("methods", "config", "data", "data_large", "sweep", "generation", "lora_memory")
 
 
 def env() -> dict[str, str]:
@@ -439,6 +443,10 @@ def render(results: dict, command: str) -> str:
         lines.append(f"| {name} | {memory[name]['peak_rss_mib']:.0f} |")
     lines += ["", f"Adapter-disabled reference / separate reference (LoRA): {memory['ratio_vs_lora_separate']:.2f}; "
               f"/ full DPO with a separate reference: {memory['ratio_vs_full_separate']:.2f}.", ""]
+    if "data_large" in results:
+        from rlhf.bench import data_large
+
+        lines += data_large.render(results["data_large"]) + [""]
     return "\n".join(lines)
 
 
@@ -458,10 +466,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the data sections (data, data_large)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections to run: methods config data sweep generation lora_memory")
+                        help="sections to run: " + " ".join(SECTIONS))
     args = parser.parse_args()
-    sections = args.only or ["methods", "config", "data", "sweep", "generation", "lora_memory"]
+    sections = args.only or list(SECTIONS)
     work = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps,
                "repeats": args.repeats}
@@ -470,7 +479,12 @@ def main() -> None:
     if "config" in sections:
         results["config"] = bench_config(work, 5)
     if "data" in sections:
-        results["data"] = bench_data(work, 100_000)
+        results["data"] = bench_data(work, args.rows)
+    if "data_large" in sections:
+        from rlhf.bench import data_large
+
+        results["data_large"] = data_large.bench_data_large(work / "data_large", args.rows, env())
+        print("\n".join(data_large.render(results["data_large"])), file=sys.stderr)
     if "sweep" in sections:
         results["sweep"] = bench_sweep(work, (0.05, 0.1, 0.2, 0.4))
     if "generation" in sections:
@@ -478,7 +492,7 @@ def main() -> None:
     if "lora_memory" in sections:
         results["lora_memory"] = bench_lora_memory(work, 6)
     (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=2))
-    if set(sections) >= {"methods", "config", "data", "sweep", "generation", "lora_memory"}:
+    if set(sections) >= set(SECTIONS):
         command = "make bench  (python -m rlhf.bench " + " ".join(sys.argv[1:]) + ")"
         out = Path(args.out)
         notes = kept_notes(out)

@@ -69,6 +69,8 @@ class DatasetConfig(SourceConfig):
     excess_length: str = knob("drop", "rows longer than method.max_length: drop, raise or truncate",
                               choices=EXCESS_LENGTH)
     shuffle: bool = knob(True, "shuffle the training rows with the run's seed")
+    num_proc: int | None = knob(None, "processes that format and tokenize the rows (None: the job's CPUs, "
+                                      "hardware.cpus_per_process per training process)", ge=1)
 
 
 @dataclass

@@ -1,7 +1,14 @@
 """From the `dataset` config to the datasets the trainer receives, checked row by row.
 
-    sources -> format_row (the dataset type) -> shape check -> length rule -> shuffle -> split
-            -> cached on disk, keyed by everything the result depends on
+    sources -> format_row (the dataset type) -> shape check -> the trainer's token ids
+            -> length rule -> shuffle -> split -> cached on disk, keyed by everything the
+            result depends on
+
+Formatting and tokenizing run in batches, in worker processes over the job's CPUs
+(rlhf.data.workers: dataset.num_proc, else hardware.cpus_per_process), with progress lines
+in the log. The ids are the ones the method's TRL trainer would make (rlhf.data.tokenize), so
+the length rule measures exactly the sequences the trainer builds, and the trainer trains on
+these ids without tokenizing again (rlhf.pretokenized).
 
 Every training and eval source is read row by row with its own type (rlhf.data.formats); a
 row that cannot be formatted stops the run before any model loads, with the dataset, the file
@@ -33,14 +40,17 @@ import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rlhf import distributed
 from rlhf.config.schema import SourceConfig
+from rlhf.data import workers
 from rlhf.data.formats import (SHAPE_COLUMNS, RowError, get_formatter, needs_tokenizer, reader, row_readers,
                                suggest_types, type_options)
 from rlhf.data.sources import EVAL, TRAIN, Source, dataset_sources
+from rlhf.data.tokenize import Encoding, RowIssue, encoding, id_arrays
 from rlhf.errors import ConfigError, DataError
 from rlhf.locks import locked
 from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec
@@ -48,7 +58,7 @@ from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec
 log = logging.getLogger("rlhf")
 
 # Bump when the pipeline's output for the same inputs changes (the formats' code is hashed too).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 ROW_WORDS = {PAIRS: "a preference pair", UNPAIRED: "an unpaired row with a label", PROMPTS: "a prompt"}
 # The run dir's file in which rank 0 names the prepared data for the other ranks.
 PREPARED = ".prepared_data.json"
@@ -146,76 +156,201 @@ def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int
 
 
 def format_rows(source: Source, formatter: Any, method: MethodSpec, report: DataReport) -> list[dict]:
-    """Every row of `source` through a resolved type: the row loop of the data stage, and of the
-    check the launching process makes before any job starts (check_rows_before_jobs)."""
-    config = source.config
-    unpair, shape = config.unpair, method.shape
-    rows: list[dict] = []
-    for where, raw in source.rows():
-        report.rows_read += 1
+    """Every row of `source` through a resolved type, in this process: the check the launching
+    process makes before any job starts (check_rows_before_jobs), and the preview. The data
+    stage runs the same row loop (format_range) in chunks on its workers (encode_source)."""
+    where, raw, read_error = read_rows(source)
+    report.rows_read += len(raw)
+    formatted = format_range(raw, 0, len(raw), formatter, source.config)
+    if isinstance(formatted, Failure):
+        raise formatted.error(where, raw, source, method)
+    report.dropped_empty += formatted.dropped_empty
+    if read_error is not None:
+        raise read_error
+    check_shape(formatted.rows, source, formatter, method)
+    return formatted.rows
+
+
+def read_rows(source: Source) -> tuple[list[str], list[Any], DataError | None]:
+    """Every row of a source with where it came from (file:line, or the hub dataset's row);
+    a row that cannot be read ends the list, and its error is returned after the rows before
+    it, to be raised only if none of them fails first (the first bad row is the one reported)."""
+    where: list[str] = []
+    raw: list[Any] = []
+    try:
+        for place, row in source.rows():
+            where.append(place)
+            raw.append(row)
+    except DataError as error:
+        return where, raw, error
+    return where, raw, None
+
+
+@dataclass
+class Formatted:
+    rows: list[dict]
+    origin: list[int]  # the raw row each formatted row came from (an unpaired pair gives two)
+    dropped_empty: int = 0
+
+
+@dataclass
+class Failure:
+    """The first row of a chunk that failed: its index among the raw rows, and why."""
+
+    index: int
+    reason: str
+    field: str | None = None
+    empty: bool = False
+    formatting: bool = True  # False: the row formatted, but cannot be tokenized as the trainer would
+
+    def error(self, where: list[str], raw: list[Any], source: Source, method: MethodSpec) -> DataError:
+        """The DataError naming the row's file and line (or hub row) and the field."""
+        if not self.formatting:
+            return DataError(f"{where[self.index]}: {self.reason}")
+        error = RowError(self.reason, field=self.field, empty=self.empty)
+        hint = _row_hint(error, raw[self.index], source, method, source.config.unpair)
+        return DataError(f"{where[self.index]}: {self.reason}{hint}")
+
+
+def format_range(raw: list[Any], start: int, end: int, formatter: Any, config: Any) -> Formatted | Failure:
+    """Rows start..end-1 through the type; the first that fails (unless an empty answer
+    dropped under drop_empty) as a Failure, which travels back from a worker as plain data."""
+    out = Formatted([], [])
+    for index in range(start, end):
         try:
-            row = formatter(raw)
+            row = formatter(raw[index])
         except RowError as error:
             if error.empty and config.drop_empty:
-                report.dropped_empty += 1
+                out.dropped_empty += 1
                 continue
-            # `where` names the file and line (or the hub dataset and row number).
-            raise DataError(f"{where}: {error}{_row_hint(error, raw, source, method, unpair)}") from None
-        rows.extend(_unpair(row) if unpair else [row])
-    missing = [c for c in SHAPE_COLUMNS[shape] if rows and c not in rows[0]]
+            return Failure(index, error.reason, error.field, error.empty)
+        for one in (_unpair(row) if config.unpair else [row]):
+            out.rows.append(one)
+            out.origin.append(index)
+    return out
+
+
+def check_shape(rows: list[dict], source: Source, formatter: Any, method: MethodSpec) -> None:
+    missing = [c for c in SHAPE_COLUMNS[method.shape] if rows and c not in rows[0]]
     if missing:
         raise DataError(f"dataset {source.label}: its type {formatter.type_name!r} gives rows with "
-                        f"{', '.join(sorted(rows[0]))}, but this method trains on {SHAPE_WORDS[shape]}")
-    return rows
+                        f"{', '.join(sorted(rows[0]))}, but this method trains on {SHAPE_WORDS[method.shape]}")
+
+
+@dataclass
+class Chunk:
+    """What a worker sends back for a chunk of rows: the formatted rows (None when the parent
+    holds them already), the raw row each came from, and their ids and lengths."""
+
+    rows: list[dict] | None
+    origin: list[int]
+    dropped_empty: int
+    ids: dict[str, Any]  # id column -> Arrow array
+    lengths: list[int]
+    prompt_lengths: list[int] | None
+    diverged: int
+
+
+@dataclass
+class Encoded:
+    """One source formatted and tokenized, before the length rule."""
+
+    rows: list[dict]
+    where: list[str]  # where each formatted row came from
+    ids: dict[str, list[Any]]  # id column -> its Arrow arrays, one per chunk
+    lengths: list[int]
+    prompt_lengths: list[int] | None
+    diverged: int = 0
+
+
+def encode_source(source: Source, method: MethodSpec, tokenizer: Any, index: int, report: DataReport,
+                  encoder: Encoding, processes: int, what: str, run_config: Any = None,
+                  code_path: list[str] | None = None) -> Encoded:
+    """Every row of one source formatted and tokenized for the trainer, in chunks on the
+    workers; a DataError at the first bad row, as format_rows gives it."""
+    config = source.config
+    if config.unpair and method.shape != UNPAIRED:
+        raise ConfigError(f"dataset {source.label}: {source.key}.unpair=true turns pairs into unpaired rows, but "
+                          f"{method.kind} trains on {SHAPE_WORDS[method.shape]}")
+    formatter = get_formatter(reader(method, unpair=config.unpair), config.type, tokenizer, cfg=run_config,
+                              dataset_idx=index, code_path=code_path, **type_options(config))
+    read_error, mapped = None, None
+    if formatter.map_kwargs:  # a transform run through datasets.map: its rows come formatted
+        mapped = _map_with_datasets(source, formatter, report)
+        where = [f"dataset {source.label} row {i}" for i in range(1, len(mapped) + 1)]
+        raw = mapped
+    else:
+        where, raw, read_error = read_rows(source)
+        report.rows_read += len(raw)
+
+    def work(start: int, end: int) -> Chunk | Failure:
+        if mapped is not None:
+            formatted = Formatted(mapped[start:end], list(range(start, end)))
+        else:
+            formatted = format_range(raw, start, end, formatter, config)
+            if isinstance(formatted, Failure):
+                return formatted
+        try:
+            encoded = encoder(formatted.rows) if formatted.rows else None
+        except RowIssue as issue:
+            return Failure(formatted.origin[issue.index], issue.message, formatting=False)
+        return Chunk(None if mapped is not None else formatted.rows, formatted.origin, formatted.dropped_empty,
+                     id_arrays(encoded.columns) if encoded else {}, encoded.lengths if encoded else [],
+                     encoded.prompt_lengths if encoded else [], encoded.diverged if encoded else 0)
+
+    out = Encoded([], [], {}, [], [] if encoder.drops_full_prompts else None)
+    for chunk in workers.in_chunks(len(raw), work, processes, what):
+        if isinstance(chunk, Failure):
+            raise chunk.error(where, raw, source, method)
+        report.dropped_empty += chunk.dropped_empty
+        out.rows += chunk.rows if chunk.rows is not None else [mapped[i] for i in chunk.origin]
+        out.where += [where[i] for i in chunk.origin]
+        for name, array in chunk.ids.items():
+            out.ids.setdefault(name, []).append(array)
+        out.lengths += chunk.lengths
+        if out.prompt_lengths is not None:
+            out.prompt_lengths += chunk.prompt_lengths or []
+        out.diverged += chunk.diverged
+    if read_error is not None:
+        raise read_error
+    check_shape(out.rows, source, formatter, method)
+    return out
 
 
 # ---------------------------------------------------------------------------- lengths
 
 
-def render(value: Any, tokenizer: Any, generation_prompt: bool) -> str:
-    """A prompt or answer as text: a string as it is, messages through the chat template."""
-    if isinstance(value, str):
-        return value
-    return tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def token_lengths(rows: list[dict], tokenizer: Any, shape: str) -> list[int]:
-    """Tokens of each row's longest sequence as the trainer builds it (prompt + answer + EOS)."""
-    if not rows:
-        return []
-    prompts = [render(r["prompt"], tokenizer, True) for r in rows]
-    if shape == PROMPTS:
-        return [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    answers = ("chosen", "rejected") if shape == PAIRS else ("completion",)
-    longest = [0] * len(rows)
-    eos = tokenizer.eos_token or ""
-    for column in answers:
-        texts = []
-        for prompt, row in zip(prompts, rows):
-            answer = render(row[column], tokenizer, False)
-            texts.append(prompt + answer + ("" if answer.endswith(eos) else eos))
-        for i, ids in enumerate(tokenizer(texts)["input_ids"]):
-            longest[i] = max(longest[i], len(ids))
-    return longest
-
-
-def apply_length_rule(rows: list[dict], lengths: list[int], max_length: int, rule: str, label: str,
-                      report: DataReport) -> list[dict]:
+def length_rule(encoded: Encoded, max_length: int, rule: str, label: str, encoder: Encoding,
+                report: DataReport) -> list[int]:
+    """The rows kept under dataset.excess_length (their indices), by the lengths of the
+    sequences the trainer builds: `drop` drops the rows longer than max_length, `raise` stops
+    at them, `truncate` keeps them for the trainer to cut (one that cannot, RewardTrainer,
+    drops them itself: dropped here, and said so). Rows whose prompt alone fills max_length
+    are dropped whatever the rule, as their trainer drops them (nothing left to learn from)."""
+    lengths = encoded.lengths
     over = [i for i, n in enumerate(lengths) if n > max_length]
-    if not over:
-        return rows
-    if rule == "raise":
+    full = set()
+    if encoder.drops_full_prompts and encoded.prompt_lengths is not None:
+        full = {i for i, n in enumerate(encoded.prompt_lengths) if n >= max_length}
+    if over and rule == "raise":
         i, longest = over[0], max(lengths[j] for j in over)
         raise DataError(f"{label}: {len(over)} rows are longer than method.max_length={max_length} tokens "
-                        f"(the first is row {i + 1} of the formatted data, {lengths[i]} tokens): raise the limit "
+                        f"(the first is {encoded.where[i]}, {lengths[i]} tokens): raise the limit "
                         f"(method.max_length={longest} fits them all), or drop or cut such rows "
                         "(dataset.excess_length=drop or dataset.excess_length=truncate)")
-    if rule == "truncate":  # the trainer cuts them at max_length (keeping the start)
-        report.truncated += len(over)
-        return rows
-    report.dropped_long += len(over)
-    dropped = set(over)
-    return [row for i, row in enumerate(rows) if i not in dropped]
+    if rule == "truncate" and encoder.truncates:
+        dropped = full
+        report.truncated += len(set(over) - full)
+    else:
+        if rule == "truncate" and over:
+            log.warning("%s: %d rows are longer than method.max_length=%d tokens; %s cannot cut them (it drops such "
+                        "rows), so they are dropped", label, len(over), max_length, encoder.trainer)
+        dropped = full | set(over)
+    if full:
+        log.warning("%s: %d rows have a prompt of method.max_length=%d tokens or more, which leaves no answer to "
+                    "train on: dropped, as %s drops them", label, len(full), max_length, encoder.trainer)
+    report.dropped_long += len(dropped)
+    return [i for i in range(len(lengths)) if i not in dropped]
 
 
 # ---------------------------------------------------------------------------- the whole stage
@@ -274,26 +409,35 @@ def _code_fingerprint(run: Any) -> str:
 
 
 def cache_key(run: Any, tokenizer: Any, train: list[Source], evaluation: list[Source]) -> str:
+    dataset = asdict(run.dataset)
+    dataset.pop("num_proc")  # how many processes made the rows does not change them
     parts = {
         "version": PIPELINE_VERSION,
         "code": _code_fingerprint(run),
         "kind": run.spec.kind,
         "shape": run.spec.shape,
-        "dataset": asdict(run.dataset),
+        "dataset": dataset,
         "train": [s.fingerprint() for s in train],
         "eval": [s.fingerprint() for s in evaluation],
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": run.method.max_length,
         "seed": run.seed,
+        # The ids are the trainer's own tokenization: its class, and the library versions that
+        # tokenize (a new TRL may tokenize differently).
+        "tokenized": [run.spec.tokenized, run.spec.trl_trainer,
+                      *(metadata.version(name) for name in ("trl", "transformers", "tokenizers"))],
     }
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _to_dataset(rows: list[dict], label: str) -> Any:
+def _to_dataset(rows: Any, label: str) -> Any:
+    """The rows as a datasets.Dataset (build's datasets pass through as they are)."""
     import datasets
     import pyarrow as pa
 
+    if isinstance(rows, datasets.Dataset):
+        return rows
     try:
         return datasets.Dataset.from_list(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
@@ -302,35 +446,81 @@ def _to_dataset(rows: list[dict], label: str) -> Any:
 
 
 def build(run: Any, tokenizer: Any, run_config: Any = None,
-          sources: tuple[list[Source], list[Source]] | None = None) -> tuple[list[dict], list[dict], DataReport]:
-    """Format, check, filter, shuffle and split: the rows the trainer gets, uncached."""
+          sources: tuple[list[Source], list[Source]] | None = None) -> tuple[Any, Any, DataReport]:
+    """Format, tokenize, check, filter, shuffle and split: the datasets the trainer gets (in
+    memory, uncached), the eval one None when there is none."""
+    import pyarrow as pa
+
     report = DataReport()
     train_sources, eval_sources = sources or _sources(run)
     rule, max_length = run.dataset.excess_length, run.method.max_length
+    encoder = encoding(run.spec, tokenizer, max_length)
+    processes = workers.processes(run)
 
-    def load(sources: list[Source], role: str) -> list[dict]:
+    def load(sources: list[Source], role: str) -> tuple[list[dict], dict[str, list[Any]]]:
         rows: list[dict] = []
+        ids: dict[str, list[Any]] = {}
         for index, source in enumerate(sources):
-            formatted = format_source(source, run.spec, tokenizer, index, report, run_config, run.code_path)
-            lengths = token_lengths(formatted, tokenizer, run.spec.shape)
-            rows += apply_length_rule(formatted, lengths, max_length, rule, f"{role} dataset {source.label}",
-                                      report)
+            label = f"{role} dataset {source.label}"
+            encoded = encode_source(source, run.spec, tokenizer, index, report, encoder, processes, label,
+                                    run_config, run.code_path)
+            keep = length_rule(encoded, max_length, rule, label, encoder, report)
+            if encoded.diverged:
+                log.warning("%s: in %d rows the tokenized prompt is not a prefix of the tokenized prompt + answer "
+                            "(the chat template renders the prompt alone differently, or tokens merge across the "
+                            "boundary): the answer starts where they diverge, as %s has it", label,
+                            encoded.diverged, run.spec.trl_trainer)
+            every = len(keep) == len(encoded.rows)
+            rows += encoded.rows if every else [encoded.rows[i] for i in keep]
+            for name, arrays in encoded.ids.items():
+                ids.setdefault(name, []).extend(arrays if every else [gather(arrays, keep)])
             report.sources.append(f"{role}: {source.label} ({source.config.type or 'no type'})")
-        return rows
+        return rows, ids
 
-    train = load(train_sources, "train")
-    evaluation = load(eval_sources, "eval")
-    if not train:
+    train_rows, train_ids = load(train_sources, "train")
+    eval_rows, eval_ids = load(eval_sources, "eval")
+    if not train_rows:
         raise DataError(f"no training rows are left from {', '.join(s.label for s in train_sources)} "
                         f"(read {report.rows_read}, dropped {report.dropped_empty} empty and "
                         f"{report.dropped_long} too long)")
+    order = list(range(len(train_rows)))
     if run.dataset.shuffle:
-        random.Random(run.seed).shuffle(train)
+        random.Random(run.seed).shuffle(order)
+    held: list[int] = []
     if run.dataset.val_set_size > 0:
-        count = _held_out_count(run.dataset.val_set_size, len(train))
-        evaluation, train = train[:count], train[count:]
-    report.train_rows, report.eval_rows = len(train), len(evaluation)
+        count = _held_out_count(run.dataset.val_set_size, len(order))
+        held, order = order[:count], order[count:]
+    train = _assemble(train_rows, train_ids, order, "train data")
+    if held:
+        evaluation = _assemble(train_rows, train_ids, held, "eval data")
+    else:
+        evaluation = _assemble(eval_rows, eval_ids, list(range(len(eval_rows))), "eval data") if eval_rows else None
+    report.train_rows, report.eval_rows = len(train), len(evaluation) if evaluation is not None else 0
     return train, evaluation, report
+
+
+def _assemble(rows: list[dict], ids: dict[str, list[Any]], order: list[int], label: str) -> Any:
+    """The rows in `order` as a dataset: their columns, and the id columns beside them."""
+    import uuid
+
+    import pyarrow as pa
+
+    in_place = order == list(range(len(rows)))
+    dataset = _to_dataset(rows if in_place else [rows[i] for i in order], label)
+    for name, chunks in ids.items():
+        column = pa.chunked_array(chunks) if in_place else gather(chunks, order)
+        # A fingerprint of its own: datasets would hash the whole column to make one (seconds
+        # for 100k rows), and this dataset is saved and loaded back before anything reads it.
+        dataset = dataset.add_column(name, column, new_fingerprint=uuid.uuid4().hex)
+    return dataset
+
+
+def gather(chunks: list[Any], rows: list[int]) -> Any:
+    """Rows `rows` of an id column held in Arrow chunks (one copy of the chunks first: a take
+    over one array is much faster than over many)."""
+    import pyarrow as pa
+
+    return pa.chunked_array(chunks).combine_chunks().take(pa.array(rows, type=pa.int64()))
 
 
 def prepare_data(run: Any, tokenizer: Any, run_config: Any = None, run_dir: Path | None = None) -> PreparedData:

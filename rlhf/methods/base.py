@@ -30,6 +30,20 @@ CAUSAL_LM = "causal_lm"
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 MODEL_HEADS = (CAUSAL_LM, SEQUENCE_CLASSIFICATION)
 
+# What the data stage tokenizes for a method's TRL trainer (MethodSpec.tokenized), so the
+# trainer trains on those ids and does not tokenize again (rlhf.data.tokenize makes them,
+# rlhf.pretokenized makes the trainer take them):
+# - prompt_ids, chosen_ids and rejected_ids, as DPOTrainer's _prepare_dataset makes them;
+PROMPT_ANSWER_IDS = "prompt_answer_ids"
+# - prompt_ids and completion_ids, as KTOTrainer's _prepare_dataset makes them;
+PROMPT_COMPLETION_IDS = "prompt_completion_ids"
+# - chosen_ids and rejected_ids, whole sequences, as RewardTrainer's _prepare_dataset makes them;
+SEQUENCE_PAIR_IDS = "sequence_pair_ids"
+# - the columns of the `tokenize_row` of ORPOTrainer and CPOTrainer (prompt_input_ids,
+#   chosen_input_ids, chosen_labels, ...).
+TOKENIZE_ROW_IDS = "tokenize_row_ids"
+TOKENIZED = (PROMPT_ANSWER_IDS, PROMPT_COMPLETION_IDS, SEQUENCE_PAIR_IDS, TOKENIZE_ROW_IDS)
+
 
 @dataclass(frozen=True)
 class EmbeddedData:
@@ -209,12 +223,18 @@ class MethodSpec:
     # The head the checkpoint is loaded with (rlhf.models.load_model), which also decides the
     # LoRA task type and whether the trained model generates (the generation eval stage).
     model_head: str = CAUSAL_LM
+    # The columns the data stage tokenizes for the trainer (one of TOKENIZED), which then trains
+    # on them without tokenizing again; None: the trainer tokenizes what it needs itself (the
+    # online methods tokenize prompts as they generate), and the data stage only measures.
+    tokenized: str | None = None
 
     def __post_init__(self) -> None:
         if not self.progress_metric:
             object.__setattr__(self, "progress_metric", self.metric)
         if self.model_head not in MODEL_HEADS:
             raise ValueError(f"{self.kind}: model_head={self.model_head!r} is not one of {', '.join(MODEL_HEADS)}")
+        if self.tokenized is not None and self.tokenized not in TOKENIZED:
+            raise ValueError(f"{self.kind}: tokenized={self.tokenized!r} is not one of {', '.join(TOKENIZED)}")
 
     @property
     def generates(self) -> bool:

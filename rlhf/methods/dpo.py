@@ -9,6 +9,7 @@ from rlhf.config.fields import knob
 from rlhf.errors import did_you_mean, one_of
 from rlhf.methods.base import (
     PAIRS,
+    PROMPT_ANSWER_IDS,
     REFERENCE_TRL_FIELDS,
     MethodSpec,
     ReferenceMethodConfig,
@@ -110,6 +111,7 @@ SPEC = register(MethodSpec(
     greater_is_better=True,
     reference_arg="ref_model",
     shares_reference_logps=True,
+    tokenized=PROMPT_ANSWER_IDS,
     # IPO is DPO with loss_type ipo (conf/method/ipo.yaml).
     presets=("ipo",),
     check=check_dpo,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from rlhf.config.fields import knob
 from rlhf.methods.base import (
+    PROMPT_COMPLETION_IDS,
     REFERENCE_TRL_FIELDS,
     UNPAIRED,
     MethodSpec,
@@ -51,4 +52,5 @@ SPEC = register(MethodSpec(
     greater_is_better=True,
     reference_arg="ref_model",
     check=check_kto,
+    tokenized=PROMPT_COMPLETION_IDS,
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, EmbeddedData, MethodConfig, MethodSpec, register
+from rlhf.methods.base import PAIRS, TOKENIZE_ROW_IDS, EmbeddedData, MethodConfig, MethodSpec, register
 
 
 @dataclass
@@ -31,4 +31,5 @@ SPEC = register(MethodSpec(
     embedded=EmbeddedData("data/topics_orpo.train.jsonl", "chat_template.argilla", "data/topics_orpo.eval.jsonl"),
     # ORPO's collator needs the raw columns; TRL forces this with a warning otherwise.
     fixed_trl={"remove_unused_columns": False},
+    tokenized=TOKENIZE_ROW_IDS,
 ))

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, REWARD_MODEL_KIND, SEQUENCE_CLASSIFICATION, MethodConfig, MethodSpec, register
+from rlhf.methods.base import (
+    PAIRS,
+    REWARD_MODEL_KIND,
+    SEQUENCE_CLASSIFICATION,
+    SEQUENCE_PAIR_IDS,
+    MethodConfig,
+    MethodSpec,
+    register,
+)
 
 
 @dataclass
@@ -34,4 +42,5 @@ SPEC = register(MethodSpec(
     greater_is_better=True,
     reference_arg=None,
     model_head=SEQUENCE_CLASSIFICATION,
+    tokenized=SEQUENCE_PAIR_IDS,
 ))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, MethodConfig, MethodSpec, register
+from rlhf.methods.base import PAIRS, TOKENIZE_ROW_IDS, MethodConfig, MethodSpec, register
 
 
 @dataclass
@@ -30,4 +30,5 @@ SPEC = register(MethodSpec(
     greater_is_better=True,
     reference_arg=None,
     fixed_trl={"loss_type": "simpo", "remove_unused_columns": False},
+    tokenized=TOKENIZE_ROW_IDS,
 ))
