@@ -24,6 +24,7 @@ for them only the prompt lengths are measured here, as their trainer tokenizes t
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,32 +117,24 @@ def piecewise_problem(spec: dict) -> str | None:
     if any(a.get("lstrip") or a.get("single_word") for a in spec.get("added_tokens", ())):
         return "an added token strips the text before it or matches single words only"
 
-    def pre_tokenizer_problem(node: dict | None) -> str | None:
+    def problem(node: dict | None, allowed: set[str], what: str, children: str) -> str | None:
+        """The first part of a pre-tokenizer or post-processor tree outside `allowed`."""
         if node is None:
             return None
         kind = node.get("type")
-        if kind not in PIECEWISE_PRE_TOKENIZERS:
-            return f"pre-tokenizer {kind}"
+        if kind not in allowed:
+            return f"{what} {kind}"
         if kind == "Metaspace" and node.get("prepend_scheme") == "first":
             return "Metaspace pre-tokenizer marks the first piece only"
         if kind == "Sequence":
-            return next((p for p in map(pre_tokenizer_problem, node.get("pretokenizers", ())) if p), None)
-        return None
-
-    def post_processor_problem(node: dict | None) -> str | None:
-        if node is None:
-            return None
-        kind = node.get("type")
-        if kind not in WRAPPING_POST_PROCESSORS:
-            return f"post-processor {kind}"
-        if kind == "Sequence":
-            return next((p for p in map(post_processor_problem, node.get("processors", ())) if p), None)
+            return next((p for n in node.get(children, ()) if (p := problem(n, allowed, what, children))), None)
         return None
 
     model = spec.get("model") or {}
     if model.get("type") not in PIECEWISE_MODELS or model.get("dropout"):
         return f"model {model.get('type')}" + (" with dropout" if model.get("dropout") else "")
-    return pre_tokenizer_problem(spec.get("pre_tokenizer")) or post_processor_problem(spec.get("post_processor"))
+    return (problem(spec.get("pre_tokenizer"), PIECEWISE_PRE_TOKENIZERS, "pre-tokenizer", "pretokenizers")
+            or problem(spec.get("post_processor"), WRAPPING_POST_PROCESSORS, "post-processor", "processors"))
 
 
 class PromptPieces:
@@ -243,7 +236,7 @@ def prefix_length(ids: list[int], other: list[int]) -> int:
 # ---------------------------------------------------------------------------- encodings
 
 
-class Encoding:
+class Encoding(abc.ABC):
     """Base of the encodings: what the trainer does with a sequence over max_length."""
 
     columns: tuple[str, ...] = ()
@@ -259,8 +252,9 @@ class Encoding:
         self.text_ids = TextIds(tokenizer)
         self.with_prompt = PromptPieces(self.text_ids)
 
+    @abc.abstractmethod
     def __call__(self, rows: list[dict]) -> Encoded:
-        raise NotImplementedError
+        """The encoded batch of `rows`: the trainer's id columns and each row's lengths."""
 
     def eos(self) -> str:
         eos = self.tokenizer.eos_token
