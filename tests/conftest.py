@@ -110,9 +110,7 @@ def fake_run_dir(parent: Path, model: Path, kind: str, finished: bool = True) ->
 @pytest.fixture(scope="session")
 def reward_run_dir(tiny_reward_model, tmp_path_factory) -> Path:
     """The run dir of a finished `method=reward` job holding the tiny reward model."""
-    from rlhf.methods.base import REWARD_MODEL_KIND
-
-    return fake_run_dir(tmp_path_factory.mktemp("runs"), tiny_reward_model, REWARD_MODEL_KIND)
+    return fake_run_dir(tmp_path_factory.mktemp("runs"), tiny_reward_model, "reward")
 
 
 def _slurm_module():

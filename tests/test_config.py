@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError
+from rlhf.core.errors import ConfigError
 from rlhf.methods import METHODS
 
 CONF = REPO / "conf"
@@ -152,7 +152,7 @@ def test_a_run_that_chooses_no_optimizer_gets_the_one_plain_trl_gets(method):
 
 def test_print_config_and_help_import_neither_torch_nor_trl(tmp_path):
     # A GPU config with QLoRA too: its checks (driver, bitsandbytes) must not initialise CUDA
-    # before the job restricts CUDA_VISIBLE_DEVICES (rlhf.devices), so torch stays unimported.
+    # before the job restricts CUDA_VISIBLE_DEVICES (rlhf.cluster.devices), so torch stays unimported.
     for args in (["--cfg", "job"], ["--help"], ["method.beta=-1"], ["hardware=gpu", "peft=qlora"]):
         proc = _importtime(tmp_path, args)
         imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from conftest import REPO, cli_env, run_cli, train
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError, DataError
+from rlhf.core.errors import ConfigError, DataError
 
 PAIRS = [{"question": f"Name a fruit, number {i}?", "chosen": "mango", "rejected": "tiger"} for i in range(12)]
 
@@ -27,8 +27,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def prepare(tmp_path: Path, *overrides: str):
     """The data stage alone, as a run does it (tokenizer, no model)."""
-    from rlhf.data.pipeline import prepare_data
-    from rlhf.models import load_tokenizer
+    from rlhf.data.cache import prepare_data
+    from rlhf.models.loading import load_tokenizer
 
     run = validate(compose_job([f"cache_dir={tmp_path / 'cache'}", *overrides]))
     return prepare_data(run, load_tokenizer(run.model))
@@ -145,10 +145,10 @@ def test_two_jobs_building_the_same_cache_at_once_agree(tmp_path):
     code = f"""
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.data.pipeline import prepare_data
-from rlhf.models import load_tokenizer
+from rlhf.data.cache import prepare_data
+from rlhf.models.loading import load_tokenizer
 run = validate(compose_job(["cache_dir={tmp_path / 'cache'}", "dataset.path={tmp_path / 'd.jsonl'}",
                             "dataset.type=chatml.intel", "dataset.eval=[]"]))
 data = prepare_data(run, load_tokenizer(run.model))

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from rlhf.data.formats import RowError, format_row, get_formatter, suggest_types, valid_types
-from rlhf.errors import ConfigError, UserCodeError
+from rlhf.core.errors import ConfigError, UserCodeError
 
 S = "Sé breve."
 P = "Wie heißt du?\nZweite Zeile ✓"

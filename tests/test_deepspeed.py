@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from conftest import REPO, TINY_MODEL
-from rlhf import distributed
+from rlhf.cluster import distributed
 from rlhf.config.checks import DEEPSPEED_EXTRA, check_deepspeed
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError
-from rlhf.process import import_object
+from rlhf.core.errors import ConfigError
+from rlhf.core.usercode import import_object
 
 # Each ZeRO hardware option (conf/hardware/) and the stage it asks for.
 ZERO_OPTIONS = {"gpu_zero2_8": 2, "gpu_zero3_8": 3}
@@ -41,7 +41,7 @@ def no_global_deepspeed_state():
 
 def trainer_filled(run: Any, output_dir: str) -> dict:
     """The run's DeepSpeed config as the HF Trainer hands it to DeepSpeed: its method's TRL
-    config built with the strategy's settings (rlhf.distributed.trl_kwargs) — on the CPU, the
+    config built with the strategy's settings (rlhf.cluster.distributed.trl_kwargs) — on the CPU, the
     one difference from the GPU machine — whose "auto" values transformers fills when the
     arguments are made (HfTrainerDeepSpeedConfig.trainer_config_process) and when the model and
     the step count are known (trainer_config_finalize)."""
@@ -142,7 +142,7 @@ def hide_deepspeed(monkeypatch) -> None:
 
 
 def test_a_deepspeed_strategy_without_deepspeed_is_one_message_before_anything_runs(tmp_path, monkeypatch):
-    from rlhf.cli import preflight
+    from rlhf.launch.cli import preflight
 
     zero3 = validate(compose_job(["hardware=gpu_zero3_8"]))
     assert check_deepspeed(zero3) == []  # installed here (the dev extra)
@@ -151,7 +151,7 @@ def test_a_deepspeed_strategy_without_deepspeed_is_one_message_before_anything_r
         "hardware.distributed=deepspeed_zero3 trains with DeepSpeed, which is not installed here: "
         "pip install -e '.[deepspeed]' (on the machine that trains), or use hardware.distributed=fsdp"]
     assert DEEPSPEED_EXTRA == "pip install -e '.[deepspeed]'"
-    # One process uses no strategy (rlhf.distributed.trl_kwargs sets none), so needs no DeepSpeed.
+    # One process uses no strategy (rlhf.cluster.distributed.trl_kwargs sets none), so needs no DeepSpeed.
     one = validate(compose_job(["hardware=gpu_zero2_8", "hardware.processes_per_node=1"]))
     assert set(distributed.trl_kwargs(one.hardware)) == {"activation_checkpointing"}  # no strategy keys
     assert check_deepspeed(one) == []

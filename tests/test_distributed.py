@@ -14,8 +14,8 @@ import pytest
 
 from conftest import TINY_MODEL, read_history, train
 
-from rlhf import distributed
-from rlhf.config.compose import compose_job
+from rlhf.cluster import distributed
+from rlhf.launch.compose import compose_job, resolved_config
 from rlhf.config.validate import validate
 
 
@@ -124,10 +124,12 @@ def test_a_rank_builds_its_trl_config_before_any_model(tmp_path, monkeypatch):
     DeepSpeed config that `is_deepspeed_zero3_enabled()` reads in from_pretrained: only then
     does a model load sharded (zero.Init) instead of whole on every rank. So the TRL config,
     then the strategy's own set-up, then the models."""
-    from rlhf import models, rundir, runner
+    from rlhf.models import loading as models
+    from rlhf.run import rundir
+    from rlhf.job import runner
 
     run_dir = tmp_path / "run"
-    rundir.prepare(run_dir, rundir.resolved_config(compose_job([f"cache_dir={tmp_path / 'cache'}"])))
+    rundir.prepare(run_dir, resolved_config(compose_job([f"cache_dir={tmp_path / 'cache'}"])))
     calls = []
     real_arguments = runner.trl_arguments
 
@@ -187,8 +189,8 @@ def test_the_final_generation_eval_of_a_zero3_run_loads_its_models_whole(zero3_r
     reference it loads must not enter zero.Init."""
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    from rlhf import runner
-    from rlhf.evaluate import stage
+    from rlhf.job import runner
+    from rlhf.judge import stage
 
     run = validate(compose_job(["hardware=gpu_zero3_8"]))
     seen = []
@@ -201,7 +203,7 @@ def test_the_final_generation_eval_of_a_zero3_run_loads_its_models_whole(zero3_r
 
 
 def test_deepspeed_stays_refused_on_the_cpu_with_the_choices_named():
-    from rlhf.errors import ConfigError
+    from rlhf.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as error:
         hardware("cpu_2proc", "hardware.distributed=deepspeed_zero3")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli_env, run_cli, train
-from rlhf.stats import t_quantile
+from rlhf.judge.stats import t_quantile
 
 TINY = REPO / "rlhf" / "assets" / "models" / "tiny-chatml"
 PROMPTS = REPO / "rlhf" / "assets" / "data" / "topics_prompts.eval.jsonl"

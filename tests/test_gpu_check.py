@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_cli
-from rlhf import gpu_check
+from rlhf.cluster import gpu_check
 from rlhf.config.checks import cuda_driver_present
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError, RlhfError
-from rlhf.gpu_check import (
+from rlhf.core.errors import ConfigError, RlhfError
+from rlhf.cluster.gpu_check import (
     FAILED,
     INSTALL,
     MODEL_DIR,
@@ -133,7 +133,7 @@ def test_every_check_trains_the_built_model_through_the_platform_with_its_own_st
 
 
 def test_the_server_check_serves_the_built_model_on_gpu_1_and_trains_against_it_on_gpu_0(tmp_path):
-    from rlhf.vllm_serve import server_command
+    from rlhf.cluster.vllm_server import server_command
 
     (tmp_path / MODEL_DIR).mkdir()
     machine = Machine(2, frozenset({"vllm"}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_MODEL
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.schema import HardwareConfig, ModelConfig
 from rlhf.config.validate import validate
 
@@ -30,7 +30,7 @@ def bf16_checkpoint(tmp_path_factory) -> Path:
 def test_weights_that_all_train_load_in_fp32_and_frozen_ones_as_stored(bf16_checkpoint):
     import torch
 
-    from rlhf.models import load_model
+    from rlhf.models.loading import load_model
 
     model = ModelConfig(name_or_path=str(bf16_checkpoint))
     hardware = HardwareConfig()
@@ -66,7 +66,7 @@ def test_why_bf16_weights_do_not_train_at_small_learning_rates():
 def test_a_4bit_model_goes_on_its_ranks_gpu_or_is_stored_to_shard(strategy, local_rank):
     import torch
 
-    from rlhf.models import model_kwargs
+    from rlhf.models.loading import model_kwargs
 
     hardware = HardwareConfig(accelerator="cuda", precision="bf16", gpus_per_node=4,
                               processes_per_node=1 if strategy == "none" else 4, distributed=strategy)
@@ -87,7 +87,7 @@ def test_a_4bit_model_goes_on_its_ranks_gpu_or_is_stored_to_shard(strategy, loca
 def test_trl_reloads_the_policy_at_its_revision_and_with_its_remote_code(method, tmp_path):
     """GRPO/RLOO with beta > 0 and DPO's precompute under FSDP load the policy's checkpoint
     again inside TRL, from args.model_init_kwargs and args.trust_remote_code."""
-    from rlhf.runner import trl_arguments
+    from rlhf.job.runner import trl_arguments
 
     run = validate(compose_job([f"method={method}", "model.trust_remote_code=true"]))
     run = dataclasses.replace(run, model=dataclasses.replace(run.model, revision="3f2a1c"))
@@ -101,7 +101,7 @@ def test_trl_reloads_the_policy_at_its_revision_and_with_its_remote_code(method,
 def test_trls_ignored_kwargs_warning_is_dropped_only_for_that_message():
     import logging
 
-    from rlhf.runner import RELOAD_ONLY
+    from rlhf.job.runner import RELOAD_ONLY
 
     def record(message):
         return logging.LogRecord("trl.trainer.grpo_trainer", logging.WARNING, __file__, 0, message, (), None)
@@ -116,7 +116,7 @@ def test_trls_ignored_kwargs_warning_is_dropped_only_for_that_message():
 def test_the_shared_reference_key_holds_what_changes_the_values():
     from trl import DPOConfig
 
-    from rlhf.shared_reference import store_key
+    from rlhf.trl.shared_reference import store_key
 
     def key(attention="sdpa", **fields):
         args = DPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, **fields)
@@ -132,7 +132,7 @@ def test_the_shared_reference_key_holds_what_changes_the_values():
 
 
 def test_rank_zero_decides_reuse_for_every_rank(tmp_path):
-    from rlhf.shared_reference import rank_zero_sees
+    from rlhf.trl.shared_reference import rank_zero_sees
 
     written = tmp_path / "key"
     written.mkdir()

@@ -1,5 +1,5 @@
-"""Which GPUs each process of a job sees (rlhf.devices), and the job's own vLLM server
-(rlhf.vllm_serve.server_for_job): decided from the config and the environment, asserted here
+"""Which GPUs each process of a job sees (rlhf.cluster.devices), and the job's own vLLM server
+(rlhf.cluster.vllm_server.server_for_job): decided from the config and the environment, asserted here
 without a GPU."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from rlhf import devices
-from rlhf.config.compose import compose_job
+from rlhf.cluster import devices
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError, RlhfError
+from rlhf.core.errors import ConfigError, RlhfError
 
 
 def hardware(*overrides: str):
@@ -89,7 +89,7 @@ GRPO_VLLM = ["method=grpo", "model=qwen2.5-0.5b-instruct", "hardware=gpu_vllm", 
 
 
 def test_colocated_vllm_takes_trls_share_and_a_server_its_gpus():
-    from rlhf.vllm_serve import server_command
+    from rlhf.cluster.vllm_server import server_command
 
     def share(*extra):
         run = validate(compose_job([*GRPO_VLLM, *extra]))
@@ -132,7 +132,7 @@ def served_run(port: int, *extra: str):
 
 
 def test_a_server_mode_job_runs_its_own_server_and_stops_it(tmp_path):
-    from rlhf.vllm_serve import SERVER_LOG, answers, server_for_job
+    from rlhf.cluster.vllm_server import SERVER_LOG, answers, server_for_job
 
     port = free_port()
     run = served_run(port)
@@ -145,7 +145,7 @@ def test_a_server_mode_job_runs_its_own_server_and_stops_it(tmp_path):
 
 
 def test_the_job_starts_no_server_where_it_should_not(tmp_path, monkeypatch):
-    from rlhf.vllm_serve import job_starts_server, server_for_job
+    from rlhf.cluster.vllm_server import job_starts_server, server_for_job
 
     port = free_port()
     assert job_starts_server(served_run(port))
@@ -162,7 +162,7 @@ def test_the_job_starts_no_server_where_it_should_not(tmp_path, monkeypatch):
 
 
 def test_a_server_that_dies_is_one_error_naming_its_log(tmp_path):
-    from rlhf.vllm_serve import server_for_job
+    from rlhf.cluster.vllm_server import server_for_job
 
     port = free_port()
     with pytest.raises(RlhfError, match=r"exited with code 3 .*vllm_server\.log"):

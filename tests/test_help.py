@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from rlhf.help import example_commands
+from rlhf.launch.help import EXAMPLES
+
+
+def example_commands() -> list[list[str]]:
+    """The arguments of each example command (after `python -m rlhf.train`), as a shell splits them."""
+    import shlex
+
+    commands = []
+    for line in EXAMPLES.splitlines()[1:]:
+        words = shlex.split(line, comments=True)
+        if words[:3] == ["python", "-m", "rlhf.train"]:
+            commands.append(words[3:])
+    return commands
 
 
 def test_help_shows_long_defaults_whole(tmp_path):
@@ -27,7 +39,7 @@ def test_help_shows_long_defaults_whole(tmp_path):
 def test_every_example_in_help_is_a_valid_command(tmp_path, monkeypatch, args):
     """Composed and validated as the command line does (every job of a sweep), in a directory
     that holds the user's data.jsonl the examples name."""
-    from rlhf.cli import preflight
+    from rlhf.launch.cli import preflight
 
     monkeypatch.chdir(tmp_path)
     rows = [{"question": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(4)]

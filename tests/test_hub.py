@@ -192,8 +192,8 @@ def test_gated_ids_and_missing_revisions_are_named_with_what_to_do(tmp_path, sta
     code = (
         "from rlhf.config.schema import ModelConfig, SourceConfig\n"
         "from rlhf.data.sources import Source\n"
-        "from rlhf.errors import RlhfError\n"
-        "from rlhf.models import load_tokenizer\n"
+        "from rlhf.core.errors import RlhfError\n"
+        "from rlhf.models.loading import load_tokenizer\n"
         "loads = [lambda: load_tokenizer(ModelConfig(name_or_path='some-org/gated-model')),\n"
         "         lambda: load_tokenizer(ModelConfig(name_or_path='some-org/model', revision='no-such-revision')),\n"
         "         lambda: Source(SourceConfig(path='some-org/gated-data'), key='dataset.extra[0]').hub_dataset()]\n"
@@ -250,7 +250,7 @@ def test_the_probe_tells_a_hub_that_answers_from_one_that_refuses_or_stays_silen
                                                                                    monkeypatch):
     from huggingface_hub import constants
 
-    from rlhf.hub import probe
+    from rlhf.core.hub import probe
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as the CLI finds it when it probes
     assert probe(stand_in_hub) is None  # any answer, a 404 included: something is there
@@ -269,7 +269,7 @@ def test_library_log_records_are_printed_once():
     code = (
         "import logging, sys\n"
         "logging.basicConfig(stream=sys.stdout, format='%(name)s: %(message)s')\n"
-        "from rlhf.process import LIBRARY_LOGGERS, route_library_logs\n"
+        "from rlhf.job.process import LIBRARY_LOGGERS, route_library_logs\n"
         "route_library_logs()\n"
         "for name in LIBRARY_LOGGERS:\n"
         "    logging.getLogger(name + '.some.module').warning('a warning from %s', name)\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from rlhf.naming import NAME_LIMIT, job_number, overrides_suffix
-from rlhf.rundir import job_dirs
+from rlhf.run.naming import NAME_LIMIT, job_number, overrides_suffix
+from rlhf.run.rundir import job_dirs
 
 
 def test_plain_overrides_are_the_name_as_hydra_writes_them():

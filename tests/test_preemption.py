@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import rlhf.preemption
-from rlhf.preemption import Preemption, collective_device
+import rlhf.job.preemption
+from rlhf.job.preemption import Preemption, collective_device
 
 
 def test_gloo_agrees_on_the_cpu():
@@ -73,7 +73,7 @@ def test_agreed_puts_the_flag_on_the_device_of_the_groups_backend(monkeypatch):
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    monkeypatch.setattr(rlhf.preemption, "collective_device", device_for)
+    monkeypatch.setattr(rlhf.job.preemption, "collective_device", device_for)
     preemption = Preemption()
     assert preemption.agreed() is True and preemption.signum == signal.SIGUSR2
     assert asked == [("cuda:nccl", 1)] and reduced == [torch.device("cpu")]

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import cli_env, job_dir, run_cli
 from rlhf.config.checks import cuda_driver_present
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError
+from rlhf.core.errors import ConfigError
 
 GOOD = [{"question": f"Name a fruit, number {i}?", "chosen": "mango", "rejected": "tiger"} for i in range(12)]
 HEAVY = ("torch", "trl", "transformers")
@@ -63,7 +63,7 @@ def test_cuda_on_a_machine_without_one_is_one_message_and_no_run_dir(tmp_path):
 
 @needs_cpu_machine
 def test_the_machine_is_checked_only_where_the_jobs_train(tmp_path):
-    from rlhf.cli import preflight
+    from rlhf.launch.cli import preflight
 
     cache = f"cache_dir={tmp_path / 'cache'}"
     for launcher in ([], ["hydra/launcher=local_parallel"]):  # this machine trains: refused here
@@ -118,7 +118,7 @@ def test_a_row_error_of_a_type_without_tokenizer_comes_before_torch_is_imported(
 
 
 def test_a_type_that_needs_the_tokenizer_is_left_to_the_job(tmp_path):
-    from rlhf.data.pipeline import check_rows_before_jobs
+    from rlhf.data.preflight import check_rows_before_jobs
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": "not a list"}])
     run = validate(compose_job([f"dataset.path={bad}", "dataset.type=chat_template.default", "dataset.eval=[]",
@@ -127,7 +127,7 @@ def test_a_type_that_needs_the_tokenizer_is_left_to_the_job(tmp_path):
 
 
 def test_each_source_is_checked_once_per_command_and_not_again_while_unchanged(tmp_path, capsys):
-    from rlhf.cli import preflight
+    from rlhf.launch.cli import preflight
 
     data = write_jsonl(tmp_path / "d.jsonl", GOOD)
     command = ["-m", f"cache_dir={tmp_path / 'cache'}", f"dataset.path={data}", "dataset.eval=[]",
@@ -175,8 +175,8 @@ def test_a_dataset_format_the_tokenizer_does_not_use_is_a_warning_naming_tokens_
 
 
 def test_a_format_the_tokenizer_uses_gives_no_warning():
-    from rlhf.data.pipeline import template_mismatch
-    from rlhf.models import load_tokenizer
+    from rlhf.data.lint import template_mismatch
+    from rlhf.models.loading import load_tokenizer
 
     for overrides in ([], ["model.chat_template=llama3", "dataset=sample_ultra", "dataset.type=llama3.ultra"]):
         run = validate(compose_job(overrides))
@@ -187,7 +187,7 @@ def test_a_format_the_tokenizer_uses_gives_no_warning():
 
 
 def test_every_family_names_its_tokens_and_presets_that_exist():
-    from rlhf.config.compose import conf_dir
+    from rlhf.config.tree import conf_dir
     from rlhf.data.formats.families import FAMILIES
 
     presets = [p.stem for p in (conf_dir() / "model").glob("*.yaml")]
@@ -195,3 +195,55 @@ def test_every_family_names_its_tokens_and_presets_that_exist():
         assert family.special_tokens, family.name
         for prefix in family.model_presets:
             assert any(p.startswith(prefix) for p in presets), (family.name, prefix)
+
+
+def _launch_in_process(argv: list[str], monkeypatch) -> tuple[list, int, int]:
+    """rlhf.launch.cli.launch run here on `argv` with a task that takes each job's run as
+    rlhf.launch.task does (and marks the job finished, so the sweep's summary is content): the
+    runs the task got, and how often the launching side composed and validated a config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import rlhf.config.validate
+    from rlhf.launch import cli, task
+    from rlhf.launch.compose import resolved_config
+    from rlhf.run import rundir
+
+    counts = {"validate": 0, "compose": 0}
+    validate, compose = rlhf.config.validate.validate, cli.compose_job
+
+    def counted_validate(cfg):
+        counts["validate"] += 1
+        return validate(cfg)
+
+    def counted_compose(*args, **kwargs):
+        counts["compose"] += 1
+        return compose(*args, **kwargs)
+
+    monkeypatch.setattr(rlhf.config.validate, "validate", counted_validate)
+    monkeypatch.setattr(task, "validate", counted_validate)
+    monkeypatch.setattr(cli, "compose_job", counted_compose)
+    runs = []
+
+    def job(cfg):
+        runs.append(task.validated(resolved_config(cfg)))
+        rundir.mark_success(Path(HydraConfig.get().runtime.output_dir))
+        return 0.0
+
+    monkeypatch.setattr(sys, "argv", ["rlhf.train", *argv])
+    cli.launch(job)
+    return runs, counts["validate"], counts["compose"]
+
+
+def test_each_job_is_composed_and_validated_once_by_the_launching_process(tmp_path, monkeypatch):
+    """The launching process composes and validates every job before Hydra starts; the job Hydra
+    then runs here takes that run instead of validating its config again."""
+    monkeypatch.chdir(tmp_path)
+    runs, validated, composed = _launch_in_process(
+        ["-m", "method.beta=0.1,0.2", "evaluate.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+         f"cache_dir={tmp_path / 'cache'}"], monkeypatch)
+    assert [run.method.beta for run in runs] == [0.1, 0.2]
+    assert validated == 2 and composed == 2  # one per job: the jobs took the runs preflight validated
+    runs, validated, composed = _launch_in_process(
+        ["method.beta=0.3", "evaluate.enabled=false", f"hydra.run.dir={tmp_path / 'single'}",
+         f"cache_dir={tmp_path / 'cache'}"], monkeypatch)
+    assert [run.method.beta for run in runs] == [0.3] and validated == 1 and composed == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from conftest import read_history, train
-from rlhf.progress import Progress, duration
+from rlhf.core.text import duration
+from rlhf.job.progress import Progress
 
 
 def test_progress_lines_show_position_loss_metric_rate_and_eta():

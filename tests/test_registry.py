@@ -97,7 +97,7 @@ def test_a_new_method_is_one_module_and_one_yaml(throwaway_method, tmp_path):
 
 
 def test_presets_answer_to_their_method_and_unknown_names_list_the_known():
-    from rlhf.errors import ConfigError
+    from rlhf.core.errors import ConfigError
     from rlhf.methods import lookup, method_names
 
     assert lookup("ipo").kind == "dpo" and lookup("dapo").kind == "grpo"
@@ -116,7 +116,7 @@ def test_every_method_option_is_a_registered_name_and_every_name_has_an_option()
 
 def test_the_default_dataset_follows_the_method_spec():
     """dataset=embedded resolves to the data the method's spec names, per job of a sweep."""
-    from rlhf.config.compose import compose_job
+    from rlhf.launch.compose import compose_job
     from rlhf.config.validate import validate
     from rlhf.methods import lookup
 
@@ -131,10 +131,10 @@ def test_the_default_dataset_follows_the_method_spec():
 def test_the_model_head_follows_the_method_spec():
     """The head the checkpoint is loaded with decides the LoRA task type and whether the
     generation eval stage applies (the embedded data's scorers are set for both runs)."""
-    from rlhf.config.compose import compose_job
+    from rlhf.launch.compose import compose_job
     from rlhf.config.validate import validate
-    from rlhf.evaluate.checks import enabled
-    from rlhf.runner import peft_config
+    from rlhf.judge.checks import enabled
+    from rlhf.job.runner import peft_config
 
     policy, reward = (validate(compose_job([f"method={m}", "peft=lora"])) for m in ("dpo", "reward"))
     assert (policy.spec.model_head, policy.spec.generates) == ("causal_lm", True)

@@ -12,7 +12,9 @@ import yaml
 from PIL import Image
 
 from conftest import run_cli
-from rlhf import report, rundir, stats
+from rlhf.judge import report
+from rlhf.run import rundir
+from rlhf.judge import stats
 
 ACC = "eval_rewards/accuracies"
 

@@ -15,7 +15,7 @@ from conftest import TINY_MODEL, fake_run_dir, read_history, run_cli, train
 
 
 def resolve(entry, models_only=False):
-    from rlhf import reward_sources
+    from rlhf.rewards import sources as reward_sources
 
     return reward_sources.resolve(str(entry), "method.reward_funcs[0]", models_only=models_only)
 
@@ -23,7 +23,7 @@ def resolve(entry, models_only=False):
 def test_each_form_is_told_apart_without_loading_a_model(tiny_reward_model, reward_run_dir):
     import sys
 
-    from rlhf import reward_sources
+    from rlhf.rewards import sources as reward_sources
 
     loaded_before = "transformers" in sys.modules
     function = resolve("rlhf.rewards.topic_reward")
@@ -40,7 +40,7 @@ def test_each_form_is_told_apart_without_loading_a_model(tiny_reward_model, rewa
 
 
 def test_a_reward_model_scores_with_its_own_tokenizer(reward_run_dir):
-    from rlhf import reward_sources
+    from rlhf.rewards import sources as reward_sources
 
     sources = reward_sources.resolve_all(["rlhf.rewards.topic_reward", str(reward_run_dir)], "method.reward_funcs")
     rewards, tokenizers = reward_sources.load(sources, "method.reward_funcs")
@@ -65,18 +65,16 @@ def test_a_reward_model_scores_with_its_own_tokenizer(reward_run_dir):
 
 def _broken_entries(tmp_path, tiny_reward_model):
     """Each bad entry next to the text its one message must contain."""
-    from rlhf.methods.base import REWARD_MODEL_KIND
-
-    unfinished = fake_run_dir(tmp_path, tiny_reward_model, REWARD_MODEL_KIND, finished=False)
+    unfinished = fake_run_dir(tmp_path, tiny_reward_model, "reward", finished=False)
     policy_run = fake_run_dir(tmp_path, TINY_MODEL, "dpo")
-    causal_in_reward_run = fake_run_dir(tmp_path / "causal", TINY_MODEL, REWARD_MODEL_KIND)
+    causal_in_reward_run = fake_run_dir(tmp_path / "causal", TINY_MODEL, "reward")
     no_tokenizer = tmp_path / "rm_without_tokenizer"
     shutil.copytree(tiny_reward_model, no_tokenizer,
                     ignore=shutil.ignore_patterns("tokenizer*", "chat_template*", "special_tokens*"))
     forms = "module.function (e.g. rlhf.rewards.topic_reward); a reward model directory"
     return {
         "justaname": ["'justaname' is neither a reward function nor a reward model", "must be written module.function",
-                      forms, f"the run dir of a finished method={REWARD_MODEL_KIND} job"],
+                      forms, "the run dir of a finished method=reward job"],
         "nowhere.fn": ["reward function 'nowhere.fn': no module 'nowhere'", "nor is 'nowhere.fn' a directory", forms],
         str(tmp_path / "absent"): ["no such directory", forms],
         str(unfinished): ["is a run dir that has not finished (no SUCCESS file", "name a finished run dir"],
@@ -88,7 +86,7 @@ def _broken_entries(tmp_path, tiny_reward_model):
 
 
 def test_every_bad_entry_is_one_message_naming_it(tmp_path, tiny_reward_model):
-    from rlhf.errors import RlhfError
+    from rlhf.core.errors import RlhfError
 
     for entry, expected in _broken_entries(tmp_path, tiny_reward_model).items():
         with pytest.raises(RlhfError) as error:
@@ -137,7 +135,7 @@ def test_a_hub_reward_model_that_cannot_be_fetched_is_named_when_the_job_starts(
 
 
 def test_evaluate_reward_models_takes_models_only(reward_run_dir):
-    from rlhf.errors import RlhfError
+    from rlhf.core.errors import RlhfError
 
     assert resolve(reward_run_dir, models_only=True).target == str(reward_run_dir / "model")
     with pytest.raises(RlhfError, match="is not a reward model: give a reward model directory"):
@@ -160,7 +158,7 @@ def test_a_finished_reward_run_trains_an_online_method(tmp_path, reward_run_dir,
     history = [h for h in read_history(run_dir) if "loss" in h]
     assert len(history) == 2
     if method != "online_dpo":  # GRPO and RLOO log each reward's mean under its name
-        # (a reward run is passed as a function scoring its rows' text: rlhf.reward_sources.RewardRun)
+        # (a reward run is passed as a function scoring its rows' text: rlhf.rewards.sources.RewardRun)
         assert all("rewards/topic_reward/mean" in h and "rewards/reward_run/mean" in h for h in history), history[0]
 
 

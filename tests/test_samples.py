@@ -9,7 +9,7 @@ import pytest
 
 from rlhf.assets import ASSETS
 from rlhf.assets.build_samples import LAYOUTS, build
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
 
 PAIR_LAYOUTS = ["default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra"]
@@ -38,7 +38,7 @@ def tokenizer():
 
 @pytest.mark.parametrize("option,method,type_name", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
 def test_every_sample_prepares_in_every_type_that_reads_it(tmp_path, tokenizer, option, method, type_name):
-    from rlhf.data.pipeline import build as build_rows
+    from rlhf.data.build import build as build_rows
 
     overrides = [f"dataset={option}", f"cache_dir={tmp_path}"]
     if method == "kto_unpaired":

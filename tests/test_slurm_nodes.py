@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, job_dir, read_history, run_cli, train
-from rlhf import distributed, rundir
-from rlhf.config.compose import compose_job
+from rlhf.cluster import distributed
+from rlhf.run import rundir
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import DataError, RlhfError
+from rlhf.core.errors import DataError, RlhfError
 
 # ------------------------------------------------------------------ where rank 0 runs
 
@@ -97,7 +98,7 @@ def test_one_process_reports_where_it_runs_without_a_collective():
 @pytest.fixture
 def data_run(tmp_path, monkeypatch):
     """A run of the embedded default and its run dir, as rank `RANK` of two sees them."""
-    from rlhf.models import load_tokenizer
+    from rlhf.models.loading import load_tokenizer
 
     run = validate(compose_job([f"cache_dir={tmp_path / 'cache'}"]))
     run_dir = tmp_path / "run"
@@ -116,7 +117,7 @@ def as_rank(monkeypatch, rank: int) -> None:
 
 def must_not_read_the_sources(monkeypatch):
     """Any rank but 0 must not touch the sources (a hub dataset would download on every node)."""
-    from rlhf.data import pipeline
+    from rlhf.data import cache as pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("a rank other than 0 read the sources")
@@ -132,7 +133,8 @@ def later(seconds: float, action) -> threading.Thread:
 
 
 def test_rank_0_prepares_and_the_other_rank_loads_what_it_names(data_run, monkeypatch):
-    from rlhf.data.pipeline import PREPARED, prepare_data
+    from rlhf.data.cache import prepare_data
+    from rlhf.run.files import PREPARED
 
     run, tokenizer, run_dir = data_run
     as_rank(monkeypatch, 0)
@@ -147,7 +149,7 @@ def test_rank_0_prepares_and_the_other_rank_loads_what_it_names(data_run, monkey
 
 def test_the_other_rank_waits_for_rank_0_past_an_earlier_failure(data_run, monkeypatch):
     """A FAILED left by an earlier start does not stop the wait; rank 0's word does."""
-    from rlhf.data.pipeline import prepare_data
+    from rlhf.data.cache import prepare_data
 
     run, tokenizer, run_dir = data_run
     as_rank(monkeypatch, 0)
@@ -163,7 +165,7 @@ def test_the_other_rank_waits_for_rank_0_past_an_earlier_failure(data_run, monke
 
 
 def test_the_other_rank_stops_at_once_when_rank_0_fails(data_run, monkeypatch):
-    from rlhf.data.pipeline import prepare_data
+    from rlhf.data.cache import prepare_data
 
     run, tokenizer, run_dir = data_run
     as_rank(monkeypatch, 1)
@@ -177,7 +179,8 @@ def test_the_other_rank_stops_at_once_when_rank_0_fails(data_run, monkeypatch):
 
 
 def test_a_word_from_an_earlier_launch_is_not_taken_and_the_wait_ends(data_run, monkeypatch):
-    from rlhf.data.pipeline import PREPARED, prepare_data
+    from rlhf.data.cache import prepare_data
+    from rlhf.run.files import PREPARED
 
     run, tokenizer, run_dir = data_run
     as_rank(monkeypatch, 0)
@@ -192,7 +195,7 @@ def test_a_word_from_an_earlier_launch_is_not_taken_and_the_wait_ends(data_run, 
 
 
 def test_data_rank_0_names_but_this_rank_cannot_see_is_a_clear_error(data_run, monkeypatch, tmp_path):
-    from rlhf.data.pipeline import prepare_data
+    from rlhf.data.cache import prepare_data
 
     run, tokenizer, run_dir = data_run
     distributed.publish(run_dir, ".prepared_data.json", {"path": str(tmp_path / "elsewhere" / "data" / "abc")})

@@ -1,4 +1,4 @@
-"""One tokenization pass (rlhf.data.tokenize, rlhf.pretokenized): the data stage makes the ids
+"""One tokenization pass (rlhf.data.tokenize, rlhf.trl.pretokenized): the data stage makes the ids
 each method's TRL trainer trains on, identical to the trainer's own preparation, on the
 embedded data and on every type's sample, chat templates and message-list rows included; the
 trainer takes them without tokenizing again; the length rule keeps, cuts, drops or refuses
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from rlhf.assets import ASSETS
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import DataError
+from rlhf.core.errors import DataError
 
 TINY = ASSETS / "models" / "tiny-chatml"
 BIG = 10**6  # a max_length no row reaches
@@ -65,7 +65,7 @@ def with_limit(run, max_length: int, rule: str):
 
 
 def stage(run, tokenizer):
-    from rlhf.data.pipeline import build
+    from rlhf.data.build import build
 
     return build(run, tokenizer)[0]
 
@@ -86,15 +86,15 @@ def model_for(run):
 
 def trainer(run, dataset, tokenizer, max_length: int, ours: bool):
     """TRL's trainer of the method (ours: the class the runner builds) on `dataset`."""
-    from rlhf import pretokenized
-    from rlhf.process import import_object
+    from rlhf.core.usercode import import_object
+    from rlhf.data.tokenize import trainer_class
 
     config = import_object(run.spec.trl_config)
     kwargs = dict(output_dir=tempfile.mkdtemp(), max_length=max_length, report_to=[], use_cpu=True,
                   per_device_train_batch_size=4, **run.spec.fixed_trl)
     cls = import_object(run.spec.trl_trainer)
     if ours:
-        cls = pretokenized.trainer_class(cls, run.spec.tokenized)
+        cls = trainer_class(cls, run.spec.tokenized)
     return cls(model=model_for(run), args=config(**kwargs), train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -213,7 +213,7 @@ def test_the_length_rule_acts_on_exactly_the_rows_whose_trainer_sequences_exceed
     assert kept["chosen" if method != "kto" else "completion"] == [
         row["chosen" if method != "kto" else "completion"] for row, ok in zip(text, fits) if ok]
 
-    from rlhf.data.pipeline import build
+    from rlhf.data.build import build
 
     cut, _, report = build(with_limit(run, limit, "truncate"), tokenizer)
     if run.spec.tokenized == "sequence_pair_ids":  # RewardTrainer drops what is over, it cannot cut
@@ -282,7 +282,7 @@ def test_rows_that_mix_text_and_messages_are_refused_with_file_line_and_field(tm
 def test_the_cache_key_follows_tokenizer_type_limit_and_data_but_not_the_process_count(tmp_path, tokenizer):
     from transformers import AutoTokenizer
 
-    from rlhf.data.pipeline import cache_key, dataset_sources
+    from rlhf.data.cache import cache_key, dataset_sources
 
     path = boundary_rows(tmp_path, unpaired=False)
 
@@ -305,7 +305,7 @@ def test_the_cache_key_follows_tokenizer_type_limit_and_data_but_not_the_process
 
 def test_progress_lines_of_a_long_data_stage():
     from rlhf.data.workers import PROGRESS_EVERY_S, RowsProgress
-    from rlhf.progress import rows_line
+    from rlhf.data.workers import rows_line
 
     assert rows_line("train dataset d.jsonl", 40000, 100000, 5000.0) == (
         "train dataset d.jsonl: 40000/100000 rows (40%) | 5000 rows/s | ETA 0:00:12")
@@ -330,7 +330,7 @@ def test_workers_leave_the_jobs_signal_handlers_and_stop_with_the_stage(monkeypa
 
     from rlhf.data import workers
 
-    def record(signum, frame):  # what rlhf.preemption installs
+    def record(signum, frame):  # what rlhf.job.preemption installs
         pass
 
     previous = signal.signal(signal.SIGTERM, record)
@@ -373,7 +373,7 @@ def test_prompt_pieces_give_whole_tokenization_ids_and_are_used_where_they_are_e
     do take this path; a tokenizer whose pieces depend on where they stand does not."""
     from transformers import AutoTokenizer
 
-    from rlhf.bench.data_large import byte_tokenizer
+    from rlhf.dev.bench.data_large import byte_tokenizer
     from rlhf.data.tokenize import PromptPieces, TextIds
 
     for tok in (tokenizer, AutoTokenizer.from_pretrained(byte_tokenizer(tmp_path / "bytes"))):

@@ -115,7 +115,7 @@ def test_a_gpu_config_on_a_machine_without_cuda_stops_before_the_data_and_model(
 FAULTS = """
 import ctypes, os, resource, sys
 import torch
-from rlhf.process import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, keep_freed_memory
+from rlhf.job.process import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, keep_freed_memory
 libc = ctypes.CDLL("libc.so.6")  # glibc here
 # Start from glibc's documented defaults, held fixed: 128 KiB for both thresholds.
 assert libc.mallopt(M_MMAP_THRESHOLD, 128 << 10) and libc.mallopt(M_TRIM_THRESHOLD, 128 << 10)

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.rundir import job_dirs
+from rlhf.run.rundir import job_dirs
 
 from conftest import REPO, read_history, run_cli
 

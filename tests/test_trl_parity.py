@@ -73,7 +73,7 @@ def _direct_trl(method: str, run_dir, tmp_path) -> dict:
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf.process import import_object
+    from rlhf.core.usercode import import_object
 
     _, config_path, trainer_path, specific = CASES[method]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -82,8 +82,8 @@ def test_a_reward_needing_a_column_the_data_lacks_is_named_before_training(tmp_p
 @pytest.mark.parametrize("returned,expected", [(None, "returned None"), ([1.0], "returned [1.0]"),
                                                (["good", "bad"], "returned ['good', 'bad']")])
 def test_a_reward_result_that_is_not_one_number_per_completion_names_the_function(tmp_path, returned, expected):
-    from rlhf.errors import UserCodeError
-    from rlhf.usercode import load_reward_functions
+    from rlhf.core.errors import UserCodeError
+    from rlhf.core.usercode import load_reward_functions
 
     module = f"badreward_{abs(hash(repr(returned)))}"  # a module name of its own per case (imports are cached)
     (tmp_path / f"{module}.py").write_text(f"def r(completions, **kwargs):\n    return {returned!r}\n")

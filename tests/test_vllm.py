@@ -9,9 +9,9 @@ import importlib.util
 import pytest
 
 from conftest import run_cli
-from rlhf.config.compose import compose_job
+from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
-from rlhf.errors import ConfigError, RlhfError
+from rlhf.core.errors import ConfigError, RlhfError
 
 GPU_GRPO = ["method=grpo", "model=qwen2.5-0.5b-instruct", "hardware=gpu_vllm", "method.use_vllm=true",
             "vllm.port=8123", "vllm.tensor_parallel_size=1", "vllm.gpu_memory_utilization=0.7",
@@ -24,7 +24,7 @@ def gpu_run(*extra: str):
 
 
 def test_server_command_serves_the_composed_model_on_the_vllm_gpus():
-    from rlhf.vllm_serve import health_url, server_command
+    from rlhf.cluster.vllm_server import health_url, server_command
 
     command, env = server_command(gpu_run())
     assert command[command.index("serve") + 1] == "Qwen/Qwen2.5-0.5B-Instruct"
@@ -55,7 +55,7 @@ def test_grpo_trl_config_gets_the_vllm_fields():
 
 @pytest.mark.parametrize("method", ["rloo", "online_dpo"])
 def test_each_online_method_gets_the_vllm_fields_its_trl_config_has(method):
-    from rlhf.process import import_object
+    from rlhf.core.usercode import import_object
 
     run = validate(compose_job([f"method={method}", *GPU_GRPO[1:], "method.vllm_mode=colocate"]))
     kwargs = {**run.spec.trl_kwargs(run.method, has_eval=False), **run.spec.run_trl(run)}
@@ -77,7 +77,7 @@ def test_use_vllm_on_cpu_is_refused_at_validation():
 
 def test_missing_vllm_is_one_clear_message(tmp_path):
     assert importlib.util.find_spec("vllm") is None  # this machine cannot install it
-    from rlhf.vllm_serve import require_vllm
+    from rlhf.cluster.vllm_server import require_vllm
 
     with pytest.raises(RlhfError, match=r"pip install -e '\.\[vllm\]'"):
         require_vllm()
@@ -87,7 +87,7 @@ def test_missing_vllm_is_one_clear_message(tmp_path):
 
 
 def test_health_wait_gives_up_with_a_clear_error():
-    from rlhf.vllm_serve import wait_healthy
+    from rlhf.cluster.vllm_server import wait_healthy
 
     with pytest.raises(RlhfError, match="did not answer http://127.0.0.1:9/health within 1 s"):
         wait_healthy("http://127.0.0.1:9/health", timeout=1, interval=0.2)

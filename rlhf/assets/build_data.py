@@ -10,8 +10,8 @@ preference accuracy measures what was learned, not what was memorised.
 
 Files (JSON lines), each in a seed dataset type:
 - `topics_pairs.{train,eval}.jsonl`: `system?`, `question`, `chosen`, `rejected` (`chatml.intel`)
-- `topics_kto.{train,eval}.jsonl`: `system?`, `question`, `completion`, `label` (KTO `chatml.intel`)
-- `topics_orpo.{train,eval}.jsonl`: `chosen` / `rejected` message lists (`chat_template.argilla`)
+- `topics_unpaired.{train,eval}.jsonl`: `system?`, `question`, `completion`, `label` (KTO `chatml.intel`)
+- `topics_conversations.{train,eval}.jsonl`: `chosen` / `rejected` message lists (`chat_template.argilla`)
 - `topics_prompts.{train,eval}.jsonl`: `prompt` (messages) and `category`, for GRPO with
   `rlhf.rewards.topic_reward` (no type: the rows already hold the trainer's columns)
 - `gsm8k_sample.jsonl`: GSM8K-shaped `question` / `answer` rows for the seed's GRPO example
@@ -79,7 +79,7 @@ def _split(rows: list[dict], eval_fraction: float = 0.15) -> tuple[list[dict], l
     return rows[n_eval:], rows[:n_eval]
 
 
-def _kto(rows: list[dict]) -> list[dict]:
+def _unpaired(rows: list[dict]) -> list[dict]:
     """Unpaired rows: alternate desirable and undesirable so every batch holds both labels."""
     out = []
     for i, row in enumerate(rows):
@@ -89,7 +89,7 @@ def _kto(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _orpo(rows: list[dict]) -> list[dict]:
+def _conversations(rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
         user = {"role": "user", "content": row["question"]}
@@ -178,7 +178,8 @@ def build(out_dir: str | Path = DEFAULT_OUT, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, evaluation = _split(_pairs(seed))
-    for name, convert in (("pairs", list), ("kto", _kto), ("orpo", _orpo), ("prompts", _prompts)):
+    shapes = (("pairs", list), ("unpaired", _unpaired), ("conversations", _conversations), ("prompts", _prompts))
+    for name, convert in shapes:
         _write(out / f"topics_{name}.train.jsonl", convert(train))
         _write(out / f"topics_{name}.eval.jsonl", convert(evaluation))
     _write(out / "gsm8k_sample.jsonl", [{"question": q, "answer": a} for q, a in GSM8K_SAMPLE])

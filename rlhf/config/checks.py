@@ -1,7 +1,9 @@
 """Checks that span config groups, run on every validated config before anything loads.
 
 Each check takes the typed run (rlhf.config.validate.RunSpec) and returns the problems it
-finds, as sentences that name the keys involved and what would be valid.
+finds, as sentences that name the keys involved and what would be valid. These are the checks
+of config's own groups (hardware, peft, the optimizer, model files, the objective); the data
+and judge sides register the checks of the dataset and evaluate blocks (rlhf.config.registry).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlhf.errors import RlhfError
 
 
 def check_hardware(run: Any) -> list[str]:
@@ -44,7 +45,7 @@ def check_hardware(run: Any) -> list[str]:
 
 def check_gpus(run: Any) -> list[str]:
     """hardware.train_gpus and vllm_gpus are positions among the job's hardware.gpus_per_node GPUs
-    (rlhf.devices), and every training process of a node gets one GPU of its own."""
+    (rlhf.cluster.devices), and every training process of a node gets one GPU of its own."""
     hardware = run.hardware
     if hardware.accelerator != "cuda":
         return []
@@ -87,74 +88,6 @@ def check_peft(run: Any) -> list[str]:
     return problems
 
 
-def check_dataset_types(run: Any) -> list[str]:
-    """Each source's type fits the method, before any data is read (rows are checked later)."""
-    from rlhf.data.formats import check_type, reader, type_options
-    from rlhf.data.sources import dataset_sources
-    from rlhf.methods.base import UNPAIRED
-
-    problems, seen = [], set()
-    for _, where, source in dataset_sources(run.dataset):
-        config = source.config
-        if id(config) in seen:  # the eval split of the primary source: the same type
-            continue
-        seen.add(id(config))
-        if config.unpair and run.spec.shape != UNPAIRED:
-            problems.append(f"{where}.unpair=true turns preference pairs into unpaired rows, but {run.method.kind} "
-                            "does not train on unpaired rows")
-            continue
-        try:
-            check_type(reader(run.spec, unpair=config.unpair), config.type, code_path=run.code_path,
-                       **type_options(config))
-        except RlhfError as error:
-            text = str(error).removeprefix("invalid config: ")
-            problems.append(f"{where}.type: {text}")
-    return problems
-
-
-def check_dataset_files(run: Any) -> list[str]:
-    """Every local source's files exist (a sweep point with a missing file fails here, before
-    any job starts, not ten seconds into its own run)."""
-    from rlhf.data.sources import dataset_sources
-
-    problems = []
-    for _, where, source in dataset_sources(run.dataset):
-        if not source.is_local:
-            continue
-        try:
-            source.files()
-        except RlhfError as error:
-            problems.append(f"{where}.path: {str(error).split(': ', 1)[-1]}")
-    return problems
-
-
-def check_eval_data(run: Any) -> list[str]:
-    """The eval set belongs to the training data: an embedded default's eval set does not
-    silently score a user's own dataset, and a held-out fraction is a fraction or a row count."""
-    from rlhf.assets import ASSETS
-
-    dataset = run.dataset
-    problems = []
-    size = dataset.val_set_size
-    if size >= 1 and size != int(size):
-        problems.append(f"dataset.val_set_size={size} is neither a fraction (< 1) nor a whole number of rows")
-
-    def embedded(path: str) -> bool:
-        return Path(str(path)).expanduser().resolve().is_relative_to((Path(ASSETS) / "data").resolve())
-
-    embedded_eval = [s.path for s in dataset.eval if embedded(s.path)]
-    if embedded_eval and not embedded(dataset.path):
-        problems.append(
-            f"dataset.path={dataset.path} is your data, but dataset.eval still holds the embedded default's eval "
-            f"set ({', '.join(str(p) for p in embedded_eval)}), which would score your run on other data. "
-            "Evaluate on part of your data with 'dataset.eval=[]' dataset.val_set_size=0.05, on a file of "
-            "yours with 'dataset.eval=[{path: eval.jsonl, type: ...}]', or not at all with 'dataset.eval=[]'")
-    elif size > 0 and (dataset.eval or dataset.eval_split):
-        problems.append("dataset.val_set_size holds out training rows for eval, but eval data is also given "
-                        "(dataset.eval or dataset.eval_split): choose one, e.g. add 'dataset.eval=[]'")
-    return problems
-
-
 # Optimizers that transformers runs through bitsandbytes.
 BNB_OPTIMIZERS = ("8bit", "paged_")
 
@@ -184,8 +117,6 @@ def check_model_files(run: Any) -> list[str]:
     return problems
 
 
-RUN_CHECKS = (check_hardware, check_gpus, check_peft, check_optimizer, check_model_files, check_dataset_types,
-              check_dataset_files, check_eval_data)
 
 
 def objective_metric(run: Any) -> str:
@@ -209,13 +140,8 @@ def check_objective(run: Any) -> list[str]:
     return []
 
 
-def check_evaluate(run: Any) -> list[str]:
-    from rlhf.evaluate.checks import check_evaluate as check
-
-    return check(run)
-
-
-RUN_CHECKS = (*RUN_CHECKS, check_objective, check_evaluate)
+# The checks of config's own groups; the sides above register theirs (rlhf.config.registry).
+RUN_CHECKS = (check_hardware, check_gpus, check_peft, check_optimizer, check_model_files, check_objective)
 
 
 # ---------------------------------------------------------------------------- the machine
@@ -232,8 +158,8 @@ def check_machine(run: Any) -> list[str]:
     """What the machine the job runs on must have. Not one of RUN_CHECKS: those check a config
     wherever it is read (a SLURM login node, a saved config on a compute node), this checks the
     machine it runs on, so the launching process runs it only when its launcher trains here
-    (rlhf.cli.preflight). A machine with a driver but a torch build without CUDA is still found
-    by the job itself (rlhf.process.configure_process), which may import torch."""
+    (rlhf.launch.cli.preflight). A machine with a driver but a torch build without CUDA is still found
+    by the job itself (rlhf.job.process.configure_process), which may import torch."""
     if run.hardware.accelerator != "cuda" or cuda_driver_present():
         return []
     qlora = " (peft=qlora too: its 4-bit kernels run on CUDA only)" if run.peft.adapter == "qlora" else ""
@@ -250,7 +176,7 @@ def check_deepspeed(run: Any) -> list[str]:
     """A DeepSpeed strategy has DeepSpeed installed where the job trains. The Trainer imports it
     only when it builds its arguments, after the models have loaded, on every rank: missing, it
     is this one message before anything starts. Found without importing it (as bitsandbytes
-    is for peft=qlora). One process uses no strategy (rlhf.distributed.trl_kwargs), so needs none."""
+    is for peft=qlora). One process uses no strategy (rlhf.cluster.distributed.trl_kwargs), so needs none."""
     strategy = run.hardware.distributed
     if not strategy.startswith("deepspeed") or run.hardware.world_size < 2:
         return []

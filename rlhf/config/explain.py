@@ -1,6 +1,6 @@
 """OmegaConf's complaints about a value or a key, in people's words.
 
-Composition (rlhf.config.compose) and validation (rlhf.config.validate) both meet the same
+Composition (rlhf.launch.compose) and validation (rlhf.config.validate) both meet the same
 OmegaConf errors: a value of the wrong type (`method.beta=abc`), a scalar where the schema
 wants a list (`method.reward_funcs=rewards.fn`), a key written without its group
 (`beta=0.2`). Each becomes one sentence that names the key and the value and, where there is
@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from rlhf.errors import closest
+from rlhf.core.errors import closest
 
 # OmegaConf's conversion failures (omegaconf/nodes.py) -> what the key takes, in our words.
 _CONVERSIONS = (

@@ -10,10 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rlhf.errors import did_you_mean, one_of
-
-_CONSTRAINTS = ("gt", "ge", "lt", "le", "choices")
-
+from rlhf.core.errors import did_you_mean, one_of
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,
          gt: float | None = None, ge: float | None = None, lt: float | None = None,

@@ -90,7 +90,7 @@ class HardwareConfig:
     vllm_gpus: list[int] | None = knob(None, "GPU ids the vLLM server uses (online methods, vllm_mode=server)")
     dataloader_num_workers: int = knob(0, "data-loading worker processes per training process", ge=0)
     torch_threads: int = knob(0, "intra-op CPU threads per process (0: cpus_per_process)", ge=0)
-    # Why: rlhf.process.keep_freed_memory (freed step tensors otherwise fault in again).
+    # Why: rlhf.job.process.keep_freed_memory (freed step tensors otherwise fault in again).
     malloc_keep_mb: int = knob(256, "freed memory a CPU process keeps for reuse, MiB (0: the C library's "
                                     "default)", ge=0)
 

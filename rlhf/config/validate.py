@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from rlhf.config import registry
 from rlhf.config.checks import RUN_CHECKS
 from rlhf.config.explain import group_key_hint, shown, value_problem
 from rlhf.config.fields import check_constraints
@@ -32,15 +33,18 @@ from rlhf.config.schema import (
     SourceConfig,
     VLLMConfig,
 )
-from rlhf.errors import ConfigError, did_you_mean, one_of
-from rlhf.methods import METHODS, MethodConfig, MethodSpec
+from rlhf.config.registry import METHODS
+from rlhf.core.errors import ConfigError, RlhfError, did_you_mean, one_of
 
 
 @dataclass
 class RunSpec:
-    """A validated run: typed group configs plus the method's registered spec."""
+    """A validated run: typed group configs plus the method's registered spec.
 
-    method: MethodConfig
+    `method` is the method's schema instance (an rlhf.methods.base.MethodConfig) and `spec` its
+    rlhf.methods.base.MethodSpec, both as the method registered them (rlhf.config.registry)."""
+
+    method: Any
     dataset: DatasetConfig
     model: ModelConfig
     hardware: HardwareConfig
@@ -52,7 +56,7 @@ class RunSpec:
     seed: int
     cache_dir: str
     code_path: list[str]
-    spec: MethodSpec
+    spec: Any
 
 
 def _schema_keys(schema: type) -> list[str]:
@@ -121,8 +125,43 @@ def _method_schema(node: Any, problems: list[str]) -> type | None:
 
 
 def validate(cfg: DictConfig | dict) -> RunSpec:
+    """The run `cfg` describes, typed and checked, or a ConfigError listing every problem.
+
+    Args:
+        cfg: a composed config (Hydra's, or rlhf.launch.compose.compose_job's) or one read back
+            from a run dir's config.yaml; a `hydra` node is ignored. It is not changed.
+
+    Returns:
+        The RunSpec: each group typed by its schema, the method's spec, the seed, cache dir
+        and code path.
+
+    Raises:
+        ConfigError: unknown keys (with the closest valid one), wrong types, values out of
+            range or not among the choices, and what the run checks find, all at once.
+        RlhfError: a side whose checks validation needs has not registered them (import
+            rlhf.job first, as every entry point does).
+    """
+    missing = registry.missing_sides()
+    if missing:
+        raise RlhfError(f"validation needs the checks that {', '.join(missing)} register when imported: import "
+                        "rlhf.job (every entry point does) before validating a config")
     # A private copy: resolving must not change the caller's config.
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg)
+    _check_root(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
+    run = _typed_run(cfg)
+    problems = [p for check in (*RUN_CHECKS, *registry.side_checks(), *((run.spec.check,) if run.spec.check else ()))
+                for p in check(run)]
+    if problems:
+        raise ConfigError(problems)
+    return run
+
+
+def _check_root(cfg: DictConfig) -> None:
+    """Every top-level key is known, and every group has an option selected."""
     problems: list[str] = []
     root_keys = set(_schema_keys(RunConfig))
     for key in cfg.keys():
@@ -135,11 +174,11 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     if problems:
         raise ConfigError(problems)
 
-    try:
-        OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {str(error).splitlines()[0]}") from None
 
+def _typed_run(cfg: DictConfig) -> RunSpec:
+    """Each group and node of a resolved config typed by its schema, or every type, key and
+    range problem at once."""
+    problems: list[str] = []
     typed: dict[str, Any] = {}
     method_schema = _method_schema(cfg.method, problems)
     if method_schema is not None:
@@ -156,11 +195,4 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         problems.append(f"seed={seed!r} must be a whole number >= 0")
     if problems:
         raise ConfigError(problems)
-
-    spec = METHODS[typed["method"].kind]
-    run = RunSpec(seed=seed, cache_dir=cache_dir, code_path=code_path, spec=spec, **typed)
-    for check in (*RUN_CHECKS, *((spec.check,) if spec.check else ())):
-        problems.extend(check(run))
-    if problems:
-        raise ConfigError(problems)
-    return run
+    return RunSpec(seed=seed, cache_dir=cache_dir, code_path=code_path, spec=METHODS[typed["method"].kind], **typed)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.schema import SourceConfig
-from rlhf.errors import DataError, one_of
+from rlhf.core.errors import DataError, one_of
 
 # File-name words that mark a split in a local dataset directory laid out like a hub repo
 # (train.jsonl / test.jsonl, data/train-00000-of-00001.parquet, ...).
@@ -192,12 +192,12 @@ class Source:
         return EXTENSIONS[file.suffix]
 
     def hub_dataset(self) -> Any:
-        """The hub dataset, loaded once; rlhf.hub is asked first whether the hub can be reached,
+        """The hub dataset, loaded once; rlhf.core.hub is asked first whether the hub can be reached,
         so an unreachable hub fails at once (or loads the cached copy) without the retries."""
         if self._hub is None:
             import datasets
 
-            from rlhf import hub
+            from rlhf.core import hub
 
             cfg = self.config
             state = hub.datasets_state()

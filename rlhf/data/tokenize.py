@@ -6,9 +6,14 @@ work for rows that already hold `chosen_ids` and `rejected_ids`), ORPOTrainer an
 with `tokenize_row` in their constructor. The data stage tokenized the same texts already, for
 the length rule. Here it makes exactly the columns the trainer makes, in batches and on every
 core (rlhf.data.workers), the length rule reads their lengths, and the trainer takes them as
-they are (rlhf.pretokenized): one tokenization pass instead of two.
+they are: one tokenization pass instead of two.
 
-    encoding(MethodSpec.tokenized, tokenizer, max_length, trainer)(rows) -> Encoded
+    encoding(MethodSpec, tokenizer, max_length)(rows) -> Encoded
+    trainer_class(TRL's trainer class, MethodSpec.tokenized) -> the class the runner builds
+
+`ENCODINGS` holds one Encoding class per kind of MethodSpec.tokenized: the columns it makes,
+how it makes them, and which adapter (rlhf.trl.pretokenized) keeps its trainer from making them
+again.
 
 Every encoding calls the tokenizer as TRL does, with the same arguments: a text row through
 `tokenizer(text=...)`, a conversation through `apply_chat_template(..., tokenize=True)`
@@ -30,6 +35,8 @@ from typing import Any
 
 from rlhf.data.formats.base import kind_of
 from rlhf.methods.base import PROMPT_ANSWER_IDS, PROMPT_COMPLETION_IDS, PROMPTS, SEQUENCE_PAIR_IDS, TOKENIZE_ROW_IDS
+from rlhf.trl import pretokenized
+from rlhf.trl.tokenize_row import row_tokenizer
 
 # A length limit no sequence reaches: ORPO's and CPO's tokenize_row with it cuts nothing.
 NO_LIMIT = 2**62
@@ -237,9 +244,13 @@ def prefix_length(ids: list[int], other: list[int]) -> int:
 
 
 class Encoding(abc.ABC):
-    """Base of the encodings: what the trainer does with a sequence over max_length."""
+    """Base of the encodings: the columns the trainer trains on, what it does with a sequence
+    over max_length, and how it is kept from tokenizing again."""
 
     columns: tuple[str, ...] = ()
+    # rlhf.trl.pretokenized's adapter of the trainer class for rows holding `columns` (None: the
+    # trainer skips its own tokenization by itself, or the encoding makes no columns).
+    trainer_adapter: Any = None
     # The trainer cuts a sequence over max_length (else it drops the row).
     truncates = True
     # The trainer drops rows whose prompt alone fills max_length (nothing left to learn from).
@@ -285,6 +296,7 @@ class PromptAnswerIds(Encoding):
     """DPOTrainer._prepare_dataset: prompt_ids, chosen_ids, rejected_ids."""
 
     columns = ("prompt_ids", "chosen_ids", "rejected_ids")
+    trainer_adapter = staticmethod(pretokenized.skips_prepare_dataset)
     drops_full_prompts = True  # its filter, under the default truncation_mode keep_start
 
     def __call__(self, rows: list[dict]) -> Encoded:
@@ -310,9 +322,10 @@ class PromptAnswerIds(Encoding):
 
 class PromptCompletionIds(Encoding):
     """KTOTrainer._prepare_dataset up to its tokenization: prompt_ids, completion_ids (the KL
-    column, which depends on the batch size, is the trainer's: rlhf.pretokenized)."""
+    column, which depends on the batch size, is the trainer's: rlhf.trl.pretokenized)."""
 
     columns = ("prompt_ids", "completion_ids")
+    trainer_adapter = staticmethod(pretokenized.skips_prepare_dataset_but_kl)
     drops_full_prompts = True  # its filter, whatever the truncation mode
 
     def __call__(self, rows: list[dict]) -> Encoded:
@@ -335,7 +348,8 @@ class PromptCompletionIds(Encoding):
 
 
 class SequencePairIds(Encoding):
-    """RewardTrainer._prepare_dataset: chosen_ids and rejected_ids, each the whole sequence."""
+    """RewardTrainer._prepare_dataset: chosen_ids and rejected_ids, each the whole sequence (it
+    skips its own tokenization when they are there: no adapter)."""
 
     columns = ("chosen_ids", "rejected_ids")
     truncates = False  # it drops rows over max_length
@@ -355,28 +369,18 @@ class SequencePairIds(Encoding):
 class TokenizeRowIds(Encoding):
     """ORPOTrainer's and CPOTrainer's own preparation, row by row: maybe_extract_prompt,
     maybe_apply_chat_template (both public in trl.data_utils), then the trainer class's own
-    `tokenize_row`. That method reads only the tokenizer, max_length and whether the model is
-    an encoder-decoder, so it is called on an instance holding just those (the trainer's
-    constructor would load and wrap a model). It cuts answers at max_length itself: each row
-    is tokenized without a limit for its length, and again with the limit when it is over."""
+    `tokenize_row` (rlhf.trl.tokenize_row). It cuts answers at max_length itself: each row
+    is tokenized without a limit for its length, and again with the limit when it is over.
+    Its trainers take `columns` (and tokenize_row's attention masks beside them)."""
 
+    columns = ("prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
+    trainer_adapter = staticmethod(pretokenized.constructed_on_no_rows)
     truncates = True
 
     def __init__(self, tokenizer: Any, max_length: int, trainer: str):
         super().__init__(tokenizer, max_length, trainer)
-        self.whole = self.row_tokenizer(NO_LIMIT)
-        self.cut = self.row_tokenizer(max_length)
-
-    def row_tokenizer(self, max_length: int) -> Any:
-        from rlhf.process import import_object
-
-        trainer_class = import_object(self.trainer)
-        rows = trainer_class.__new__(trainer_class)
-        rows.processing_class = self.tokenizer
-        rows.is_encoder_decoder = False
-        rows.max_length = max_length
-        rows.padding_value = self.tokenizer.pad_token_id
-        return rows
+        self.whole = row_tokenizer(trainer, tokenizer, NO_LIMIT)
+        self.cut = row_tokenizer(trainer, tokenizer, max_length)
 
     def __call__(self, rows: list[dict]) -> Encoded:
         from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
@@ -438,11 +442,29 @@ ENCODINGS: dict[str, type[Encoding]] = {
 
 
 def encoding(spec: Any, tokenizer: Any, max_length: int) -> Encoding:
-    """The encoding of a method (its MethodSpec) for this tokenizer and length limit."""
+    """The encoding of a method for this tokenizer and length limit.
+
+    Args:
+        spec: the method's MethodSpec (its `tokenized` kind, shape and TRL trainer).
+        tokenizer: the run's tokenizer, chat template applied.
+        max_length: method.max_length.
+
+    Returns:
+        The Encoding that makes its trainer's id columns (or, for a method whose trainer
+        tokenizes itself, only measures the lengths)."""
     if spec.tokenized is not None:
         return ENCODINGS[spec.tokenized](tokenizer, max_length, spec.trl_trainer)
     kind = PromptLengths if spec.shape == PROMPTS else SequenceLengths
     return kind(tokenizer, max_length, spec.trl_trainer)
+
+
+def trainer_class(base: type, tokenized: str | None) -> type:
+    """The class the runner builds for a method: TRL's trainer `base`, adapted to train on the
+    columns its encoding (ENCODINGS[tokenized]) makes, without tokenizing them again."""
+    kind = ENCODINGS.get(tokenized) if tokenized is not None else None
+    if kind is None:
+        return base
+    return pretokenized.adapted(base, kind.trainer_adapter, kind.columns)
 
 
 def with_eos(text: str, eos: str) -> str:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rlhf.progress import rows_line
+from rlhf.core.text import duration
 
 log = logging.getLogger("rlhf")
 
@@ -53,6 +53,16 @@ def chunk_rows(total: int, processes: int) -> int:
     """About eight chunks per process, within MIN_CHUNK_ROWS..MAX_CHUNK_ROWS."""
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, -(-total // (8 * max(1, processes)))))
 
+
+def rows_line(what: str, done: int, total: int, rows_per_second: float | None) -> str:
+    """The data stage's progress: `train dataset x.jsonl: 40000/100000 rows (40%) | 5200
+    rows/s | ETA 0:00:11`."""
+    parts = [f"{what}: {done}/{total} rows ({100 * done // total if total else 100}%)"]
+    if rows_per_second:
+        parts.append(f"{rows_per_second:.0f} rows/s")
+        if done < total:
+            parts.append(f"ETA {duration((total - done) / rows_per_second)}")
+    return " | ".join(parts)
 
 class RowsProgress:
     """Progress lines of one source's rows: every PROGRESS_EVERY_S, and a last one at the end."""

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rlhf.config import registry
 from rlhf.config.fields import knob
-from rlhf.errors import ConfigError, did_you_mean, one_of
+from rlhf.core.errors import ConfigError, did_you_mean, one_of
+from rlhf.models.heads import CAUSAL_LM, MODEL_HEADS, SEQUENCE_CLASSIFICATION
 
 # Row shapes a trainer receives (see rlhf.data): preference pairs, unpaired rows with a
 # boolean label, or prompts for online generation.
@@ -24,15 +26,9 @@ PAIRS = "pairs"
 UNPAIRED = "unpaired"
 PROMPTS = "prompts"
 
-# The head the policy checkpoint is loaded with (MethodSpec.model_head): a language model that
-# generates, or a one-label sequence classifier that scores a text (a reward model).
-CAUSAL_LM = "causal_lm"
-SEQUENCE_CLASSIFICATION = "sequence_classification"
-MODEL_HEADS = (CAUSAL_LM, SEQUENCE_CLASSIFICATION)
-
 # What the data stage tokenizes for a method's TRL trainer (MethodSpec.tokenized), so the
 # trainer trains on those ids and does not tokenize again (rlhf.data.tokenize makes them,
-# rlhf.pretokenized makes the trainer take them):
+# rlhf.trl.pretokenized makes the trainer take them):
 # - prompt_ids, chosen_ids and rejected_ids, as DPOTrainer's _prepare_dataset makes them;
 PROMPT_ANSWER_IDS = "prompt_answer_ids"
 # - prompt_ids and completion_ids, as KTOTrainer's _prepare_dataset makes them;
@@ -58,14 +54,10 @@ class EmbeddedData:
 # a method trains on its shape's data unless its spec names other data.
 EMBEDDED_BY_SHAPE = {
     PAIRS: EmbeddedData("data/topics_pairs.train.jsonl", "chatml.intel", "data/topics_pairs.eval.jsonl"),
-    UNPAIRED: EmbeddedData("data/topics_kto.train.jsonl", "chatml.intel", "data/topics_kto.eval.jsonl"),
+    UNPAIRED: EmbeddedData("data/topics_unpaired.train.jsonl", "chatml.intel", "data/topics_unpaired.eval.jsonl"),
     # Rows already hold `prompt` (messages) and the `category` column the topic reward reads.
     PROMPTS: EmbeddedData("data/topics_prompts.train.jsonl", None),
 }
-
-# The method whose finished run dirs hold a reward model (`model/`: a sequence classifier with one
-# label). rlhf.reward_sources accepts such a run dir wherever a reward function goes.
-REWARD_MODEL_KIND = "reward"
 
 LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -173,6 +165,24 @@ def common_trl_kwargs(method: MethodConfig, has_eval: bool) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A method as the platform knows it: registered once (`register`), asked everywhere else.
+
+    Args (the fields; the comments beside each below say more):
+        kind: the method's name (method.kind, conf/method/<kind>.yaml).
+        schema: its config dataclass (a MethodConfig): every `method.*` knob, typed.
+        shape: the rows it trains on: PAIRS, UNPAIRED or PROMPTS.
+        trl_config, trl_trainer: TRL's config and trainer classes, as "module:Class".
+        trl_fields: method.<knob> -> the one TRL config field it sets.
+        metric, greater_is_better: the figure that shows it learning, and its sense.
+        reference_arg: the trainer argument that takes a reference model (None: none).
+        The rest have defaults: presets, checks, conversions, fixed TRL settings, the head the
+        checkpoint loads with, the columns the data stage tokenizes for it, ...
+
+    `trl_kwargs(method, has_eval)` is the TRL config's keyword arguments for a typed method
+    config; the properties answer what the rest of the platform asks (does it generate, does it
+    train a reward model, which embedded data, does it use a reference).
+    """
+
     kind: str
     schema: type
     shape: str
@@ -190,7 +200,7 @@ class MethodSpec:
     # (GRPO: a KL term, beta > 0).
     trainer_builds_reference: Callable[[Any], bool] | None = None
     # The trainer's reference log-probs can be precomputed once and shared by every job on the
-    # same model and data (rlhf.shared_reference hooks DPOTrainer's precompute).
+    # same model and data (rlhf.trl.shared_reference hooks DPOTrainer's precompute).
     shares_reference_logps: bool = False
     # Dataset types only this method reads, beyond those of its shape (ORPO's
     # chat_template.argilla).
@@ -216,11 +226,11 @@ class MethodSpec:
     # Extra trainer arguments built from the run and the training rows' columns (e.g. GRPO's
     # reward functions, checked against the columns they read).
     trainer_inputs: Callable[[Any, list[str]], dict[str, Any]] | None = None
-    # The logged value the progress line shows while training (rlhf.progress): `metric` unless
+    # The logged value the progress line shows while training (rlhf.job.progress): `metric` unless
     # that one is derived after training and never logged (GRPO's reward trend), in which case
     # the logged figure it is derived from. "" means `metric`.
     progress_metric: str = ""
-    # The head the checkpoint is loaded with (rlhf.models.load_model), which also decides the
+    # The head the checkpoint is loaded with (rlhf.models.loading.load_model), which also decides the
     # LoRA task type and whether the trained model generates (the generation eval stage).
     model_head: str = CAUSAL_LM
     # The columns the data stage tokenizes for the trainer (one of TOKENIZED), which then trains
@@ -242,6 +252,12 @@ class MethodSpec:
         return self.model_head == CAUSAL_LM
 
     @property
+    def trains_reward_model(self) -> bool:
+        """Whether the trained model is a reward model (a one-label sequence classifier), which
+        judges other runs and serves as an online method's reward (rlhf.rewards.sources)."""
+        return self.model_head == SEQUENCE_CLASSIFICATION
+
+    @property
     def embedded_data(self) -> EmbeddedData:
         return self.embedded or EMBEDDED_BY_SHAPE[self.shape]
 
@@ -252,6 +268,10 @@ class MethodSpec:
         return self.trainer_builds_reference is not None and self.trainer_builds_reference(method)
 
     def trl_kwargs(self, method: Any, has_eval: bool) -> dict[str, Any]:
+        """The TRL config's keyword arguments for `method` (this spec's schema, typed): the shared
+        knobs, the fixed settings, then each of the method's knobs in its one TRL field,
+        converted where TRL's form differs. `has_eval`: whether the run has eval data (an eval
+        cadence, or none)."""
         common = common_trl_kwargs(method, has_eval)
         for knob_name in self.not_in_trl:
             common.pop(COMMON_TRL_FIELDS.get(knob_name, knob_name), None)
@@ -262,7 +282,8 @@ class MethodSpec:
         return kwargs
 
 
-METHODS: dict[str, MethodSpec] = {}
+# Every registered method by its kind: config's registry, which validation reads.
+METHODS: dict[str, MethodSpec] = registry.METHODS
 
 
 def register(spec: MethodSpec) -> MethodSpec:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf.config.fields import knob
-from rlhf.errors import did_you_mean, one_of
+from rlhf.core.errors import did_you_mean, one_of
 from rlhf.methods.base import (
     PAIRS,
     PROMPT_ANSWER_IDS,

@@ -11,16 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PROMPTS, MethodSpec, register
-from rlhf.methods.online import (
-    GROUP_TRL_FIELDS,
-    ONLINE_CONVERT,
-    GroupMethodConfig,
-    check_group,
-    reward_inputs,
-    reward_trend,
-    vllm_trl_kwargs,
-)
+from rlhf.methods.base import register
+from rlhf.methods.online import GroupMethodConfig, check_group, group_spec
 
 GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -42,32 +34,10 @@ def check_grpo(run: Any) -> list[str]:
     return problems
 
 
-SPEC = register(MethodSpec(
-    kind="grpo",
-    schema=GRPOMethod,
-    shape=PROMPTS,
-    trl_config="trl:GRPOConfig",
-    trl_trainer="trl:GRPOTrainer",
-    trl_fields={
-        **GROUP_TRL_FIELDS,
-        "loss_type": "loss_type",
-        "scale_rewards": "scale_rewards",
-        "importance_sampling_level": "importance_sampling_level",
-    },
-    metric="reward_last_tenth",
-    greater_is_better=True,
-    # reward_last_tenth exists only once training ended; while it trains, the logged reward.
-    progress_metric="reward",
-    reference_arg=None,
-    # With a KL term (beta > 0) TRL loads a frozen copy of the policy itself.
-    trainer_builds_reference=lambda method: method.beta > 0,
+SPEC = register(group_spec(
+    "grpo", GRPOMethod, "trl:GRPOConfig", "trl:GRPOTrainer",
+    {name: name for name in ("loss_type", "scale_rewards", "importance_sampling_level")},
+    check=check_grpo,
     # The loss presets of conf/method/ (each sets every coupled setting of its paper).
     presets=("bnpo", "dr_grpo", "dapo"),
-    check=check_grpo,
-    convert=ONLINE_CONVERT,
-    run_trl=vllm_trl_kwargs,
-    # GRPOConfig has no max_length; the data stage still bounds prompts by it.
-    not_in_trl=("max_length",),
-    summarize=reward_trend("reward"),
-    trainer_inputs=reward_inputs,
 ))

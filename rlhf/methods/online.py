@@ -3,7 +3,7 @@ training prompts and score them with rewards, so they share the knobs of samplin
 under one name each, with their checks, their TRL fields and their trainer inputs.
 
 A reward (`method.reward_funcs`) is a reward function, a reward model directory, a hub id or
-the run dir of a finished reward-model job (rlhf.reward_sources tells them apart at
+the run dir of a finished reward-model job (rlhf.rewards.sources tells them apart at
 validation). This module registers no method itself.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf import reward_sources
+from rlhf.rewards import sources as reward_sources
 from rlhf.config.fields import knob
-from rlhf.methods.base import MethodConfig
+from rlhf.methods.base import PROMPTS, MethodConfig, MethodSpec
 
 REWARDS_KEY = "method.reward_funcs"
 
@@ -140,10 +140,44 @@ def reward_trend(logged: str = "reward") -> Callable[[list[dict]], dict[str, Any
 def reward_inputs(run: Any, columns: list[str]) -> dict[str, Any]:
     """TRL's reward_funcs and reward_processing_classes (each reward model with its own
     tokenizer), every reward function checked against the columns the training rows have."""
-    from rlhf.usercode import check_reward_columns
+    from rlhf.core.usercode import check_reward_columns
 
     sources = reward_sources.resolve_all(list(run.method.reward_funcs), REWARDS_KEY, run.code_path)
     functions, tokenizers = reward_sources.load(sources, REWARDS_KEY, run.code_path, run.model.trust_remote_code)
     called = [(f, s.entry) for f, s in zip(functions, sources) if not s.is_model]
     check_reward_columns([f for f, _ in called], [name for _, name in called], columns)
     return {"reward_funcs": functions, "reward_processing_classes": tokenizers}
+
+
+def group_spec(kind: str, schema: type, trl_config: str, trl_trainer: str, trl_fields: dict[str, str],
+               check: Callable[[Any], list[str]], convert: dict[str, Callable[[Any], Any]] | None = None,
+               presets: tuple[str, ...] = ()) -> MethodSpec:
+    """The spec of a group policy-gradient method (GRPO, RLOO): everything the two share, with
+    the method's own TRL classes, fields beyond GROUP_TRL_FIELDS, check, conversions and loss
+    presets.
+
+    Shared: prompts as rows; the mean reward of the last tenth of the logged steps as the
+    learning metric (the logged reward while it trains); no reference model passed in, as the
+    trainer loads a frozen copy of the policy itself when there is a KL term (beta > 0; with an
+    adapter, the policy with its adapter disabled); the root `vllm` block; no max_length field in
+    their TRL config (the data stage still bounds prompts by it); the rewards as trainer inputs."""
+    return MethodSpec(
+        kind=kind,
+        schema=schema,
+        shape=PROMPTS,
+        trl_config=trl_config,
+        trl_trainer=trl_trainer,
+        trl_fields={**GROUP_TRL_FIELDS, **trl_fields},
+        metric="reward_last_tenth",
+        greater_is_better=True,
+        progress_metric="reward",
+        reference_arg=None,
+        trainer_builds_reference=lambda method: method.beta > 0,
+        presets=presets,
+        check=check,
+        convert={**ONLINE_CONVERT, **(convert or {})},
+        run_trl=vllm_trl_kwargs,
+        not_in_trl=("max_length",),
+        summarize=reward_trend("reward"),
+        trainer_inputs=reward_inputs,
+    )

@@ -28,7 +28,7 @@ SPEC = register(MethodSpec(
     # Axolotl's ORPO type: message lists with the answer's end-of-turn newline kept.
     extra_types=("chat_template.argilla",),
     # The embedded pairs as message lists, in that type.
-    embedded=EmbeddedData("data/topics_orpo.train.jsonl", "chat_template.argilla", "data/topics_orpo.eval.jsonl"),
+    embedded=EmbeddedData("data/topics_conversations.train.jsonl", "chat_template.argilla", "data/topics_conversations.eval.jsonl"),
     # ORPO's collator needs the raw columns; TRL forces this with a warning otherwise.
     fixed_trl={"remove_unused_columns": False},
     tokenized=TOKENIZE_ROW_IDS,

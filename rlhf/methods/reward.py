@@ -10,20 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import (
-    PAIRS,
-    REWARD_MODEL_KIND,
-    SEQUENCE_CLASSIFICATION,
-    SEQUENCE_PAIR_IDS,
-    MethodConfig,
-    MethodSpec,
-    register,
-)
+from rlhf.methods.base import PAIRS, SEQUENCE_PAIR_IDS, MethodConfig, MethodSpec, register
+from rlhf.models.heads import SEQUENCE_CLASSIFICATION
 
 
 @dataclass
 class RewardMethod(MethodConfig):
-    kind: str = REWARD_MODEL_KIND  # the kind rlhf.reward_sources looks for in a reward run dir
+    kind: str = "reward"
     center_rewards_coefficient: float | None = knob(
         None, "weight of a penalty on the mean squared reward, pulling rewards towards zero "
               "(None: off; 0.01 in Eisenstein et al. 2023)", ge=0)
@@ -31,7 +24,7 @@ class RewardMethod(MethodConfig):
 
 
 SPEC = register(MethodSpec(
-    kind=REWARD_MODEL_KIND,
+    kind="reward",
     schema=RewardMethod,
     shape=PAIRS,
     trl_config="trl:RewardConfig",

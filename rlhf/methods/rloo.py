@@ -11,16 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PROMPTS, MethodSpec, register
-from rlhf.methods.online import (
-    GROUP_TRL_FIELDS,
-    ONLINE_CONVERT,
-    GroupMethodConfig,
-    check_group,
-    reward_inputs,
-    reward_trend,
-    vllm_trl_kwargs,
-)
+from rlhf.methods.base import register
+from rlhf.methods.online import GroupMethodConfig, check_group, group_spec
 
 
 @dataclass
@@ -40,29 +32,9 @@ def check_rloo(run: Any) -> list[str]:
     return problems
 
 
-SPEC = register(MethodSpec(
-    kind="rloo",
-    schema=RLOOMethod,
-    shape=PROMPTS,
-    trl_config="trl:RLOOConfig",
-    trl_trainer="trl:RLOOTrainer",
-    trl_fields={
-        **GROUP_TRL_FIELDS,
-        "normalize_advantages": "normalize_advantages",
-        "reward_clip_range": "reward_clip_range",
-    },
-    metric="reward_last_tenth",
-    greater_is_better=True,
-    progress_metric="reward",
-    reference_arg=None,
-    # With a KL term (beta > 0) TRL loads a frozen copy of the policy itself (with an adapter:
-    # the policy with its adapter disabled).
-    trainer_builds_reference=lambda method: method.beta > 0,
+SPEC = register(group_spec(
+    "rloo", RLOOMethod, "trl:RLOOConfig", "trl:RLOOTrainer",
+    {name: name for name in ("normalize_advantages", "reward_clip_range")},
     check=check_rloo,
-    convert={**ONLINE_CONVERT, "reward_clip_range": lambda r: None if r is None else tuple(r)},
-    run_trl=vllm_trl_kwargs,
-    # RLOOConfig has no max_length; the data stage still bounds prompts by it.
-    not_in_trl=("max_length",),
-    summarize=reward_trend("reward"),
-    trainer_inputs=reward_inputs,
+    convert={"reward_clip_range": lambda r: None if r is None else tuple(r)},
 ))

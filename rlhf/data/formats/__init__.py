@@ -23,9 +23,9 @@ from rlhf.data.formats import chat_template, transform, user_defined
 from rlhf.data.formats.base import PAIR_COLUMNS, UNPAIRED_COLUMNS, Fields, Formatter, RowError, as_label
 from rlhf.data.formats.families import FAMILIES
 from rlhf.data.formats.mappings import PAIR_MAPPINGS, UNPAIRED_MAPPINGS
-from rlhf.errors import ConfigError, did_you_mean, one_of
+from rlhf.core.errors import ConfigError, did_you_mean, one_of
 from rlhf.methods.base import PAIRS, PROMPTS, UNPAIRED, MethodSpec, lookup
-from rlhf.usercode import load_callable
+from rlhf.core.usercode import load_callable
 
 __all__ = ["RowError", "Formatter", "Reader", "reader", "format_row", "get_formatter", "check_type",
            "needs_tokenizer", "type_family", "valid_types", "suggest_types", "row_readers", "type_options",
@@ -162,7 +162,7 @@ def _passthrough(read: Reader) -> Formatter:
                 raise RowError(f"field {column!r} is empty: an answer must have text", field=column, empty=True)
         return out
 
-    return Formatter("none", columns, columns, convert)
+    return Formatter("none", columns, convert)
 
 
 def _fields_reader(read: Reader, type_name: str, needs: tuple[str, ...]) -> Callable[[Mapping], Fields]:
@@ -186,7 +186,7 @@ def _string_family(read: Reader, family_name: str, mapping_name: str) -> Formatt
             system, turns, chosen, rejected = mapping.extract(fields_of(row))
             return {"prompt": family.prompt(system, turns), "chosen": family.answer(chosen),
                     "rejected": family.answer(rejected)}
-    return Formatter(type_name, needs, SHAPE_COLUMNS[read.shape], convert, optional_fields=mapping.optional)
+    return Formatter(type_name, needs, convert, optional_fields=mapping.optional)
 
 
 def _check_options(type_name: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -267,7 +267,24 @@ def needs_tokenizer(method: str | MethodSpec | Reader, type: Any, **options: Any
 
 def get_formatter(method: str | MethodSpec | Reader, type: Any = None, tokenizer: Any = None, *, cfg: Any = None,
                   dataset_idx: int = 0, code_path: list[str] | tuple[str, ...] = (), **options: Any) -> Formatter:
-    """Resolve a dataset type once; the formatter formats many rows."""
+    """A dataset type resolved once, for formatting many rows.
+
+    Args:
+        method: the method the rows are for (its name, MethodSpec, or a Reader), which decides
+            the row shape (pairs, unpaired rows, prompts) and the types it accepts.
+        type: the dataset type: `family.mapping` (chatml.intel), `chat_template.<mapping>`,
+            `user_defined.default` with its mapping, a user transform `file.fn`, or None (the
+            rows hold the trainer's columns already).
+        tokenizer: the run's tokenizer (chat_template types and transforms use it).
+        cfg, dataset_idx, code_path: what a user transform is called with and found through.
+        options: the source's chat_template options (field_messages, roles, ...).
+
+    Returns:
+        A Formatter: call it on a raw row to get the row the trainer receives.
+
+    Raises:
+        ConfigError: the type is unknown or does not fit the method (valid ones listed).
+    """
     options = {k: v for k, v in options.items() if v is not None}
     resolved = _resolve(method, type, options)
     read, family, mapping = resolved.read, resolved.family, resolved.mapping
@@ -279,17 +296,30 @@ def get_formatter(method: str | MethodSpec | Reader, type: Any = None, tokenizer
         type_name = f"chat_template.{mapping}"
         required, extract = CHAT_TEMPLATE[mapping].build(tokenizer, type_name, options)
         fields_of = _fields_reader(read, type_name, required)
-        return Formatter(type_name, required, SHAPE_COLUMNS[read.shape], lambda row: extract(fields_of(row)))
+        return Formatter(type_name, required, lambda row: extract(fields_of(row)))
     if family == "user_defined":
         type_name = f"user_defined.{mapping}"
         required, optional, extract = USER_DEFINED[read.shape][mapping](resolved.spec)
         fields_of = _fields_reader(read, type_name, required)
-        return Formatter(type_name, required, SHAPE_COLUMNS[read.shape], lambda row: extract(fields_of(row)),
+        return Formatter(type_name, required, lambda row: extract(fields_of(row)),
                          optional_fields=optional)
     return transform.build(mapping, tokenizer, cfg, dataset_idx, code_path)
 
 
 def format_row(method: str | MethodSpec | Reader, type: Any, row: Mapping, tokenizer: Any = None,
                **options: Any) -> dict:
-    """The row exactly as the trainer receives it (see get_formatter for the arguments)."""
+    """One raw row formatted exactly as the trainer receives it.
+
+    Args:
+        method, type, tokenizer, options: as get_formatter takes them.
+        row: the raw row (a mapping of its fields).
+
+    Returns:
+        The trainer's row: prompt, chosen and rejected (pairs); prompt, completion and label
+        (unpaired rows); prompt and its other columns (prompts).
+
+    Raises:
+        RowError: the row cannot be formatted, naming the field and what it needs.
+        ConfigError: the type is unknown or does not fit the method.
+    """
     return get_formatter(method, type, tokenizer, **options)(row)

@@ -2,7 +2,7 @@
 
 A row never reaches the trainer with the text `None` in it, a number where text belongs or
 an empty answer: each of those is a `RowError` naming the field, what was found and what the
-type needs. The caller (rlhf.data.pipeline) adds the dataset, file and row number.
+type needs. The caller (rlhf.data.rows) adds the dataset, file and row number.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.errors import DataError
+from rlhf.core.errors import DataError
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")
@@ -34,7 +34,6 @@ class Formatter:
 
     type_name: str
     required_fields: tuple[str, ...]
-    output_columns: tuple[str, ...]
     convert: Callable[[Mapping], dict]
     optional_fields: tuple[str, ...] = ()
     # A GRPO transform that asked for datasets.map arguments (batched, ...) runs through

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlhf.data.formats.base import Fields, RowError
-from rlhf.errors import ConfigError, one_of
+from rlhf.core.errors import ConfigError, one_of
 
 DEFAULT_ROLES = {"user": ["user"], "assistant": ["assistant"], "system": ["system"], "tool": ["tool"]}
 DEFAULT_PROPERTIES = {"role": "role", "content": "content"}

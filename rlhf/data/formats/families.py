@@ -22,7 +22,7 @@ class Family(ABC):
     # mappings this family supports, per row shape (preference pairs, unpaired rows)
     mappings: dict[str, tuple[str, ...]] = {}
     # The markers it writes that a model of this family knows: its tokenizer's chat template
-    # writes them too, or they are its EOS/BOS (rlhf.data.pipeline.template_mismatch).
+    # writes them too, or they are its EOS/BOS (rlhf.data.lint.template_mismatch).
     special_tokens: tuple[str, ...] = ()
     # Model presets (conf/model/<name>.yaml, by name prefix) whose tokenizer writes them.
     model_presets: tuple[str, ...] = ()

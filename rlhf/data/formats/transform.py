@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlhf.data.formats.base import Formatter, RowError
-from rlhf.errors import UserCodeError
-from rlhf.usercode import load_callable
+from rlhf.core.errors import UserCodeError
+from rlhf.core.usercode import load_callable
 
 
 def _as_config(cfg: Any) -> Any:
@@ -68,7 +68,7 @@ def build(type_name: str, tokenizer: Any, cfg: Any, dataset_idx: int,
     def map_function(example: Any) -> Any:
         return function(example, tokenizer=tokenizer) if takes_tokenizer else function(example)
 
-    return Formatter(type_name=type_name, required_fields=(), output_columns=("prompt",), convert=convert,
+    return Formatter(type_name=type_name, required_fields=(), convert=convert,
                      map_kwargs=map_kwargs, map_function=map_function, remove_columns=tuple(remove))
 
 

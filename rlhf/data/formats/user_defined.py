@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlhf.data.formats.base import Fields, as_label
-from rlhf.errors import ConfigError, did_you_mean, one_of
+from rlhf.core.errors import ConfigError, did_you_mean, one_of
 
 PAIR_KEYS = {"field_prompt": "prompt", "field_system": "system", "field_chosen": "chosen",
              "field_rejected": "rejected", "prompt_format": "{prompt}", "chosen_format": "{chosen}",

@@ -1,0 +1,78 @@
+"""A plain TRL script on a large dataset, as a user would write it without the platform: the
+baseline of the data-stage benchmark (`python -m rlhf.bench --only data_large`). The rows are
+read with datasets, formatted with f-strings (the same ChatML text as the platform's
+chatml.intel type) and handed to TRL's trainer, which tokenizes them itself; one optimizer
+step.
+
+    python -m rlhf.dev.bench.plain_trl_data <dpo|kto> <data.jsonl> <tokenizer dir> <max_length> <out_dir>
+
+Writes <out_dir>/times.json: the process start and the wall-clock time at the end of the first
+optimizer step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+STARTED = time.time()
+
+END = "<|im_end|>"
+BATCH = 8  # rows per step, as the platform side is given (method.micro_batch_size)
+
+
+def chatml(row: dict) -> str:
+    system = f"<|im_start|>system\n{row['system']}<|im_end|>\n" if row.get("system") else ""
+    return system + f"<|im_start|>user\n{row['question']}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def main() -> None:
+    trainer, data_file, tokenizer_dir, max_length, out_dir = sys.argv[1:6]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from rlhf.assets import asset_path
+
+    tiny = asset_path("models/tiny-chatml")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    common = dict(output_dir=str(out_dir / "trl"), learning_rate=1e-3, per_device_train_batch_size=BATCH,
+                  gradient_accumulation_steps=1, max_steps=1, logging_steps=1, seed=42, data_seed=42, use_cpu=True,
+                  report_to=[], save_strategy="no", eval_strategy="no", disable_tqdm=True,
+                  max_length=int(max_length))
+    rows = datasets.load_dataset("json", data_files=data_file, split="train")
+    if trainer == "DPOTrainer":
+        from trl import DPOConfig, DPOTrainer
+
+        rows = rows.map(lambda r: {"prompt": chatml(r), "chosen": r["chosen"] + END, "rejected": r["rejected"] + END},
+                        remove_columns=rows.column_names)
+        trainer_class, args, extra = DPOTrainer, DPOConfig(beta=0.1, **common), {}
+    elif trainer == "KTOTrainer":
+        from trl import KTOConfig, KTOTrainer
+
+        rows = rows.map(lambda r: {"prompt": chatml(r), "completion": r["completion"] + END, "label": r["label"]},
+                        remove_columns=rows.column_names)
+        trainer_class, args = KTOTrainer, KTOConfig(beta=0.1, **common)
+        extra = {"ref_model": AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)}
+    else:
+        raise SystemExit(f"no plain script for {trainer}")
+
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.time())
+
+    trainer = trainer_class(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                            callbacks=[Stamp()], **extra)
+    trainer.train()
+    (out_dir / "times.json").write_text(json.dumps({"started": STARTED, "steps": stamps}))
+
+
+if __name__ == "__main__":
+    main()

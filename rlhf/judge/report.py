@@ -1,0 +1,589 @@
+"""python -m rlhf.report multirun/<sweep dir> [--metric NAME]
+
+Tables and one picture for a sweep: `report.csv` and `report.md` list every job's
+overrides, status, final metrics and time; `report_settings.csv` and `report.md` list each
+setting (the jobs that differ only by `seed`) with n, mean, sample std and the 95% confidence
+interval of the mean (Student's t, n-1 degrees of freedom), and report.md names the best
+setting and says whether its interval overlaps the runner-up's. `report.png` plots each
+setting's mean and interval of a metric (the method's learning metric by default) against
+the swept parameter(s), with every seed's value as a dot. Written automatically when a
+multirun ends, and on demand for any sweep dir (also one still running, or re-run later).
+
+The PNG carries the values it was drawn from (read back from the plot's artists) in its
+metadata under "rlhf:plotted", so a reader (or a test) can check it against the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.run import rundir
+from rlhf.run.files import GENERATION_PREFIX as PREFIX
+from rlhf.run.naming import job_number
+from rlhf.judge.stats import LEVEL, summarize
+
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) if path.is_file() else []
+    out = {}
+    for item in items or []:
+        key, _, value = str(item).partition("=")
+        if not key.lstrip("+~").startswith("hydra"):
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], list[str], str | None]:
+    """One row per job; the swept keys (those whose value differs between jobs); the metric:
+    the one asked for, else the jobs' objective.metric, else the win rate against the reference
+    when the jobs scored their generations, else the method's learning metric."""
+    rows = []
+    for job in rundir.job_dirs(sweep_dir):
+        metrics = rundir.read_metrics(job) if (job / rundir.METRICS).is_file() else {}
+        error = rundir.failure(job, first_line=True)
+        config = rundir.read_config(job) if (job / rundir.CONFIG).is_file() else {}
+        number = job_number(job)
+        rows.append({"job": job.name if number is None else str(number), "dir": job.name, "path": job,
+                     "overrides": _overrides(job), "status": rundir.status(job),
+                     "metrics": rundir.flat_metrics(metrics), "method_metric": metrics.get("metric"),
+                     "generation": metrics.get("generation"),
+                     "seconds": metrics.get("seconds"), "error": error,
+                     "kind": (config.get("method") or {}).get("kind"), "objective": config.get("objective") or {}})
+    keys = sorted({k for row in rows for k in row["overrides"]})
+    swept = [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+    return rows, swept, metric or default_metric(rows)
+
+
+WIN_RATE = PREFIX + "win_rate"
+
+
+def default_metric(rows: list[dict]) -> str | None:
+    for row in rows:
+        if row["objective"].get("metric"):
+            return row["objective"]["metric"]
+    if any(WIN_RATE in row["metrics"] for row in rows):
+        return WIN_RATE
+    return next((row["method_metric"] for row in rows if row["method_metric"]), None)
+
+
+def _value(row: dict, metric: str | None) -> float | None:
+    value = row["metrics"].get(metric) if metric else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# --- settings: the jobs that differ only by seed, and what their seeds say -----------------
+
+SEED = "seed"
+def _order(value: str) -> tuple:
+    number = _number(value)
+    return (number is None, number or 0.0, str(value))
+
+
+def settings(rows: list[dict], swept: list[str], metric: str | None) -> tuple[list[str], list[dict]]:
+    """The setting keys (the swept keys but seed) and one entry per setting: its key values,
+    its jobs, and the stats of the metric over those of its jobs that finished with it."""
+    keys = [k for k in swept if k != SEED]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"].get(k, "") for k in keys), []).append(row)
+    out = []
+    for values, members in sorted(groups.items(), key=lambda item: [_order(v) for v in item[0]]):
+        finished = [r for r in members if r["status"] == rundir.FINISHED]
+        measured = [v for v in (_value(r, metric) for r in finished) if v is not None and math.isfinite(v)]
+        notes = []
+        if len(finished) < len(members):
+            notes.append(f"{len(finished)} of {len(members)} seeds finished")
+        if len(measured) < len(finished):
+            notes.append(f"{len(finished) - len(measured)} finished without a finite {metric}")
+        if len(measured) == 1:
+            notes.append("one seed: no interval")
+        out.append({"setting": dict(zip(keys, values)), "jobs": [r["job"] for r in members],
+                    "seeds": len(members), "values": measured, **summarize(measured),
+                    "note": "; ".join(notes)})
+    return keys, out
+
+
+def greater_is_better(rows: list[dict], metric: str | None) -> bool:
+    """The metric's sense: objective.direction when the jobs' config sets it for this metric,
+    else the method's (rlhf.methods.lookup(method.kind).greater_is_better) when it is the
+    method's learning metric; a loss is always minimised, anything else maximised."""
+    from rlhf.config.checks import objective_direction
+
+    if not metric:
+        return True
+    direction, better = None, None
+    for row in rows:
+        spec = None
+        if row.get("kind"):
+            try:
+                from rlhf.methods import lookup
+
+                spec = lookup(row["kind"])
+            except Exception:  # a method of the user's code, not importable here
+                spec = None
+        objective = row.get("objective") or {}
+        if objective.get("direction") and (objective.get("metric") or (spec and spec.metric)) == metric:
+            direction = objective["direction"]
+        if spec is not None and spec.metric == metric:
+            better = spec.greater_is_better
+        if row.get("kind"):
+            break
+    return objective_direction(metric, direction, better) == "maximize"
+
+
+def _label(setting: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "all jobs"
+
+
+def _g(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def method_text(stats: list[dict], level: float = LEVEL) -> str:
+    """How the figures were computed, as the report says it."""
+    ns = sorted({s["n"] for s in stats if s["n"]})
+    if not ns:
+        return "no finished job with the metric"
+    if ns[-1] == 1:
+        return "one seed per setting, so no intervals"
+    n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+    return f"mean and {level:.0%} CI (Student's t, {n} seeds)"
+
+
+RULE = "non-overlap of 95% CIs is a conservative rule: a t-test may separate intervals that overlap a little"
+
+
+def best_setting(stats: list[dict], metric: str | None, greater: bool = True) -> str:
+    """One sentence: the best setting by the metric's mean, and whether its 95% interval
+    overlaps the runner-up's (or why that cannot be judged)."""
+    sense = "higher is better" if greater else "lower is better"
+    head = f"By {metric} ({sense}), {method_text(stats)}: "
+    measured = [s for s in stats if s["n"]]
+    unmeasured = [s for s in stats if not s["n"]]
+    missing = (f" ({', '.join(_label(s['setting']) for s in unmeasured)}: no seed finished with {metric},"
+               " not compared)") if unmeasured and measured else ""
+
+    def figure(s: dict, ci_word: bool = True) -> str:
+        if s["ci_low"] is None:
+            return f"{_g(s['mean'])}, one seed: no interval"
+        return f"{_g(s['mean'])}{', 95% CI ' if ci_word else ' '}[{_g(s['ci_low'])}, {_g(s['ci_high'])}]"
+
+    if not measured:
+        return f"No job finished with {metric or 'a metric'}: no best setting."
+    if len(stats) == 1:
+        return head + f"one setting ({_label(stats[0]['setting'])}), nothing to compare: {figure(stats[0])}."
+    if len(measured) == 1:
+        return head + (f"{_label(measured[0]['setting'])} ({figure(measured[0])}) is the only setting "
+                       f"with a finished seed{missing}.")
+    ranked = sorted(measured, key=lambda s: -s["mean"] if greater else s["mean"])
+    best = ranked[0]
+    tied = [s for s in ranked if math.isclose(s["mean"], best["mean"], rel_tol=1e-9, abs_tol=1e-12)]
+    if len(tied) == len(ranked):
+        return head + f"all {len(ranked)} settings have the same mean ({_g(best['mean'])}): none is better{missing}."
+    if len(tied) > 1:
+        return head + (" and ".join(_label(s["setting"]) for s in tied)
+                       + f" tie for best ({_g(best['mean'])}): none of them is better than the others{missing}.")
+    runner = ranked[1]
+    named = f"{_label(best['setting'])} is best ({figure(best)})"
+    if best["ci_low"] is None or runner["ci_low"] is None:
+        why = ("without repeated seeds" if best["n"] == 1 and runner["n"] == 1
+               else "with a single finished seed on one side")
+        return head + (f"{named}, ahead of {_label(runner['setting'])} ({figure(runner, False)}), but {why} "
+                       f"the difference cannot be judged{missing}.")
+    overlap = best["ci_low"] <= runner["ci_high"] and runner["ci_low"] <= best["ci_high"]
+    if overlap:
+        return head + (f"{named}; not separable from {_label(runner['setting'])} ({figure(runner, False)}): "
+                       f"the intervals overlap ({RULE}){missing}.")
+    return head + (f"{named} and separable from the runner-up {_label(runner['setting'])} "
+                   f"({figure(runner, False)}): the intervals do not overlap ({RULE}){missing}.")
+
+
+def settings_table(keys: list[str], stats: list[dict]) -> tuple[list[str], list[list[Any]]]:
+    header = [*keys, "n", "seeds", "mean", "std", "ci_low", "ci_high", "note"]
+    body = [[*(s["setting"][k] for k in keys), s["n"], s["seeds"],
+             *("" if s[f] is None else s[f] for f in ("mean", "std", "ci_low", "ci_high")), s["note"]]
+            for s in stats]
+    return header, body
+
+
+def _learning_value(row: dict) -> Any:
+    """A job's value of its own method's learning metric ("" when it has none)."""
+    return row["metrics"].get(row["method_metric"], "") if row["method_metric"] else ""
+
+
+def table(rows: list[dict], swept: list[str], metric: str | None) -> tuple[list[str], list[list[Any]]]:
+    """One line per job. When a job's method learns by another metric than the sweep's (a sweep
+    over methods, or one judged by its generations), each job's own learning metric too."""
+    shown_metrics = [m for m in (metric, "eval_loss", "train_loss") if m]
+    shown_metrics = list(dict.fromkeys(shown_metrics))
+    learning = any(row["method_metric"] and row["method_metric"] != metric for row in rows)
+    header = ["job", *swept, "status", *shown_metrics, *(["learning_metric", "learning_value"] if learning else []),
+              "seconds", "error"]
+    body = []
+    for row in rows:
+        body.append([row["job"], *(row["overrides"].get(k, "") for k in swept), row["status"],
+                     *(row["metrics"].get(m, "") for m in shown_metrics),
+                     *([row["method_metric"] or "", _learning_value(row)] if learning else []),
+                     row["seconds"] or "", row["error"]])
+    return header, body
+
+
+def learning_table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list[Any]]] | None:
+    """Per setting, its method's own learning metric over its seeds (mean, 95% CI), for a sweep
+    whose methods learn by different metrics (None otherwise): each is judged on its own
+    figure, which the others do not have."""
+    if len({row["method_metric"] for row in rows if row["method_metric"]}) < 2:
+        return None
+    keys = [k for k in swept if k != SEED]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"].get(k, "") for k in keys), []).append(row)
+    header = [*keys, "learning metric", "n", "mean", "ci_low", "ci_high"]
+    body = []
+    for values, members in sorted(groups.items(), key=lambda item: [_order(v) for v in item[0]]):
+        names = sorted({r["method_metric"] for r in members if r["method_metric"]})
+        measured = [float(v) for v in (_learning_value(r) for r in members if r["status"] == rundir.FINISHED)
+                    if isinstance(v, (int, float)) and math.isfinite(v)]
+        figures = summarize(measured)
+        body.append([*values, ", ".join(names), figures["n"],
+                     *("" if figures[f] is None else figures[f] for f in ("mean", "ci_low", "ci_high"))])
+    return header, body
+
+
+def _markdown(header: list[str], body: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
+         greater: bool | None = None) -> dict[str, Any]:
+    """Each setting's mean of the metric, with its 95% CI as an error bar and each seed's value
+    as a dot, against the first setting key, one line per value of the others; returns what was
+    drawn, read back from the plot's artists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    keys, stats = settings(rows, swept, metric)
+    measured = [s for s in stats if s["n"]]
+    x_key = keys[0] if keys else None
+
+    def x_of(s: dict) -> str:
+        return s["setting"][x_key] if x_key else "all jobs"
+
+    numeric = x_key is not None and all(_number(x_of(s)) is not None for s in measured)
+    categories = sorted({x_of(s) for s in measured}, key=_order)
+
+    def position(value: str) -> float:
+        return _number(value) if numeric else categories.index(value)
+
+    groups: dict[str, list[dict]] = {}
+    for s in measured:
+        label = ", ".join(f"{k}={s['setting'][k]}" for k in keys[1:]) or (metric or "")
+        groups.setdefault(label, []).append(s)
+    drawn = [draw_group(ax, label, members, x_of, position) for label, members in groups.items()]
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
+    ax.set_xlabel(x_key or "setting")
+    sense = "" if greater is None else (" (higher is better)" if greater else " (lower is better)")
+    ax.set_ylabel((metric or "metric") + sense)
+    with_metric = sum(s["n"] for s in stats)
+    ax.set_title(f"{metric}: {method_text(stats)}; dots: seeds\n{with_metric} of {len(rows)} job(s) "
+                 "finished with it", fontsize=10)
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plotted = {"metric": metric, "x": x_key, "lines": [read_back(*artists) for artists in drawn]}
+    if not numeric:
+        plotted["categories"] = categories
+    _save_png(fig, path, plotted)
+    return plotted
+
+
+def draw_group(ax: Any, label: str, members: list[dict], x_of: Any, position: Any) -> tuple[Any, Any, Any]:
+    """One line of settings: their means joined, each one's interval as an error bar, each seed's
+    value as a dot; returns the three artists."""
+    members.sort(key=lambda s: _order(x_of(s)))
+    xs = [position(x_of(s)) for s in members]
+    (line,) = ax.plot(xs, [s["mean"] for s in members], marker="o", label=label)
+    with_ci = [(x, s) for x, s in zip(xs, members) if s["ci_low"] is not None]
+    bars = ax.errorbar([x for x, _ in with_ci], [s["mean"] for _, s in with_ci],
+                       yerr=[[s["mean"] - s["ci_low"] for _, s in with_ci],
+                             [s["ci_high"] - s["mean"] for _, s in with_ci]],
+                       fmt="none", ecolor=line.get_color(), capsize=4) if with_ci else None
+    (seeds,) = ax.plot([x for x, s in zip(xs, members) for _ in s["values"]],
+                       [v for s in members for v in s["values"]], linestyle="none", marker=".",
+                       color=line.get_color(), alpha=0.45, label="_nolegend_")
+    return line, bars, seeds
+
+
+def read_back(line: Any, bars: Any, seeds: Any) -> dict[str, Any]:
+    """What one line of the plot shows, read from its artists: the means, the error bars' extents
+    and the seeds' dots."""
+    segments = bars.lines[2][0].get_segments() if bars is not None else []
+    return {"label": line.get_label(), "x": [float(v) for v in line.get_xdata()],
+            "y": [float(v) for v in line.get_ydata()],
+            "errorbars": [{"x": float(seg[0][0]), "low": float(seg[0][1]), "high": float(seg[1][1])}
+                          for seg in segments],
+            "seeds": {"x": [float(v) for v in seeds.get_xdata()], "y": [float(v) for v in seeds.get_ydata()]}}
+
+
+# --- what the policies generated -----------------------------------------------------------
+
+
+def generation_names(rows: list[dict]) -> list[str]:
+    """The policy-side generation metrics the jobs have: win rate, scorers, KL, length."""
+    present = [m for row in rows for m in row["metrics"] if m.startswith(PREFIX)
+               and not m.startswith(PREFIX + "reference/")]
+    first = [WIN_RATE] if WIN_RATE in present else []
+    last = [PREFIX + n for n in ("kl", "length", "finished") if PREFIX + n in present]
+    return list(dict.fromkeys([*first, *(m for m in present if m not in first and m not in last), *last]))
+
+
+def reward_metric(rows: list[dict]) -> str | None:
+    """The reward a frontier plots: the win rate's judge, else the first scorer."""
+    for row in rows:
+        block = row.get("generation") or {}
+        judge = (block.get("win_rate") or {}).get("judge")
+        scorers = [s["name"] for s in block.get("scorers") or []]
+        if judge or scorers:
+            return PREFIX + (judge or scorers[0])
+    return None
+
+
+def _cell(s: dict) -> str:
+    if not s["n"]:
+        return ""
+    if s["ci_low"] is None:
+        return f"{_g(s['mean'])} (one seed)"
+    return f"{_g(s['mean'])} [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"
+
+
+def generation_table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list[Any]]] | None:
+    """Per setting, each generation metric's mean over seeds with its 95% interval."""
+    names = generation_names(rows)
+    if not names:
+        return None
+    columns = {name: settings(rows, swept, name) for name in names}
+    keys, first = columns[names[0]]
+    body = [[*(s["setting"][k] for k in keys), *(_cell(columns[name][1][i]) for name in names)]
+            for i, s in enumerate(first)]
+    return [*keys, *(n[len(PREFIX):] for n in names)], body
+
+
+def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] | None:
+    """The RLHF frontier: each setting's reward against its KL from the reference (means over
+    seeds, 95% intervals as error bars on both axes, seeds as dots, the reference at KL 0);
+    returns what was drawn. None when the jobs have no KL or reward."""
+    reward, kl = reward_metric(rows), PREFIX + "kl"
+    if reward is None or not any(kl in row["metrics"] for row in rows):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys, xs = settings(rows, swept, kl)
+    _, ys = settings(rows, swept, reward)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    points = []
+    for sx, sy in zip(xs, ys):
+        if not (sx["n"] and sy["n"]):
+            continue
+        label = _label(sx["setting"])
+        xerr = [[sx["mean"] - sx["ci_low"]], [sx["ci_high"] - sx["mean"]]] if sx["ci_low"] is not None else None
+        yerr = [[sy["mean"] - sy["ci_low"]], [sy["ci_high"] - sy["mean"]]] if sy["ci_low"] is not None else None
+        bars = ax.errorbar([sx["mean"]], [sy["mean"]], xerr=xerr, yerr=yerr, fmt="o", capsize=4, label=label)
+        jobs = [r for r in rows if r["job"] in sx["jobs"] and kl in r["metrics"] and reward in r["metrics"]]
+        ax.plot([r["metrics"][kl] for r in jobs], [r["metrics"][reward] for r in jobs], linestyle="none",
+                marker=".", alpha=0.45, color=bars.lines[0].get_color(), label="_nolegend_")
+        # Keyword keys: the plotted axis "reward" is not the method of that name (tests/test_architecture.py).
+        points.append(dict(label=label, kl=sx["mean"], reward=sy["mean"], kl_ci=[sx["ci_low"], sx["ci_high"]],
+                           reward_ci=[sy["ci_low"], sy["ci_high"]],
+                           seeds=[[r["metrics"][kl], r["metrics"][reward]] for r in jobs]))
+    baseline = [r["metrics"][PREFIX + "reference/" + reward[len(PREFIX):]] for r in rows
+                if PREFIX + "reference/" + reward[len(PREFIX):] in r["metrics"]]
+    if baseline:
+        ax.plot([0.0], [math.fsum(baseline) / len(baseline)], marker="X", markersize=9, color="black",
+                linestyle="none", label="reference (starting model)")
+    ax.set_xlabel("KL(policy || reference), nats per completion (k1 estimate)")
+    ax.set_ylabel(f"{reward} (higher is better)")
+    ax.set_title(f"Reward against KL: mean and 95% CI over seeds per setting; dots: seeds\n"
+                 f"{len(points)} setting(s)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plotted = dict(reward=reward, kl=kl, points=points,
+                   reference=math.fsum(baseline) / len(baseline) if baseline else None)
+    _save_png(fig, path, plotted)
+    return plotted
+
+
+def _save_png(fig: Any, path: Path, plotted: dict[str, Any]) -> None:
+    """The figure as a PNG that carries what it drew under "rlhf:plotted"."""
+    import matplotlib.pyplot as plt
+    from PIL import Image, PngImagePlugin
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("rlhf:plotted", json.dumps(plotted))
+    image.save(path, pnginfo=info)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    if isinstance(value, list):  # chat messages: the last user turn says what was asked
+        users = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = users[-1] if users else json.dumps(value)
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def side_by_side(rows: list[dict], swept: list[str], prompts: int = 3) -> str:
+    """A few prompts with the reference's completion and each setting's (its first finished
+    seed's), with the judge's score: what the numbers are made of."""
+    keys = [k for k in swept if k != SEED]
+    chosen: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: _order(r["job"])):
+        label = _label({k: row["overrides"].get(k, "") for k in keys})
+        path = Path(row["path"]) / "completions.jsonl"
+        if label in chosen or row["status"] != rundir.FINISHED or not path.is_file():
+            continue
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        chosen[label] = [line for line in lines if line.get("sample", 0) == 0][:prompts]
+    if not chosen:
+        return ""
+    judge = (reward_metric(rows) or PREFIX)[len(PREFIX):]
+    first = next(iter(chosen.values()))
+
+    def shown(text: str, scores: dict) -> str:
+        score = scores.get(judge)
+        return f"{_short(text)}" + (f" ({judge} {_g(score)})" if isinstance(score, (int, float)) else "")
+
+    header = ["prompt", "reference", *chosen]
+    body = []
+    for i, line in enumerate(first):
+        cells = [_short(line["prompt"]), shown(line.get("reference_completion", ""), line.get("reference_scores", {}))]
+        for label, lines in chosen.items():
+            cells.append(shown(lines[i]["completion"], lines[i].get("scores", {})) if i < len(lines) else "")
+        body.append(cells)
+    seeds = "its first seed" if SEED in swept else "its job"
+    return (f"The first {len(body)} prompts, with the reference policy's completion and each setting's ({seeds}); "
+            f"in brackets the judge's score.\n\n" + _markdown(header, body))
+
+
+def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
+    rows, swept, metric = collect(sweep_dir, metric)
+    keys, stats = settings(rows, swept, metric)
+    greater = greater_is_better(rows, metric)
+    return {"rows": rows, "swept": swept, "metric": metric, "keys": keys, "stats": stats, "greater": greater,
+            "sentence": best_setting(stats, metric, greater)}
+
+
+def verdict(sweep_dir: str | Path, metric: str | None = None) -> str:
+    """The best-setting sentence of a sweep dir's report."""
+    return _judged(Path(sweep_dir), metric)["sentence"]
+
+
+def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
+    sweep_dir = Path(sweep_dir)
+    judged = _judged(sweep_dir, metric)
+    rows, swept, metric, stats = judged["rows"], judged["swept"], judged["metric"], judged["stats"]
+    header, body = table(rows, swept, metric)
+    s_header, s_body = settings_table(judged["keys"], stats)
+    paths = {"csv": sweep_dir / "report.csv", "settings": sweep_dir / "report_settings.csv",
+             "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
+    # The jobs' CSV also names each job's dir (<number>_<overrides>).
+    jobs_table = ([*header, "dir"], [[*line, row["dir"]] for line, row in zip(body, rows)])
+    for path, (head, lines) in ((paths["csv"], jobs_table), (paths["settings"], (s_header, s_body))):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(head)
+            writer.writerows(lines)
+    counts = {s: sum(r["status"] == s for r in rows) for s in rundir.STATUSES}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    sense = (" (higher is better)" if judged["greater"] else " (lower is better)") if metric else ""
+    measured = any(s["n"] for s in stats)
+    generation = generation_table(rows, swept)
+    drawn = frontier(rows, swept, sweep_dir / "report_frontier.png") if generation else None
+    if drawn is not None:
+        paths["frontier"] = sweep_dir / "report_frontier.png"
+    elif (sweep_dir / "report_frontier.png").exists():
+        (sweep_dir / "report_frontier.png").unlink()  # from an earlier report of jobs that since changed
+    sections = ""
+    learning = learning_table(rows, swept)
+    if learning:
+        sections += ("\n## Learning metrics\n\nThe methods of this sweep learn by different metrics: each setting's "
+                     "own method's learning metric (metrics.json `metric`), the mean over its seeds and, with two or "
+                     "more seeds, the 95% CI of that mean (Student's t). Figures of different metrics are not "
+                     "compared.\n\n" + _markdown(*learning))
+    if generation:
+        g_header, g_body = generation
+        sections += ("\n## Generations\n\nWhat each setting's policies generated for the evaluate prompts "
+                     "(rlhf.evaluate), per setting: the mean over its seeds and, with two or more seeds, the 95% "
+                     "CI of that mean (Student's t). win_rate: against the reference policy's completions, ties "
+                     "counted half; kl: k1 estimate of KL(policy || reference) per completion; length: tokens per "
+                     "completion.\n\n" + _markdown(g_header, g_body))
+        if drawn is not None:
+            sections += "\n![reward against KL](report_frontier.png)\n"
+        examples = side_by_side(rows, swept)
+        if examples:
+            sections += "\n### What was generated\n\n" + examples
+    paths["md"].write_text(
+        f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`{sense}.\n\n"
+        f"## Settings\n\n{judged['sentence']}\n\n"
+        f"Per setting (the jobs that differ only by `{SEED}`): `{metric}` over the seeds that finished with it, "
+        + (f"{method_text(stats)}; std is the sample standard deviation (n-1).\n\n" if measured else
+           "and none did.\n\n")
+        + _markdown(s_header, s_body) + sections + "\n## Jobs\n\n" + _markdown(header, body)
+        + "\n![plot](report.png)\n",
+        encoding="utf-8")
+    plot(rows, swept, metric, paths["png"], judged["greater"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a multirun directory (multirun/<date>/<time>)")
+    parser.add_argument("--metric", help="metric to plot (default: each method's learning metric)")
+    args = parser.parse_args(argv)
+    sweep_dir = Path(args.sweep_dir)
+    problem = None
+    if not sweep_dir.exists():
+        problem = f"{sweep_dir} does not exist (give the sweep's directory, e.g. multirun/<date>/<time>)"
+    elif not sweep_dir.is_dir():
+        problem = f"{sweep_dir} is a file, not a sweep directory (multirun/<date>/<time>)"
+    elif not rundir.job_dirs(sweep_dir):
+        problem = f"{sweep_dir} is not a sweep directory (no job directories with a .hydra record in it)"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    for kind, path in write(sweep_dir, args.metric).items():
+        print(f"{kind}: {path}")
+    print(verdict(sweep_dir, args.metric))

@@ -1,0 +1,265 @@
+"""The command line of `python -m rlhf.train`: Hydra runs here and nowhere else.
+
+`launch(task)` parses the command line as Hydra does, composes and validates *every job* of
+the command (all the points of a sweep) before Hydra starts any of them, and reports a bad
+config in one message that names the key, the value and the valid choices. Then it checks
+what can be checked before a job starts: that this machine has the GPU the jobs ask for (when
+they train here), and every row of the jobs' local data whose type needs no tokenizer. Then it
+hands over to `hydra.main`, which runs `task` once per job.
+
+Each job is composed once here and validated once: a job Hydra then runs in this process takes
+the RunSpec validated here (`validated_before`) instead of validating its config again. Hydra
+itself composes each job again to run it (its launchers take a job's overrides, not a composed
+config; its basic sweeper also composes a batch to check it first): that composition is Hydra's.
+
+Nothing here imports torch or TRL, so `--help`, `--cfg job`, a config error and a bad row of a
+string-family dataset answer fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config.tree import CONFIG_NAME, conf_dir
+from rlhf.core.errors import ConfigError, DataError, RlhfError
+from rlhf.launch.compose import add_code_dir, compose_job, resolved_config
+
+# Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
+# (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
+_PRINT_ONLY = ("help", "hydra_help", "info", "shell_completion")
+
+
+def _parse_overrides(overrides: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise ConfigError(f"cannot read the override {error.override!r}: {error.message.splitlines()[0]} "
+                          "(the form is key=value; quote values that hold brackets, braces, commas or "
+                          "spaces, e.g. 'dataset.eval=[]' or \"key='a, b'\")") from None
+
+
+def _is_hydra_key(override: Any) -> bool:
+    return override.get_key_element().lstrip("+~").startswith("hydra")
+
+
+def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command would run (a single run is one job)."""
+    # Hydra's own settings (run dir, launcher, sweeper) do not change what a job trains.
+    parsed = [o for o in _parse_overrides(overrides) if not _is_hydra_key(o)]
+    if not multirun:
+        return [[o.input_line for o in parsed]]
+    fixed = [o for o in parsed if not o.is_sweep_override()]
+    swept = [o for o in parsed if o.is_sweep_override()]
+    if any(not o.is_discrete_sweep() for o in swept):
+        # A search space (interval, ...) is sampled by its sweeper: validate the fixed part.
+        return [[o.input_line for o in fixed]]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+# The runs validated by this process's command, by their resolved config (validated_before).
+_VALIDATED: dict[str, Any] = {}
+
+
+def _key(resolved: dict) -> str:
+    import json
+
+    return json.dumps(resolved, sort_keys=True, default=str)
+
+
+def validated_before(resolved: dict) -> Any:
+    """The RunSpec this process validated for a job whose resolved config is `resolved` (None
+    when it did not: a job in a process of its own, an Optuna trial's sampled point)."""
+    return _VALIDATED.get(_key(resolved))
+
+
+def preflight(argv: list[str]) -> Any:
+    """Compose and validate every job of this command line; raise ConfigError on the first bad one.
+
+    Args:
+        argv: the command line after the program name, as Hydra reads it.
+
+    Returns:
+        The first job's validated run (None when the command only prints). Every job's run is
+        kept for `validated_before`.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    if any(getattr(args, flag, None) for flag in _PRINT_ONLY):
+        return None
+    config_dir = Path(args.config_path).resolve() if args.config_path else None
+    if args.config_dir:  # an extra directory of config options, as Hydra's --config-dir
+        extra = [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"]
+    else:
+        extra = []
+    config_name = args.config_name or CONFIG_NAME
+    add_code_dir(config_dir or conf_dir())
+    jobs = [_validated_job(job, extra, config_dir, config_name, args.multirun)
+            for job in _job_overrides(args.overrides, args.multirun)]
+    if not args.cfg:  # --cfg only prints: nothing will run here
+        _check_machine(jobs, args, extra, config_dir, config_name)
+        _check_rows(jobs, args.multirun)
+        _VALIDATED.update((_key(job.resolved), job.run) for job in jobs)
+    return jobs[0].run
+
+
+@dataclass
+class _Job:
+    """One job of the command: its overrides, its config composed and resolved, its run."""
+
+    overrides: list[str]
+    resolved: dict
+    run: Any
+
+
+def _validated_job(overrides: list[str], extra: list[str], config_dir: Path | None, config_name: str,
+                   multirun: bool) -> _Job:
+    """The job composed as Hydra will and validated; a sweep job's problems name the job."""
+    from rlhf.config.validate import validate
+
+    resolved = resolved_config(compose_job(extra + overrides, config_dir, config_name))
+    try:
+        return _Job(overrides, resolved, validate(resolved))
+    except ConfigError as error:
+        if multirun:
+            raise ConfigError([f"in the sweep job {' '.join(overrides)}: {p}" for p in error.problems]) from None
+        raise
+
+
+# Hydra launchers that run the jobs on this machine (basic: in this process; submitit's local
+# executor and joblib: in processes of their own). Any other (SLURM, ...) sends them elsewhere.
+LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
+
+
+def _check_machine(jobs: list[_Job], args: Any, extra: list[str], config_dir: Path | None,
+                   config_name: str) -> None:
+    """This machine has what the jobs need (a CUDA driver for hardware.accelerator=cuda), when
+    the jobs train here. A SLURM login node has no GPU while its compute nodes have: with
+    hydra/launcher=slurm the job checks its own node instead (rlhf.job.process.configure_process).
+    Jobs that read their config back from a run dir never run this (it is not a RUN_CHECK)."""
+    from rlhf.config.checks import MACHINE_CHECKS
+
+    problems = list(dict.fromkeys(p for job in jobs for check in MACHINE_CHECKS for p in check(job.run)))
+    if problems and _launcher_trains_here(args, extra + jobs[0].overrides, config_dir, config_name):
+        raise ConfigError(problems)
+
+
+def _launcher_trains_here(args: Any, job: list[str], config_dir: Path | None, config_name: str) -> bool:
+    """Whether the command's jobs run on this machine: a single run (without -m) always does,
+    whatever launcher is configured (Hydra launches multirun jobs only); a sweep does when its
+    launcher is local. The launcher is read from the composed Hydra config (a command-line
+    hydra/launcher=..., or a config or experiment that selects one); composed only when a
+    machine check has failed, as it costs ~0.3 s."""
+    if not args.multirun:
+        return True
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    hydra_overrides = [o.input_line for o in _parse_overrides(args.overrides)
+                       if _is_hydra_key(o) and not o.is_sweep_override()]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=[*hydra_overrides, *job], return_hydra_config=True)
+    except Exception:  # Hydra itself will refuse these overrides; the machine problem stands
+        return True
+    finally:
+        GlobalHydra.instance().clear()
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
+    return target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+
+
+def _check_rows(jobs: list[_Job], multirun: bool) -> None:
+    """Every row of every job's local data whose type needs no tokenizer, each distinct source
+    once, before the first job starts (rlhf.data.preflight.check_rows_before_jobs)."""
+    from rlhf.data.preflight import check_rows_before_jobs
+
+    done: set[str] = set()
+    checked = []
+    for job in jobs:
+        try:
+            checked += check_rows_before_jobs(job.run, done)
+        except DataError as error:
+            if multirun:
+                raise DataError(f"in the sweep job {' '.join(job.overrides)}: {error}") from None
+            raise
+    fresh = [c for c in checked if not c.earlier]
+    if fresh:
+        print(f"data: checked {sum(c.rows for c in fresh)} rows of {len(fresh)} local source(s) before the "
+              f"first job in {sum(c.seconds for c in fresh):.2f}s ({', '.join(c.label for c in fresh)})",
+              file=sys.stderr)
+
+
+def _sweeper_direction(argv: list[str], run: Any) -> list[str]:
+    """With hydra/sweeper=optuna, the objective named in the config decides the direction."""
+    if run is None or "hydra/sweeper=optuna" not in argv or any(a.startswith("hydra.sweeper.direction=")
+                                                                 for a in argv):
+        return argv
+    from rlhf.config.checks import objective_direction, objective_metric
+
+    direction = objective_direction(objective_metric(run), run.objective.direction, run.spec.greater_is_better)
+    return [*argv, f"hydra.sweeper.direction={direction}"]
+
+
+def _config_path_arg(argv: list[str]) -> Path | None:
+    from hydra._internal.utils import get_args_parser
+
+    path = get_args_parser().parse_args(argv).config_path
+    return Path(path).resolve() if path else None
+
+
+def _absolute_config_path(argv: list[str]) -> list[str]:
+    """Hydra reads a relative --config-path against the app's source file; users mean the cwd."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = str(Path(out[i + 1]).resolve())
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={Path(arg.split('=', 1)[1]).resolve()}"
+    return out
+
+
+def launch(task: Callable[[Any], Any]) -> None:
+    """Validate the whole command, then let Hydra run `task` once per job."""
+    import hydra
+
+    from rlhf.launch.store import register_configs
+
+    argv = _absolute_config_path(sys.argv[1:])
+    sys.argv[1:] = argv
+    try:
+        if "--help" in argv or "-h" in argv:
+            from rlhf.launch.help import render
+
+            print(render(conf_dir(), [a for a in argv if not a.startswith("-")]))
+            return
+        run = preflight(argv)
+        sys.argv[1:] = _sweeper_direction(argv, run)
+    except RlhfError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    register_configs()
+    from rlhf.cluster import devices
+
+    devices.note_host_gpus(os.environ)  # a local_parallel sweep's jobs each take their slice
+    add_code_dir(_config_path_arg(argv) or conf_dir())
+    main = hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base="1.3")(task)
+    main()
+    from rlhf.launch.sweep import FAILED_JOBS
+
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep did not finish: "
+              + ", ".join(str(p) for p in FAILED_JOBS), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,166 @@
+"""Loading the policy, its reference and its tokenizer, the way a hub model loads.
+
+`name_or_path` is passed to `from_pretrained` untouched: a local directory (the embedded tiny
+model included) is read from disk, a hub id goes to the hub (through rlhf.core.hub's one probe).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rlhf.config.schema import SHARDED, HardwareConfig, ModelConfig
+from rlhf.core.errors import RlhfError
+from rlhf.models.heads import CAUSAL_LM
+
+log = logging.getLogger("rlhf")
+
+_TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+CHECKPOINT_FIX = "Use a local checkpoint directory: model.name_or_path=<a local checkpoint dir>"
+
+
+def from_pretrained(loader: Any, what: str, name: str, fix: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name)`; a failure is one message that ends with `fix`, the override
+    to type. A hub id asks rlhf.core.hub first whether the hub can be reached, so an unreachable hub
+    fails at once (or loads what the local cache holds) instead of waiting out the retries."""
+    from rlhf.core import hub
+
+    if Path(name).expanduser().is_dir():
+        try:
+            return loader.from_pretrained(name, **kwargs)
+        except OSError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RlhfError(f"cannot load the {what} from the directory {name}: {first}. {fix}") from None
+    state = hub.state()
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as error:
+        raise RlhfError(hub.failure(what, name, fix, error, state, revision=kwargs.get("revision"),
+                                    revision_key="model.revision")) from None
+
+
+def load_tokenizer(model: ModelConfig) -> Any:
+    """The run's tokenizer: model.tokenizer, else the checkpoint's own, with model.chat_template
+    applied and a pad token when it has none.
+
+    Args:
+        model: the run's model block.
+
+    Returns:
+        The transformers tokenizer.
+
+    Raises:
+        RlhfError: it cannot be loaded; the message names the override that fixes it.
+    """
+    from transformers import AutoTokenizer
+
+    from rlhf.models.chat_templates import resolve_chat_template
+
+    if model.tokenizer:
+        fix = "Use a local tokenizer directory: model.tokenizer=<a local tokenizer dir>"
+    else:
+        fix = f"{CHECKPOINT_FIX} (or model.tokenizer=<dir> for the tokenizer alone)"
+    tokenizer = from_pretrained(
+        AutoTokenizer, "tokenizer", model.tokenizer or model.name_or_path, fix,
+        revision=model.revision, trust_remote_code=model.trust_remote_code,
+    )
+    if model.chat_template is not None:
+        tokenizer.chat_template = resolve_chat_template(model.chat_template)
+    if tokenizer.pad_token is None:
+        # Padding is masked out everywhere; the EOS token is the usual stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# Why auto becomes float32 for a model whose weights all train (see weights_dtype).
+FULL_WEIGHTS_FP32 = ("every weight trains: float32 weights, as TRL loads the models it trains; "
+                     "hardware.precision=bf16/fp16 autocasts the compute")
+
+
+def weights_dtype(model: ModelConfig, adapter: str | None) -> tuple[str, str]:
+    """The dtype the checkpoint loads in, and why. model.dtype=auto keeps the checkpoint's own
+    dtype (bf16 for most hub models) where the weights stay frozen (a LoRA/QLoRA base, a model
+    only read); where they all train it is float32: AdamW updating bf16 weights in place rounds
+    most updates at learning rates like 5e-7 to nothing (FSDP2 and DeepSpeed keep fp32 masters
+    of bf16 weights; a single GPU or plain DDP has none). `adapter` None: loaded to be read."""
+    if model.dtype != "auto":
+        return model.dtype, f"model.dtype={model.dtype}"
+    if adapter == "none":
+        return "float32", FULL_WEIGHTS_FP32
+    return "auto", "the checkpoint's own dtype (model.dtype=auto)"
+
+
+def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | None = None,
+                 environ: Any = None) -> dict[str, Any]:
+    """from_pretrained's arguments for `model`, trained with `adapter` (None: only read)."""
+    import os
+
+    import torch
+
+    environ = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
+    dtype, _ = weights_dtype(model, adapter)
+    kwargs["dtype"] = "auto" if dtype == "auto" else getattr(torch, _TORCH_DTYPES[dtype])
+    if model.attn_implementation is not None:
+        kwargs["attn_implementation"] = model.attn_implementation
+    if adapter == "qlora":  # NF4 weights, bf16 compute (validation made sure CUDA and bitsandbytes exist)
+        from transformers import BitsAndBytesConfig
+
+        quantization: dict[str, Any] = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        if hardware.distributed in SHARDED:  # the strategy flattens, shards and places the weights
+            # Packed 4-bit weights stored as bf16 can be flattened and sharded like the rest;
+            # the unquantized parts load in the same dtype. The strategy places the shards.
+            quantization["bnb_4bit_quant_storage"] = torch.bfloat16
+            kwargs["dtype"] = torch.bfloat16
+        else:
+            # bitsandbytes puts a 4-bit model on the GPU it is loaded on: this rank's own
+            # (devices restricted CUDA_VISIBLE_DEVICES to the node's training GPUs), not GPU 0.
+            kwargs["device_map"] = {"": int(environ.get("LOCAL_RANK", "0"))}
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
+    return kwargs
+
+
+def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", adapter: str | None = None,
+               head: str = CAUSAL_LM, pad_token_id: int | None = None, seed: int | None = None) -> Any:
+    """The checkpoint with the head a method trains (MethodSpec.model_head): its language-model
+    head, or a new one-label classification head that scores a text (a reward model; loaded
+    after seeding with `seed`, so the head's random init is the run's, as TRL's
+    RewardTrainer does; its `pad_token_id` lets it find each row's last token).
+
+    Args:
+        model, hardware: the run's model and hardware blocks (dtype, attention, device).
+        what: how messages and the log name it (policy, reference model, ...).
+        adapter: peft.adapter of the run that trains it (None: a model only read), which
+            decides the weights' dtype and quantisation: see model_kwargs.
+        head: rlhf.models.heads.CAUSAL_LM or SEQUENCE_CLASSIFICATION.
+        pad_token_id, seed: for a classification head, as above.
+
+    Returns:
+        The transformers model, in train mode as from_pretrained leaves it.
+
+    Raises:
+        RlhfError: it cannot be loaded; the message names the override that fixes it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = model_kwargs(model, hardware, adapter)
+    if adapter is not None:
+        log.info("%s: %s weights (%s)", what, *weights_dtype(model, adapter))
+    if head == CAUSAL_LM:
+        return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    if seed is not None:
+        set_seed(seed)
+    # A causal LM checkpoint has no score head (made here) and an lm_head (dropped): expected.
+    with suppress_seqcls_warning():
+        loaded = from_pretrained(AutoModelForSequenceClassification, what, model.name_or_path, CHECKPOINT_FIX,
+                                 num_labels=1, **kwargs)
+    if pad_token_id is not None:
+        loaded.config.pad_token_id = pad_token_id
+    return loaded
