@@ -11,7 +11,8 @@ import pkgutil
 import pytest
 
 import rlhf.trl
-from rlhf.trl import installed_versions, outside, written_for
+from rlhf.core.versions import installed_versions
+from rlhf.trl import outside, written_for
 
 ADAPTERS = sorted(m.name for m in pkgutil.iter_modules(rlhf.trl.__path__))
 

@@ -40,6 +40,7 @@ from typing import Any
 from rlhf.config.checks import DEEPSPEED_EXTRA, cuda_driver_present
 from rlhf.config.tree import REPO
 from rlhf.core.errors import RlhfError, did_you_mean
+from rlhf.core.versions import installed_versions
 
 # Optional packages a check needs, and how to install each.
 INSTALL = {
@@ -276,8 +277,6 @@ def this_machine() -> tuple[Machine, str]:
 
 def machine_facts(machine: Machine) -> dict[str, Any]:
     """For the JSON: the GPUs (from nvidia-smi, so this process makes no CUDA context) and versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
     names = []
@@ -286,14 +285,8 @@ def machine_facts(machine: Machine) -> dict[str, Any]:
                               capture_output=True, text=True)
         names = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
-    def installed(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
     return {"gpus": machine.gpus, "gpu_names": names, "cuda": torch.version.cuda,
-            "packages": {p: installed(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", *INSTALL)}}
+            "packages": installed_versions(("torch", "transformers", "trl", "peft", "accelerate", *INSTALL))}
 
 
 # ---------------------------------------------------------------------------- running the checks

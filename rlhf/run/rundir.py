@@ -32,11 +32,11 @@ import platform
 import socket
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rlhf.config.tree import REPO
+from rlhf.core.versions import installed_versions
 
 # The run dir's file names and status, from the leaf module that validation can reach too.
 from rlhf.run.files import (  # noqa: F401 (part of this module's API)
@@ -83,16 +83,6 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
@@ -115,7 +105,7 @@ def prepare(run_dir: Path, resolved: dict) -> None:
     text = CONFIG_HEADER.format(run_dir=run_dir.resolve()) + yaml.safe_dump(resolved, sort_keys=False)
     atomic_write(run_dir / CONFIG, text)
     env = {
-        "packages": package_versions(),
+        "packages": installed_versions(PACKAGES),
         "git": git_state(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -18,7 +18,8 @@ May import: rlhf.core, rlhf.assets, rlhf.config, rlhf.run, rlhf.models, rlhf.rew
 from __future__ import annotations
 
 import logging
-from importlib import metadata
+
+from rlhf.core.versions import installed_versions
 
 log = logging.getLogger("rlhf")
 
@@ -34,17 +35,6 @@ def outside(ranges: dict[str, str], installed: dict[str, str | None]) -> list[st
         if version is None or version not in SpecifierSet(spec):
             problems.append(f"{package} {version or '(not installed)'} is outside {spec}")
     return problems
-
-
-def installed_versions(packages: list[str]) -> dict[str, str | None]:
-    """The installed version of each package (None when it is not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def written_for(**ranges: str) -> dict[str, str]:
