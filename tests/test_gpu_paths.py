@@ -44,23 +44,6 @@ def test_weights_that_all_train_load_in_fp32_and_frozen_ones_as_stored(bf16_chec
     assert dtypes(dataclasses.replace(model, dtype="bfloat16"), "none") == {torch.bfloat16}  # asked for
 
 
-def test_why_bf16_weights_do_not_train_at_small_learning_rates():
-    """The defect the fp32 choice avoids: AdamW's first step moves each weight by about the
-    learning rate, which a bf16 weight of size ~0.02 (spacing ~1e-4) cannot represent."""
-    import torch
-
-    torch.manual_seed(0)
-    start = torch.randn(4096) * 0.02
-    changed = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        weight = torch.nn.Parameter(start.to(dtype, copy=True))
-        optimizer = torch.optim.AdamW([weight], lr=5e-7, weight_decay=0.0)
-        weight.grad = torch.randn(4096).to(dtype)
-        optimizer.step()
-        changed[dtype] = (weight.detach() != start.to(dtype)).float().mean().item()
-    assert changed[torch.float32] > 0.99 and changed[torch.bfloat16] < 0.05, changed
-
-
 @pytest.mark.parametrize("strategy,local_rank", [("none", "0"), ("ddp", "3"), ("fsdp", "1"), ("deepspeed_zero3", "1"),
                                                   ("deepspeed_zero2", "2")])
 def test_a_4bit_model_goes_on_its_ranks_gpu_or_is_stored_to_shard(strategy, local_rank):
