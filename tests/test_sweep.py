@@ -3,33 +3,69 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import job_dir, run_cli
+from conftest import job_dir, read_history, run_cli
 
 
-def test_beta_by_loss_type_sweep_runs_four_complete_jobs(tmp_path):
+# Past fp32 rounding (at most ~1e-5 apart here), at most this far apart.
+SAME = 1e-4
+
+
+def reference_terms(job: Path, beta: float) -> list[float]:
+    """`rewards/margins / beta - (logps/chosen - logps/rejected)` at each logged train step and at the
+    final eval, reading the job's margins with `beta`.
+
+    TRL's DPO rewards are beta * (log pi - log pi_ref), so with the beta TRL used this is
+    -(log pi_ref(chosen) - log pi_ref(rejected)) of the step's batch: the data's and the reference's
+    alone, the same in every job of a sweep at the same step (same seed, same batches), whatever the
+    job trains or how far its policy moved. With another beta it is off by the policy's own log-ratio
+    margin, which is 0 only while the policy is still the reference (the first two steps here).
+    """
+    logs = [h for h in read_history(job) if "loss" in h]
+    final = json.loads((job / "metrics.json").read_text())["eval"]
+    return ([h["rewards/margins"] / beta - (h["logps/chosen"] - h["logps/rejected"]) for h in logs]
+            + [final["eval_rewards/margins"] / beta - (final["eval_logps/chosen"] - final["eval_logps/rejected"])])
+
+
+def farthest(terms: list[list[float]]) -> float:
+    """How far the jobs' reference terms are apart, at the step where they are farthest."""
+    return max(abs(a - b) for job in terms[1:] for a, b in zip(job, terms[0], strict=True))
+
+
+def test_beta_by_loss_type_sweep_runs_four_complete_jobs_each_with_its_beta_and_loss(tmp_path):
     sweep = tmp_path / "multirun"
     run_cli("rlhf.train", "-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
-            "method.beta=0.05,0.1", "method.loss_type=sigmoid,ipo", "method.num_epochs=1", cwd=tmp_path)
+            "method.beta=0.05,0.1", "method.loss_type=sigmoid,ipo", "method.max_steps=10",
+            "method.logging_steps=1", cwd=tmp_path)
     # Each job's dir is named after its number and its overrides (cache_dir left out).
     jobs = [job_dir(sweep, n) for n in range(4)]
-    assert [j.name for j in jobs] == [f"{n}_method.beta={beta},method.loss_type={loss},method.num_epochs=1"
-                                      for n, (beta, loss) in enumerate([("0.05", "sigmoid"), ("0.05", "ipo"),
-                                                                        ("0.1", "sigmoid"), ("0.1", "ipo")])]
-    seen = set()
-    for job in jobs:
+    settings = [(0.05, "sigmoid"), (0.05, "ipo"), (0.1, "sigmoid"), (0.1, "ipo")]
+    assert [j.name for j in jobs] == [f"{n}_method.beta={beta},method.logging_steps=1,method.loss_type={loss},"
+                                      "method.max_steps=10" for n, (beta, loss) in enumerate(settings)]
+    for job, (beta, loss) in zip(jobs, settings):
         config = yaml.safe_load((job / "config.yaml").read_text())
-        seen.add((config["method"]["beta"], config["method"]["loss_type"]))
+        assert (config["method"]["beta"], config["method"]["loss_type"]) == (beta, loss)
         metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["eval"]["eval_rewards/accuracies"] is not None
         assert (job / "SUCCESS").is_file() and (job / "model" / "config.json").is_file()
         assert (job / "env.json").is_file()
-    assert seen == {(0.05, "sigmoid"), (0.05, "ipo"), (0.1, "sigmoid"), (0.1, "ipo")}
-    # Each job trained with its own loss: the first losses of sigmoid and IPO jobs differ.
-    first = {json.loads((j / "metrics.json").read_text())["first_loss"] for j in jobs}
-    assert len(first) >= 2
+        # Step 1's loss, with the policy still the reference (every log-ratio 0): sigmoid's is
+        # -log sigmoid(0) = ln 2 at any beta; IPO's is (0 - 1/(2 beta))^2, 100 at beta 0.05 and 25 at
+        # 0.1 (TRL's default beta, 0.1, would give 25 twice; the sigmoid loss would give ln 2 four times).
+        expected = math.log(2) if loss == "sigmoid" else 1 / (4 * beta**2)
+        assert metrics["first_loss"] == pytest.approx(expected, rel=1e-4), (job.name, metrics["first_loss"])
+    # Each job's margins are its own beta times its log-ratios, at every step and at the eval.
+    terms = [reference_terms(job, beta) for job, (beta, _) in zip(jobs, settings)]
+    assert len(terms[0]) == 11 and farthest(terms) < SAME, terms
+    # The check tells the betas apart on these very figures: read with the other beta (as a job
+    # whose beta was lost on the way to TRL and trained with TRL's 0.1 would be), they disagree.
+    swapped = [reference_terms(job, 0.15 - beta) for job, (beta, _) in zip(jobs, settings)]
+    assert farthest(swapped) > 100 * SAME, swapped
 
 
 def test_a_failing_job_of_a_sweep_is_logged_once_marked_failed_and_listed_at_the_end(tmp_path):
