@@ -81,6 +81,51 @@ def test_terminated_run_saves_where_it_stopped_and_resumes(tmp_path):
     assert f"resuming from {saved[0]}" in (run_dir / "train.log").read_text()
 
 
+def _interrupt_after_steps(args: list[str], run_dirs: str, cwd, steps: int = 8) -> subprocess.CompletedProcess:
+    """Start `args`, wait until a run dir matching the glob `run_dirs` (under `cwd`) logged `steps`
+    training steps, send a real SIGINT to the whole process group (what Ctrl-C at a terminal
+    does), and wait for the command to end."""
+    proc = subprocess.Popen(args, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+    def logged() -> bool:
+        return any(len(h.read_text().splitlines()) > steps for h in cwd.glob(f"{run_dirs}/log_history.jsonl"))
+
+    _wait_for(logged, 600, "some training steps")
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_the_rerun_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ["method.num_epochs=2", "method.save_steps=1000", "method.logging_steps=1"]
+    args = [sys.executable, "-m", "rlhf.train", f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}",
+            *overrides]
+    proc = _interrupt_after_steps(args, "run", tmp_path)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr[-3000:]
+    assert "Re-run the same command to resume" in proc.stderr and not (run_dir / "SUCCESS").exists()
+    assert not (run_dir / "FAILED").exists()  # interrupted is not failed
+    saved = sorted(run_dir.glob("checkpoints/checkpoint-*"))
+    assert len(saved) == 1 and int(saved[0].name.split("-")[1]) > 8, proc.stderr[-2000:]
+    train(tmp_path, *overrides, run_dir=run_dir)
+    assert (run_dir / "SUCCESS").is_file()
+    assert f"resuming from {saved[0]}" in (run_dir / "train.log").read_text()
+
+
+def test_ctrl_c_in_a_sweep_stops_it_after_the_current_jobs_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "-m", "rlhf.train", "-m", "method.beta=0.1,0.2", f"hydra.sweep.dir={sweep}",
+            f"cache_dir={tmp_path / 'cache'}", "method.num_epochs=2", "method.save_steps=1000",
+            "method.logging_steps=1", "evaluate.enabled=false"]
+    proc = _interrupt_after_steps(args, "sweep/0_*", tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "Re-run the same command to resume" in proc.stderr
+    assert len(list(sweep.glob("0_*/checkpoints/checkpoint-*"))) == 1
+    assert not list(sweep.glob("1_*"))  # the second job never started
+
+
 def test_rerunning_a_finished_sweep_redoes_nothing_and_a_failed_job_only_is_redone(tmp_path):
     sweep = tmp_path / "sweep"
     data = tmp_path / "late.jsonl"

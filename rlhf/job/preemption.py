@@ -1,4 +1,4 @@
-"""Saving on SLURM's warning signal, then letting the job be requeued.
+"""Saving on SLURM's warning signal, then letting the job be requeued; and on Ctrl-C, then stopping.
 
 SLURM warns a job before it ends it: USR2 at `--signal=USR2@<s>` (the submitit launcher's
 `signal_delay_s`, also what submitit sends to simulate preemption), SIGTERM when a partition
@@ -10,6 +10,10 @@ callback notices it at the end of the current optimizer step (agreeing across ra
 a checkpoint into the run dir and stops; then `finish()` hands the signal to the handler that
 was there before (submitit's, which requeues the job and exits). The requeued job finds the
 checkpoint in its run dir and resumes from it.
+
+Ctrl-C (SIGINT) is taken the same way: the step ends, a checkpoint is saved, and the job
+stops with `Interrupted` (the command exits 130 and says to re-run it to resume); a second
+Ctrl-C stops at once, without saving.
 
 The agreement is one all-reduce per optimizer step, only when there are several ranks, on the
 device the process group's backend takes tensors on (`collective_device`): NCCL, the backend
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rlhf")
 
 WARNING_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+HANDLED = (*WARNING_SIGNALS, signal.SIGINT)
 
 
 def collective_device(backend: str, cuda_index: int) -> torch.device:
@@ -62,13 +67,17 @@ class Preempted(Exception):
     """Training stopped on a warning signal after saving; the job should be requeued."""
 
 
+class Interrupted(Preempted):
+    """Training stopped on Ctrl-C after saving; re-running the same command resumes it."""
+
+
 class Preemption:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def install(self) -> "Preemption":
-        for signum in WARNING_SIGNALS:
+        for signum in HANDLED:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._record)
         return self
@@ -79,10 +88,17 @@ class Preemption:
         self._previous.clear()
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:  # Ctrl-C again: stop now
+            self.uninstall()
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: saving a checkpoint at the end of this step, then stopping (Ctrl-C again stops "
+                        "at once, without saving)")
+        elif self.signum is None:
             log.warning("received %s: saving a checkpoint at the end of this step, then stopping",
                         signal.Signals(signum).name)
-        self.signum = signum
+        if self.signum != signal.SIGINT:  # Ctrl-C stays what stops the job, whatever follows it
+            self.signum = signum
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -119,13 +135,19 @@ class Preemption:
                 self.signum = signal.SIGUSR2
         return flag
 
-    def finish(self) -> None:
-        """Hand the recorded signal to the previous handler (submitit: requeue, then exit)."""
+    def finish(self, stopped_at: int | None = None) -> None:
+        """Hand a recorded warning signal to the previous handler (submitit: requeue, then exit),
+        then raise Preempted; on Ctrl-C raise Interrupted. `stopped_at`: the step training
+        stopped at after saving (None: it had finished before it noticed the signal)."""
         signum = self.signum
         previous = self._previous.get(signum) if signum is not None else None
         self.uninstall()
         if signum is None:
             return
+        saved = (f"after saving a checkpoint at step {stopped_at}" if stopped_at is not None
+                 else "after the job finished")
+        if signum == signal.SIGINT:
+            raise Interrupted(f"stopped on Ctrl-C {saved}")
         if callable(previous):
             previous(signum, None)
-        raise Preempted(f"stopped on {signal.Signals(signum).name} after saving a checkpoint")
+        raise Preempted(f"stopped on {signal.Signals(signum).name} {saved}")

@@ -194,12 +194,13 @@ def run_until_done(run_dir: Path, run: RunSpec | None = None) -> dict[str, Any]:
     start_process(run)  # before the callback below imports transformers
     from rlhf.cluster.vllm_server import server_for_job
 
-    preemption = Preemption().install()
+    preemption, metrics = Preemption().install(), {}
     try:
         with server_for_job(run, run_dir):  # a job in vLLM server mode may run its own server
             metrics = train(run_dir, callbacks=[preemption.callback()], run=run)
     finally:
-        preemption.finish()  # a recorded signal requeues (submitit) or raises Preempted
+        # A recorded signal requeues (submitit) and raises Preempted, or on Ctrl-C Interrupted.
+        preemption.finish(metrics.get("stopped_at_step"))
     return metrics
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rlhf.run import rundir
 from rlhf.core.errors import RlhfError
+from rlhf.job.preemption import Interrupted, Preempted
 
 log = logging.getLogger("rlhf")
 
@@ -25,6 +26,9 @@ def main() -> None:
         from rlhf.job.runner import run_until_done
 
         run_until_done(run_dir)
+    except Preempted as stop:  # saved at the same step on every rank: nothing failed
+        log.warning("rank %d: %s", rank, stop)
+        sys.exit(130 if isinstance(stop, Interrupted) else 1)
     except Exception as error:  # every rank reports; rank 0 records it in the run dir
         if rank == 0:
             rundir.mark_failed(run_dir, error)

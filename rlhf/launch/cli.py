@@ -231,25 +231,45 @@ def _absolute_config_path(argv: list[str]) -> list[str]:
     return out
 
 
+# Ctrl-C before a job saved anything (while composing, checking rows, between jobs).
+INTERRUPTED = ("interrupted (Ctrl-C). Re-run the same command to go on: finished jobs are skipped and a job with a "
+               "checkpoint resumes from it")
+
+
 def launch(task: Callable[[Any], Any]) -> None:
-    """Validate the whole command, then let Hydra run `task` once per job."""
-    import hydra
-
-    from rlhf.launch.store import register_configs
-
-    argv = _absolute_config_path(sys.argv[1:])
-    sys.argv[1:] = argv
+    """Validate the whole command, then let Hydra run `task` once per job. Ctrl-C at any point is
+    one line and exit 130 (a training job first saves a checkpoint: rlhf.job.preemption)."""
     try:
+        argv = _absolute_config_path(sys.argv[1:])
+        sys.argv[1:] = argv
         if "--help" in argv or "-h" in argv:
             from rlhf.launch.help import render
 
             print(render(conf_dir(), [a for a in argv if not a.startswith("-")]))
             return
+        _checked(argv)
+        _run_hydra(task, argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+
+
+def _checked(argv: list[str]) -> None:
+    """preflight, its refusal one message and exit 2."""
+    try:
         run = preflight(argv)
         sys.argv[1:] = _sweeper_direction(argv, run)
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _run_hydra(task: Callable[[Any], Any], argv: list[str]) -> None:
+    """Hydra runs `task` once per job; a sweep with jobs that did not finish exits 1."""
+    import hydra
+
+    from rlhf.launch.store import register_configs
+
     register_configs()
     from rlhf.cluster import devices
 

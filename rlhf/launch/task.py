@@ -27,6 +27,8 @@ from rlhf.run import rundir
 
 log = logging.getLogger("rlhf")
 
+INTERRUPTED_EXIT = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
+
 
 def train_job(cfg: Any) -> float | None:
     """Run the job Hydra composed as `cfg`; returns its objective (what a sweeper optimises), or
@@ -34,7 +36,7 @@ def train_job(cfg: Any) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from rlhf.job.preemption import Preempted
+    from rlhf.job.preemption import Interrupted, Preempted
 
     hydra = HydraConfig.get()
     run_dir, sweeping = Path(hydra.runtime.output_dir), hydra.mode == RunMode.MULTIRUN
@@ -57,6 +59,9 @@ def train_job(cfg: Any) -> float | None:
         owns_run_dir = True
         run_as_this_process(run_dir, run, task)
         return rundir.objective(run_dir, run)
+    except Interrupted as stop:  # Ctrl-C: this job saved; a sweep stops here too
+        print(f"{run_dir}: {stop}. Re-run the same command to resume.", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     except Preempted as stop:
         log.warning("%s: %s; starting the job again resumes from it", run_dir, stop)
         sys.exit(1)
