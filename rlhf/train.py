@@ -7,13 +7,17 @@ rlhf.launch.task.train_job once per job.
 
 from __future__ import annotations
 
+from rlhf.core.errors import in_the_environment
+
 
 def main() -> None:
-    """The `python -m rlhf.train` and `rlhf-train` command."""
-    from rlhf.launch.cli import launch
-    from rlhf.launch.task import train_job
+    """The `python -m rlhf.train` and `rlhf-train` command. The launching side is imported here,
+    so that a library missing from this Python is one message (in_the_environment)."""
+    with in_the_environment():
+        from rlhf.launch.cli import launch
+        from rlhf.launch.task import train_job
 
-    launch(train_job)
+        launch(train_job)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def test_worker_processes_make_the_same_rows_and_report_the_first_bad_row(tmp_pa
     rows[1200]["chosen"] = ["not", "text"]  # in a chunk a second worker formats
     rows[1400].pop("rejected")
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DataError, match=rf"d\.jsonl:1201: .*'chosen'"):
+    with pytest.raises(DataError, match=r"d\.jsonl:1201: .*'chosen'"):
         stage(dataclasses.replace(run, dataset=dataclasses.replace(run.dataset, num_proc=2)), tokenizer)
 
 

@@ -34,7 +34,7 @@ from rlhf.config.schema import (
     VLLMConfig,
 )
 from rlhf.config.registry import METHODS
-from rlhf.core.errors import ConfigError, RlhfError, did_you_mean, one_of
+from rlhf.core.errors import ConfigError, RlhfError, did_you_mean, did_you_mean_key, one_of
 
 
 @dataclass
@@ -68,8 +68,8 @@ def explain_omegaconf_error(error: OmegaConfBaseException, group: str, schema: t
     full_key = getattr(error, "full_key", None) or ""
     where = f"{group}.{full_key}" if full_key and not full_key.startswith(group) else (full_key or group)
     if isinstance(error, ConfigKeyError):
-        key = where.rsplit(".", 1)[-1]
-        hint = did_you_mean(key, _schema_keys(schema)) if schema is not None else ""
+        parent, _, key = where.rpartition(".")
+        hint = did_you_mean_key(parent, key, _schema_keys(schema)) if schema is not None else ""
         return f"unknown key {where!r}{hint}"
     if isinstance(error, MissingMandatoryValue):
         return f"{where} is required but not set"

@@ -8,8 +8,10 @@ non-zero; anything else is a bug in the platform and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 
 
 class RlhfError(Exception):
@@ -48,5 +50,29 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {match!r}?)" if match else ""
 
 
+def did_you_mean_key(parent: str, key: str, keys: Iterable[str]) -> str:
+    """' (did you mean parent.X?)' or '': the closest of a node's `keys` to `key`, as the full
+    dotted key to type (`method.beta`, not `beta`)."""
+    match = closest(key, keys)
+    return f" (did you mean {f'{parent}.{match}' if parent else match!r}?)" if match else ""
+
+
 def one_of(candidates: Iterable[str]) -> str:
     return ", ".join(str(c) for c in candidates)
+
+
+@contextlib.contextmanager
+def in_the_environment() -> Iterator[None]:
+    """The body of an entry point (`python -m rlhf.<name>`): a library missing from the Python that
+    runs it, as outside the project's environment, is one line naming the library and the way
+    into the environment, and exit 2, instead of an import traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if not missing or missing == "rlhf":
+            raise
+        print(f"error: {missing} is not installed in the Python that runs this ({sys.executable}): run it in the "
+              "project's environment (source .venv/bin/activate first, or make train ARGS='...', which also sets "
+              f"the environment up); inside it, install what is missing (pip install {missing})", file=sys.stderr)
+        sys.exit(2)

@@ -76,7 +76,9 @@ def row_hint(error: RowError, raw: Any, source: Source, method: MethodSpec, unpa
         return (f". This row is a preference pair: add {source.key}.unpair=true{with_type} to train {method.kind} on "
                 "its chosen (desirable) and rejected (undesirable) answers")
     readers = row_readers(raw)
-    if not readers or method.shape in {shape for shape, _ in readers}:
+    if not readers:
+        return user_defined_hint(raw, source, method)
+    if method.shape in {shape for shape, _ in readers}:
         return ""  # the message already lists the method's types whose fields the row has
     shape, kinds = readers[0]
     types = suggest_types(kinds[0], raw)
@@ -84,6 +86,22 @@ def row_hint(error: RowError, raw: Any, source: Source, method: MethodSpec, unpa
     return (f". This row is {ROW_WORDS[shape]} (what {' and '.join(kinds)} train{'s' if len(kinds) == 1 else ''} "
             f"on), not {ROW_WORDS[method.shape]}: train it with "
             + " or ".join(f"method={kind}" for kind in kinds) + with_type)
+
+
+# The user_defined keys that name a row's fields, per row shape (rlhf.data.formats.user_defined).
+USER_DEFINED_FIELDS = {PAIRS: ("field_prompt", "field_chosen", "field_rejected"),
+                       UNPAIRED: ("field_prompt", "field_completion", "field_label")}
+
+
+def user_defined_hint(raw: dict, source: Source, method: MethodSpec) -> str:
+    """For a row whose fields no dataset type reads: how to name them with a user_defined type."""
+    keys = USER_DEFINED_FIELDS.get(method.shape)
+    if keys is None:
+        return ""
+    mapping = ", ".join(f"{key}: <column>" for key in keys)
+    return (f". No dataset type reads these fields ({', '.join(sorted(map(str, raw)))}): name your columns with a "
+            f"user_defined type, e.g. '{source.key}.type={{{mapping}}}' (optional: field_system and format "
+            "strings; README: Dataset types)")
 
 
 def format_source(source: Source, method: MethodSpec, tokenizer: Any, index: int,

@@ -19,6 +19,7 @@ string-family dataset answer fast.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,20 @@ def _parse_overrides(overrides: list[str]) -> list[Any]:
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
-        raise ConfigError(f"cannot read the override {error.override!r}: {error.message.splitlines()[0]} "
+        raise ConfigError(f"cannot read the override {error.override!r}: {_parse_problem(error)} "
                           "(the form is key=value; quote values that hold brackets, braces, commas or "
                           "spaces, e.g. 'dataset.eval=[]' or \"key='a, b'\")") from None
+
+
+def _parse_problem(error: Any) -> str:
+    """What is wrong with an override Hydra's parser refused, in words (its message starts with the
+    parser's exception class, LexerNoViableAltException: ...)."""
+    override = str(error.override)
+    if "=" not in override:
+        key, _, value = override.partition(" ")
+        return ("no '=' between the key and its value" + (f": write {key}={value.strip()}" if value.strip() else ""))
+    first = error.message.splitlines()[0]
+    return re.sub(r"^\w+(Exception|Error): ", "", first)
 
 
 def _is_hydra_key(override: Any) -> bool:

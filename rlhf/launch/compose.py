@@ -16,7 +16,7 @@ from typing import Any
 
 from rlhf.config.explain import group_key_hint, value_problem
 from rlhf.config.tree import CONFIG_NAME, conf_dir
-from rlhf.core.errors import ConfigError, did_you_mean
+from rlhf.core.errors import ConfigError, did_you_mean, did_you_mean_key
 
 
 def compose_job(overrides: list[str], config_dir: Path | None = None,
@@ -76,7 +76,7 @@ def explain_compose_error(error: Exception, overrides: list[str], config_dir: Pa
         parent, _, key = full_key.rpartition(".")
         others = [o for o in overrides if _override_key(o) != full_key]
         valid = _keys_at(parent, others, config_dir, config_name)
-        hint = did_you_mean(key, valid)
+        hint = did_you_mean_key(parent, key, valid)
         if not parent and not hint:  # `beta=0.2`: a group's key written without its group
             hint = group_key_hint(key, _composed(others, config_dir, config_name),
                                   _override_value(overrides, full_key))

@@ -135,10 +135,24 @@ def _unknown(read: Reader, type_name: str) -> ConfigError:
     if read.shape == PROMPTS:
         return ConfigError(f"dataset type {type_name!r} is not a {read.name} transform: {read.name} trains on "
                            "prompts and takes a user transform written file.fn (e.g. rewards.oai_gsm8k_transform), "
-                           "or no type when the rows already hold a prompt")
+                           f"or no type when the rows already hold a prompt{_read_by_others(type_name)}")
     valid = valid_types(read)
     return ConfigError(f"dataset type {type_name!r} is not a {read.name} type{did_you_mean(type_name, valid)}; "
                        f"valid types for {read.name}: {one_of(valid)}")
+
+
+def _read_by_others(type_name: str) -> str:
+    """For a prompt method given a type of another row shape (chatml.intel): what rows that type
+    reads, so the message can say they hold no `prompt` and what to do."""
+    family, mapping = _canonical(type_name)
+    for shape in (PAIRS, UNPAIRED):
+        if family in FAMILIES and mapping in FAMILIES[family].mappings.get(shape, ()):
+            fields = FIELD_MAPPINGS[shape][mapping].required
+            return (f". {type_name} reads {'preference pairs' if shape == PAIRS else 'unpaired rows'}: rows with "
+                    f"{', '.join(fields)}, which hold no `prompt`: write a transform that returns "
+                    "{'prompt': ...} from such a row (conf/rewards.py's oai_gsm8k_transform maps `question`), or "
+                    f"train the rows with a method of their shape")
+    return ""
 
 
 def _passthrough(read: Reader) -> Formatter:
