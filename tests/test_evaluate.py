@@ -350,3 +350,23 @@ def test_a_reward_model_scores_each_completion_and_judges_the_win_rate(trained, 
         a, b = row["scores"]["rm_topic-rm"], row["reference_scores"]["rm_topic-rm"]
         assert row["win"] == (1.0 if a > b else 0.5 if a == b else 0.0)
     assert block["metrics"]["win_rate"] == pytest.approx(statistics.mean(r["win"] for r in rows))
+
+
+def test_a_target_that_is_not_here_nor_on_a_reachable_hub_is_one_message(tmp_path):
+    """A path that does not exist, and an org/name the offline hub cannot give: each one message
+    saying what was looked for where, not a hub error with a model.name_or_path hint."""
+    for target, expected in (("./nothing/here", "./nothing/here: no such run dir or model dir here (a hub model id "
+                                                "looks like org/name)"),
+                             ("outputs/first", "outputs/first: no such run dir or model dir here, and as a hub model "
+                                               "id it cannot be loaded: HF_HUB_OFFLINE=1 is set")):
+        message, _ = refused("rlhf.evaluate", target, cwd=tmp_path)
+        assert expected in message and "model.name_or_path" not in message, message
+
+
+def test_a_failed_run_dir_shows_its_stored_error(tmp_path):
+    run_dir = tmp_path / "failed"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("method:\n  kind: dpo\n")
+    (run_dir / "FAILED").write_text("DataError: data.jsonl:3: field 'question' is missing\n")
+    message, _ = refused("rlhf.evaluate", str(run_dir), cwd=tmp_path)
+    assert "it failed, DataError: data.jsonl:3: field 'question' is missing" in message, message

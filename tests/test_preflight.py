@@ -16,6 +16,7 @@ from rlhf.config.checks import cuda_driver_present
 from rlhf.launch.compose import compose_job
 from rlhf.config.validate import validate
 from rlhf.core.errors import ConfigError
+from rlhf.launch.cli import preflight
 
 GOOD = [{"question": f"Name a fruit, number {i}?", "chosen": "mango", "rejected": "tiger"} for i in range(12)]
 HEAVY = ("torch", "trl", "transformers")
@@ -62,9 +63,11 @@ def test_cuda_on_a_machine_without_one_is_one_message_and_no_run_dir(tmp_path):
 
 
 @needs_cpu_machine
-def test_the_machine_is_checked_only_where_the_jobs_train(tmp_path):
-    from rlhf.launch.cli import preflight
+def test_the_machine_is_checked_only_where_the_jobs_train(tmp_path, monkeypatch):
+    from rlhf.launch import cli
 
+    monkeypatch.setattr(cli, "sbatch_on_path", lambda: True)  # a login node, with sbatch
+    preflight = cli.preflight
     cache = f"cache_dir={tmp_path / 'cache'}"
     for launcher in ([], ["hydra/launcher=local_parallel"]):  # this machine trains: refused here
         with pytest.raises(ConfigError, match="no NVIDIA driver"):
@@ -123,7 +126,7 @@ def test_a_type_that_needs_the_tokenizer_is_left_to_the_job(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": "not a list"}])
     run = validate(compose_job([f"dataset.path={bad}", "dataset.type=chat_template.default", "dataset.eval=[]",
                                 f"cache_dir={tmp_path / 'cache'}"]))
-    assert check_rows_before_jobs(run, set()) == []  # not read: the job renders it with its tokenizer
+    assert check_rows_before_jobs(run, {}) == []  # not read: the job renders it with its tokenizer
 
 
 def test_each_source_is_checked_once_per_command_and_not_again_while_unchanged(tmp_path, capsys):
@@ -247,3 +250,40 @@ def test_each_job_is_composed_and_validated_once_by_the_launching_process(tmp_pa
         ["method.beta=0.3", "evaluate.enabled=false", f"hydra.run.dir={tmp_path / 'single'}",
          f"cache_dir={tmp_path / 'cache'}"], monkeypatch)
     assert [run.method.beta for run in runs] == [0.3] and validated == 1 and composed == 1
+
+
+def test_a_slurm_sweep_on_a_machine_without_sbatch_is_one_message_before_anything_starts(tmp_path, monkeypatch):
+    from rlhf.launch import cli
+
+    command = ["-m", "hydra/launcher=slurm", "method.beta=0.1,0.2", f"cache_dir={tmp_path / 'cache'}"]
+    monkeypatch.setattr(cli, "sbatch_on_path", lambda: False)
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm submits the sweep's jobs with sbatch, which is not "
+                                          "on PATH on this machine.*hydra/launcher=local"):
+        preflight(command)
+    preflight(["-m", "hydra/launcher=local", *command[2:]])  # a local launcher needs no sbatch
+    monkeypatch.setattr(cli, "sbatch_on_path", lambda: True)
+    assert preflight(command).method.beta == 0.1  # with sbatch there, the sweep may go
+    # Through the real command line, on a PATH without sbatch: one line, exit 2, no run dir.
+    proc = subprocess.run([sys.executable, "-m", "rlhf.train", *command, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=tmp_path, env=cli_env(PATH=str(tmp_path)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not on PATH" in proc.stderr, proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_held_out_share_that_leaves_no_rows_is_found_by_the_row_check_before_any_job(tmp_path):
+    def rows(name: str, count: int) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"question": f"q{i}", "chosen": "yes", "rejected": "no"}) + "\n"
+                                for i in range(count)))
+        return path
+
+    five, two = rows("five.jsonl", 5), rows("two.jsonl", 2)
+    common = ["dataset.type=chatml.intel", "dataset.eval=[]", f"cache_dir={tmp_path / 'c'}"]
+    proc = run_cli("rlhf.train", f"dataset.path={five}", *common, "dataset.val_set_size=0.99",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "dataset.val_set_size=0.99 holds out 5 of 5 training rows" in proc.stderr
+    assert not (tmp_path / "run").exists()  # found before any job started, so no run dir
+    with pytest.raises(ConfigError, match=r"in the sweep job .*val_set_size=0.99: .*holds out 2 of 2 training rows"):
+        preflight(["-m", f"dataset.path={two}", *common, "dataset.val_set_size=0.5,0.99"])
+    assert preflight([f"dataset.path={five}", *common, "dataset.val_set_size=0.2"]).dataset.val_set_size == 0.2

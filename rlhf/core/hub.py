@@ -109,6 +109,16 @@ def datasets_state() -> HubState:
     return by_user if hub.online and datasets.config.HF_HUB_OFFLINE else hub
 
 
+def cached(repo_id: str, filename: str = "config.json") -> bool:
+    """Whether the local hub cache holds `filename` of the model `repo_id` (loadable offline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
 def _chain(error: BaseException) -> list[BaseException]:
     found: list[BaseException] = []
     while error is not None and error not in found:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,50 +159,89 @@ def _check_machine(jobs: list[_Job], args: Any, extra: list[str], config_dir: Pa
     """This machine has what the jobs need (a CUDA driver for hardware.accelerator=cuda), when
     the jobs train here. A SLURM login node has no GPU while its compute nodes have: with
     hydra/launcher=slurm the job checks its own node instead (rlhf.job.process.configure_process).
-    Jobs that read their config back from a run dir never run this (it is not a RUN_CHECK)."""
+    Jobs that read their config back from a run dir never run this (it is not a RUN_CHECK). A
+    sweep sent to SLURM needs sbatch here."""
     from rlhf.config.checks import MACHINE_CHECKS
 
+    launcher = _Launcher(args, extra + jobs[0].overrides, config_dir, config_name)
     problems = list(dict.fromkeys(p for job in jobs for check in MACHINE_CHECKS for p in check(job.run)))
-    if problems and _launcher_trains_here(args, extra + jobs[0].overrides, config_dir, config_name):
+    if problems and launcher.trains_here():
         raise ConfigError(problems)
+    if args.multirun and not sbatch_on_path() and _may_choose_a_launcher(args.overrides) \
+            and launcher.name() in SLURM_LAUNCHERS:
+        raise ConfigError("hydra/launcher=slurm submits the sweep's jobs with sbatch, which is not on PATH on this "
+                          "machine: run the command on a SLURM login node (where sbatch is), or run the jobs here "
+                          "with hydra/launcher=local (one after another) or hydra/launcher=local_parallel")
 
 
-def _launcher_trains_here(args: Any, job: list[str], config_dir: Path | None, config_name: str) -> bool:
-    """Whether the command's jobs run on this machine: a single run (without -m) always does,
-    whatever launcher is configured (Hydra launches multirun jobs only); a sweep does when its
-    launcher is local. The launcher is read from the composed Hydra config (a command-line
-    hydra/launcher=..., or a config or experiment that selects one); composed only when a
-    machine check has failed, as it costs ~0.3 s."""
-    if not args.multirun:
-        return True
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+SLURM_LAUNCHERS = ("SlurmLauncher",)
 
-    hydra_overrides = [o.input_line for o in _parse_overrides(args.overrides)
-                       if _is_hydra_key(o) and not o.is_sweep_override()]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=[*hydra_overrides, *job], return_hydra_config=True)
-    except Exception:  # Hydra itself will refuse these overrides; the machine problem stands
-        return True
-    finally:
+
+def sbatch_on_path() -> bool:
+    """Whether this machine can submit SLURM jobs (sbatch on PATH, as submitit calls it)."""
+    return shutil.which("sbatch") is not None
+
+
+def _may_choose_a_launcher(overrides: list[str]) -> bool:
+    """Whether the command line may choose a launcher other than the shipped default (which runs
+    the jobs here): a hydra/launcher override, or an experiment, which may select one."""
+    return any(o.lstrip("+~").startswith(("hydra/launcher", "experiment")) for o in overrides)
+
+
+class _Launcher:
+    """The Hydra launcher the command's sweep would use, read from the composed Hydra config (a
+    command-line hydra/launcher=..., or a config or experiment that selects one); composed at
+    most once, and only when a check needs it, as it costs ~0.3 s."""
+
+    def __init__(self, args: Any, job: list[str], config_dir: Path | None, config_name: str):
+        self.args, self.job, self.config_dir, self.config_name = args, job, config_dir, config_name
+        self._name: str | None = None
+
+    def name(self) -> str:
+        """The launcher class's name ("" when Hydra refuses the overrides: it will say why)."""
+        if self._name is None:
+            self._name = self._compose()
+        return self._name
+
+    def trains_here(self) -> bool:
+        """A single run (without -m) always trains here, whatever launcher is configured (Hydra
+        launches multirun jobs only); a sweep does when its launcher is local."""
+        return not self.args.multirun or self.name() in ("", *LOCAL_LAUNCHERS)
+
+    def _compose(self) -> str:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import OmegaConf
+
+        hydra_overrides = [o.input_line for o in _parse_overrides(self.args.overrides)
+                           if _is_hydra_key(o) and not o.is_sweep_override()]
         GlobalHydra.instance().clear()
-    target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
-    return target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+        try:
+            with initialize_config_dir(config_dir=str(self.config_dir or conf_dir()), version_base="1.3"):
+                cfg = compose(config_name=self.config_name, overrides=[*hydra_overrides, *self.job],
+                              return_hydra_config=True)
+        except Exception:  # Hydra itself will refuse these overrides
+            return ""
+        finally:
+            GlobalHydra.instance().clear()
+        return str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").rsplit(".", 1)[-1]
 
 
 def _check_rows(jobs: list[_Job], multirun: bool) -> None:
     """Every row of every job's local data whose type needs no tokenizer, each distinct source
-    once, before the first job starts (rlhf.data.preflight.check_rows_before_jobs)."""
+    once, and the rows each job's val_set_size leaves on both sides, before the first job starts
+    (rlhf.data.preflight.check_rows_before_jobs)."""
     from rlhf.data.preflight import check_rows_before_jobs
 
-    done: set[str] = set()
+    done: dict[str, Any] = {}
     checked = []
     for job in jobs:
         try:
             checked += check_rows_before_jobs(job.run, done)
+        except ConfigError as error:  # a held-out share that leaves no rows on one side
+            if multirun:
+                raise ConfigError([f"in the sweep job {' '.join(job.overrides)}: {p}" for p in error.problems]) from None
+            raise
         except DataError as error:
             if multirun:
                 raise DataError(f"in the sweep job {' '.join(job.overrides)}: {error}") from None

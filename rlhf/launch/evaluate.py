@@ -54,6 +54,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_hub_target(target: str) -> None:
+    """A target that is no local directory must be a hub model id that can be loaded: written
+    org/name (not a path), with the hub online or the model in the local hub cache. Otherwise one
+    message saying what was looked for where, before any model loads."""
+    from rlhf.core import hub
+    from rlhf.rewards.sources import looks_like_path
+
+    local = "Give a run dir (config.yaml and model/) or a model dir (config.json)"
+    if looks_like_path(target) or target.count("/") != 1:
+        raise RlhfError(f"{target}: no such run dir or model dir here (a hub model id looks like org/name). {local}")
+    state = hub.state()
+    if not state.online and not hub.cached(target):
+        raise RlhfError(f"{target}: no such run dir or model dir here, and as a hub model id it cannot be loaded: "
+                        f"{state.why}, and the local hub cache holds no copy. {local}")
+
+
 def target_config(target: str, overrides: list[str], out: str | None) -> tuple[Any, Path | str, Path]:
     """The validated run the stage reads, the policy to load, and the output dir."""
     from omegaconf import OmegaConf
@@ -67,8 +83,8 @@ def target_config(target: str, overrides: list[str], out: str | None) -> tuple[A
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
     suffix = overrides_suffix(",".join(sorted(overrides)))
     path = Path(target).expanduser()
-    if not path.exists() and (target.startswith(("/", ".", "~")) or target.count("/") != 1):
-        raise RlhfError(f"{target}: no such run dir or model dir (a hub id looks like org/name)")
+    if not path.exists():
+        check_hub_target(target)
     if (path / rundir.CONFIG).is_file():
         from rlhf.config.schema import GROUP_SCHEMAS
 
@@ -78,8 +94,10 @@ def target_config(target: str, overrides: list[str], out: str | None) -> tuple[A
                               "one of its keys (e.g. evaluate.seed=1, evaluate.prompts=<file>), not a group option; "
                               f"to compose another config, give its policy as a model dir: {path / rundir.MODEL_DIR}")
         if not (path / rundir.MODEL_DIR).is_dir():
-            raise RlhfError(f"{path} is a run dir without a saved policy ({rundir.MODEL_DIR}/): it has not finished "
-                            f"(status: {rundir.status(path)})")
+            failed = (f": it failed, {rundir.failure(path)}" if rundir.status(path) == rundir.FAILED_STATUS
+                      else f" (status: {rundir.status(path)})")
+            raise RlhfError(f"{path} is a run dir without a saved policy ({rundir.MODEL_DIR}/): it has not "
+                            f"finished{failed}")
         config = OmegaConf.create(rundir.read_config(path))
         config = OmegaConf.merge(config, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         run = forced_on(validate(config))
