@@ -212,7 +212,7 @@ def _launch_in_process(argv: list[str], monkeypatch) -> tuple[list, int, int]:
     from rlhf.run import rundir
 
     counts = {"validate": 0, "compose": 0}
-    validate, compose = rlhf.config.validate.validate, cli.compose_job
+    validate, compose = rlhf.config.validate.validate, cli.compose_with_choices
 
     def counted_validate(cfg):
         counts["validate"] += 1
@@ -224,7 +224,7 @@ def _launch_in_process(argv: list[str], monkeypatch) -> tuple[list, int, int]:
 
     monkeypatch.setattr(rlhf.config.validate, "validate", counted_validate)
     monkeypatch.setattr(task, "validate", counted_validate)
-    monkeypatch.setattr(cli, "compose_job", counted_compose)
+    monkeypatch.setattr(cli, "compose_with_choices", counted_compose)
     runs = []
 
     def job(cfg):

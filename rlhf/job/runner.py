@@ -165,6 +165,10 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
     run, data = job.run, job.data
     if job.judge is not None:
         metrics["generation"] = judge_final(run, job.judge, trainer, job.run_dir)
+    else:
+        from rlhf.judge.checks import why_off
+
+        metrics["generation_off"] = why_off(run)  # so a sweep's report says the stage did not run, and why
     metrics.update(
         method=run.method.kind,
         metric=run.spec.metric,
@@ -262,14 +266,19 @@ def log_ranks(ranks: list[dict[str, Any]]) -> None:
 
 
 def generation_stage(run: RunSpec, data: Any, tokenizer: Any) -> Any:
-    """The generation eval stage (rlhf.evaluate) of rank 0, prepared before any model loads;
-    None when it does not run."""
+    """The generation eval stage (rlhf.judge) of rank 0, prepared before any model loads; None
+    when it does not run, and the log says why."""
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     from rlhf.judge import stage
+    from rlhf.judge.checks import why_off
 
+    off = why_off(run)
+    if off is not None:
+        log.info("generation eval: off (%s)", off)
+        return None
     return stage.prepare(run, data.eval, tokenizer)
 
 

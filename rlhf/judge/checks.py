@@ -24,6 +24,18 @@ def enabled(run: Any) -> bool:
     return run.spec.generates and bool(evaluate.reward_funcs or evaluate.reward_models)
 
 
+def why_off(run: Any) -> str | None:
+    """Why the stage does not run for this run, as the log says it (None when it runs)."""
+    if enabled(run):
+        return None
+    if run.evaluate.enabled is False:
+        return "evaluate.enabled=false"
+    if not run.spec.generates:
+        return f"method {run.method.kind} trains a reward model, which generates nothing"
+    return ("no scorer is named: evaluate.reward_funcs=[module.function] or evaluate.reward_models=[<reward "
+            "model>] judges what the policy generates for the run's eval prompts")
+
+
 def not_generating(run: Any) -> str:
     """Why the stage cannot run on what this method trains."""
     return (f"evaluate: method {run.method.kind} trains a reward model (a sequence classifier that scores a text "

@@ -55,7 +55,7 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
         rows.append({"job": job.name if number is None else str(number), "dir": job.name, "path": job,
                      "overrides": _overrides(job), "status": rundir.status(job),
                      "metrics": rundir.flat_metrics(metrics), "method_metric": metrics.get("metric"),
-                     "generation": metrics.get("generation"),
+                     "generation": metrics.get("generation"), "generation_off": metrics.get("generation_off"),
                      "seconds": metrics.get("seconds"), "error": error,
                      "kind": (config.get("method") or {}).get("kind"), "objective": config.get("objective") or {}})
     keys = sorted({k for row in rows for k in row["overrides"]})
@@ -364,6 +364,26 @@ def generation_names(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys([*first, *(m for m in present if m not in first and m not in last), *last]))
 
 
+def generation_off_text(rows: list[dict]) -> str:
+    """A line for the jobs whose generation eval stage did not run, with why (metrics.json
+    `generation_off`): so a sweep judged only by its training metrics says so."""
+    off = [row for row in rows if row.get("generation_off")]
+    if not off:
+        return ""
+    reasons = "; ".join(f"{why} (job{'s' if n > 1 else ''} {', '.join(jobs)})" for why, n, jobs in (
+        (why, len(js), js) for why, js in _by_reason(off).items()))
+    heading = "" if any(row.get("generation") for row in rows) else "\n## Generations\n"
+    return (f"{heading}\nThe generation eval stage did not run in {len(off)} of {len(rows)} jobs: {reasons}. Their "
+            "settings are judged by their training metrics alone.\n")
+
+
+def _by_reason(rows: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row["generation_off"], []).append(row["job"])
+    return out
+
+
 def reward_metric(rows: list[dict]) -> str | None:
     """The reward a frontier plots: the win rate's judge, else the first scorer."""
     for row in rows:
@@ -555,6 +575,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
         examples = side_by_side(rows, swept)
         if examples:
             sections += "\n### What was generated\n\n" + examples
+    sections += generation_off_text(rows)
     paths["md"].write_text(
         f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`{sense}.\n\n"
         f"## Settings\n\n{judged['sentence']}\n\n"

@@ -29,7 +29,7 @@ from typing import Any
 
 from rlhf.config.tree import CONFIG_NAME, conf_dir
 from rlhf.core.errors import ConfigError, DataError, RlhfError
-from rlhf.launch.compose import add_code_dir, compose_job, resolved_config
+from rlhf.launch.compose import add_code_dir, compose_with_choices, resolved_config
 
 # Modes in which Hydra only prints something: no job runs, so there is nothing to validate.
 # (`--cfg` prints a job's config: that one is validated, so what it shows would run.)
@@ -81,6 +81,9 @@ def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 # The runs validated by this process's command, by their resolved config (validated_before).
 _VALIDATED: dict[str, Any] = {}
+# The deletion overrides of the companion options the command's jobs leave behind: Hydra gets
+# them too, so that it composes each job as preflight validated it.
+DROPPED: list[str] = []
 
 
 def _key(resolved: dict) -> str:
@@ -119,6 +122,7 @@ def preflight(argv: list[str]) -> Any:
     add_code_dir(config_dir or conf_dir())
     jobs = [_validated_job(job, extra, config_dir, config_name, args.multirun)
             for job in _job_overrides(args.overrides, args.multirun)]
+    DROPPED[:] = _settle_companions(jobs)
     if not args.cfg:  # --cfg only prints: nothing will run here
         _check_machine(jobs, args, extra, config_dir, config_name)
         _check_rows(jobs, args.multirun)
@@ -128,25 +132,47 @@ def preflight(argv: list[str]) -> Any:
 
 @dataclass
 class _Job:
-    """One job of the command: its overrides, its config composed and resolved, its run."""
+    """One job of the command: its overrides, its config composed and resolved, its run, and the
+    companion options it leaves behind (rlhf.launch.companions)."""
 
     overrides: list[str]
     resolved: dict
     run: Any
+    left: list[Any]
 
 
 def _validated_job(overrides: list[str], extra: list[str], config_dir: Path | None, config_name: str,
                    multirun: bool) -> _Job:
-    """The job composed as Hydra will and validated; a sweep job's problems name the job."""
+    """The job composed as Hydra will, without the companion options it leaves behind, and
+    validated; a sweep job's problems name the job."""
     from rlhf.config.validate import validate
+    from rlhf.launch.companions import left_behind
 
-    resolved = resolved_config(compose_job(extra + overrides, config_dir, config_name))
+    def compose(job: list[str]) -> tuple[Any, dict[str, Any]]:
+        return compose_with_choices(extra + job, config_dir, config_name)
+
+    composed, choices = compose(overrides)
+    left = left_behind(overrides, composed, choices, compose)
+    if left:
+        composed, _ = compose([*overrides, *(item.deletion for item in left)])
+    resolved = resolved_config(composed)
     try:
-        return _Job(overrides, resolved, validate(resolved))
+        return _Job(overrides, resolved, validate(resolved), left)
     except ConfigError as error:
         if multirun:
             raise ConfigError([f"in the sweep job {' '.join(overrides)}: {p}" for p in error.problems]) from None
         raise
+
+
+def _settle_companions(jobs: list[_Job]) -> list[str]:
+    """The companion options the command's jobs leave behind, said once each on stderr; returns
+    the deletion overrides Hydra gets, the same for every job (rlhf.launch.companions)."""
+    from rlhf.launch.companions import same_for_every_job
+
+    deletions = same_for_every_job([job.left for job in jobs], [job.overrides for job in jobs])
+    for sentence in dict.fromkeys(item.sentence() for job in jobs for item in job.left):
+        print(f"note: {sentence}", file=sys.stderr)
+    return deletions
 
 
 # Hydra launchers that run the jobs on this machine (basic: in this process; submitit's local
@@ -310,7 +336,7 @@ def _checked(argv: list[str]) -> None:
     """preflight, its refusal one message and exit 2."""
     try:
         run = preflight(argv)
-        sys.argv[1:] = _sweeper_direction(argv, run)
+        sys.argv[1:] = [*_sweeper_direction(argv, run), *DROPPED]
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -34,8 +34,17 @@ def compose_job(overrides: list[str], config_dir: Path | None = None,
     Raises:
         ConfigError: the composition failed, explained in one message.
     """
+    return compose_with_choices(overrides, config_dir, config_name)[0]
+
+
+def compose_with_choices(overrides: list[str], config_dir: Path | None = None,
+                         config_name: str = CONFIG_NAME) -> tuple[Any, dict[str, Any]]:
+    """compose_job's config, and the option Hydra chose in each config group (group -> option
+    name, None for a group left out), which says which companion options apply
+    (rlhf.launch.companions)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict
 
     from rlhf.launch.store import register_configs
 
@@ -44,9 +53,13 @@ def compose_job(overrides: list[str], config_dir: Path | None = None,
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir or conf_dir()), version_base="1.3"):
         try:
-            return compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
         except Exception as error:  # Hydra raises several types; each becomes one message
             raise ConfigError(explain_compose_error(error, overrides, config_dir, config_name)) from None
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
 
 
 def explain_compose_error(error: Exception, overrides: list[str], config_dir: Path | None,

@@ -1,0 +1,53 @@
+"""Settings that belong to an option follow it (rlhf.launch.companions): the embedded dataset's
+evaluate block judges the embedded task only, the tiny model's tuning trains the tiny checkpoint
+only. A run that keeps the option but overrides what it holds is never judged on the embedded
+prompts, nor tuned for another checkpoint; one line says so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, TINY_MODEL, job_dir, run_cli, train
+
+# The README's own-data line, shortened to a few steps.
+OWN_DATA = [f"dataset.path={REPO / 'rlhf/assets/samples/intel.jsonl'}", "dataset.type=chatml.intel",
+            "dataset.eval=[]", "dataset.val_set_size=0.1", "method.max_steps=2"]
+SCORER = "def length_reward(completions, **kwargs):\n    return [float(len(str(c))) for c in completions]\n"
+
+
+def test_own_data_is_never_scored_on_the_embedded_prompts_and_the_sweep_report_says_so(tmp_path):
+    proc = train(tmp_path, *OWN_DATA)
+    assert "note: dataset.path=" in proc.stderr and "evaluate=embedded" in proc.stderr and "does not apply" in proc.stderr
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["evaluate"]["reward_funcs"] == [] and config["evaluate"]["prompts"] is None
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "generation" not in metrics and "no scorer is named" in metrics["generation_off"]
+    assert "generation eval: off (no scorer is named" in (tmp_path / "run" / "train.log").read_text()
+    # A scorer the user names judges the run's own held-out prompts, not the embedded ones.
+    (tmp_path / "scorers.py").write_text(SCORER)
+    train(tmp_path, *OWN_DATA, "evaluate.reward_funcs=[scorers.length_reward]", run_dir=tmp_path / "scored")
+    block = json.loads((tmp_path / "scored" / "metrics.json").read_text())["generation"]
+    held_out = round(0.1 * 48)  # the sample's 48 rows, val_set_size=0.1
+    assert block["prompts"]["source"].startswith("the eval data's distinct prompts"), block["prompts"]
+    assert 0 < block["prompts"]["count"] <= held_out  # the held-out rows' prompts, not the embedded 60
+    assert [s["name"] for s in block["scorers"]] == ["length_reward"]
+    # A sweep of such runs: its report says the stage did not run, and why.
+    sweep = tmp_path / "sweep"
+    run_cli("rlhf.train", "-m", *OWN_DATA, "seed=1,2", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+            cwd=tmp_path)
+    report = (sweep / "report.md").read_text()
+    assert "The generation eval stage did not run in 2 of 2 jobs: no scorer is named" in report, report
+
+
+def test_the_embedded_task_keeps_its_evaluate_block(tmp_path):
+    """The companion stays while the option holds its own data (the same path, written out)."""
+    from rlhf.launch.cli import preflight
+
+    embedded = REPO / "rlhf/assets/data/topics_pairs.train.jsonl"
+    for overrides in ([], [f"dataset.path={embedded}"]):
+        run = preflight([*overrides, f"cache_dir={tmp_path / 'cache'}"])
+        assert run.evaluate.reward_funcs == ["rlhf.rewards.topic_reward"], overrides
