@@ -578,6 +578,8 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
         command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}",
                    "method.precompute_ref_log_probs=false", f"method.max_steps={steps}",
                    f"method.micro_batch_size={LORA_BATCH}", "dataset.eval=[]", "method.save_steps=100000",
+                   # Training's memory: the generation eval stage would add minutes of generating, not memory.
+                   "evaluate.enabled=false",
                    f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}", *extra]
         measured = run_together([command], work, None)[0]
         out["variants"][name] = {"peak_rss_mib": measured["rss"], "seconds": measured["seconds"]}
@@ -591,8 +593,8 @@ def render_lora_memory(figures: dict) -> list[str]:
     model = figures["model"]
     lines = [f"Embedded DPO on a benchmark model built like the tiny one (hidden {model['hidden']}, {model['layers']} "
              f"layers, {model['parameters'] / 1e6:.0f}M parameters, {model['dtype']}), "
-             f"{counted(figures['steps'], 'step')} of batch {figures['batch']}, each variant alone; peak RSS of the "
-             "training process.", "",
+             f"{counted(figures['steps'], 'step')} of batch {figures['batch']}, the generation eval stage off, each "
+             "variant alone; peak RSS of the training process.", "",
              "| variant | peak RSS MiB | run s |", "|---|---|---|"]
     for name, variant in figures["variants"].items():
         lines.append(f"| {name} | {variant['peak_rss_mib']:.0f} | {variant['seconds']:.0f} |")
