@@ -30,8 +30,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every section of the benchmark, each written to benchmarks/<section>.json, then BENCHMARKS.md
+# rendered from those records (python -m rlhf.bench; ARGS="--only data_large" runs one section).
 bench: $(STAMP)
-	$(PY) -m rlhf.bench
+	$(PY) -m rlhf.bench $(ARGS)
 
 # On a GPU host: every GPU path of the platform on a model it builds (python -m rlhf.gpu_check;
 # ARGS="--list" prints the plan, ARGS="--only fsdp,zero3" runs some).

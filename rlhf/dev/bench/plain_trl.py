@@ -4,7 +4,9 @@ lines of Python), same hyperparameters as the platform's tiny-model tuning.
 
     python -m rlhf.dev.bench.plain_trl <TRL trainer class, e.g. DPOTrainer> <out_dir> <max_steps> [<threads>]
 
-Writes <out_dir>/times.json: the wall-clock time at the end of every optimizer step.
+Writes <out_dir>/times.json: the wall-clock and CPU time at the end of every optimizer step, and
+the settings the trainer trained with (rlhf.dev.bench.settings), which the bench sets beside the
+platform's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from rlhf.assets import asset_path
+    from rlhf.dev.bench.settings import trainer_settings
 
     torch.set_num_threads(threads)
     tiny = asset_path("models/tiny-chatml")
@@ -53,7 +56,7 @@ def main() -> None:
     if trainer == "DPOTrainer":
         from trl import DPOConfig as Config, DPOTrainer as Trainer
 
-        args = Config(beta=0.1, loss_type=["sigmoid"], max_length=256, precompute_ref_log_probs=True, **common)
+        args = Config(beta=0.5, loss_type=["sigmoid"], max_length=256, precompute_ref_log_probs=True, **common)
         kwargs = dict(train_dataset=pairs("topics_pairs"))
     elif trainer == "KTOTrainer":
         from trl import KTOConfig as Config, KTOTrainer as Trainer
@@ -73,7 +76,8 @@ def main() -> None:
         from trl.experimental.orpo import ORPOConfig as Config, ORPOTrainer as Trainer
 
         args = Config(beta=3.0, max_length=256, remove_unused_columns=False, **common)
-        data = datasets.load_dataset("json", data_files=asset_path("data/topics_conversations.train.jsonl"), split="train")
+        conversations = asset_path("data/topics_conversations.train.jsonl")
+        data = datasets.load_dataset("json", data_files=conversations, split="train")
 
         def orpo_row(r: dict) -> dict:
             history = ([{"role": "system", "content": r["system"]}] if r.get("system") else []) + r["chosen"][:-1]
@@ -132,8 +136,10 @@ def main() -> None:
             cpu.append(time.process_time())
 
     trainer = Trainer(model=model, args=args, processing_class=tokenizer, callbacks=[Stamp()], **kwargs)
+    settings = trainer_settings(trainer, attention=None)  # nothing here asks for an attention kernel
     trainer.train()
-    (out_dir / "times.json").write_text(json.dumps({"started": STARTED, "steps": stamps, "cpu": cpu}))
+    (out_dir / "times.json").write_text(json.dumps({"started": STARTED, "steps": stamps, "cpu": cpu,
+                                                    "settings": settings}))
 
 
 if __name__ == "__main__":

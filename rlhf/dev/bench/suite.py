@@ -1,46 +1,68 @@
-"""make bench (python -m rlhf.bench [--only SECTION ...]): measure the platform and write BENCHMARKS.md.
+"""The bench's sections: what each measures (`bench_<section>`), and how its figures read in
+BENCHMARKS.md (`render_<section>`, the section's body under its TITLES heading).
 
-Everything runs in one invocation, with the two sides of each comparison run so that machine
-noise hits both alike:
-- the platform against a plain TRL script (rlhf.dev.bench.plain_trl) on the same model, data and
-  settings: median step time, time to first step, peak memory, per method. The two sides run
-  at the same moment, each pinned to its own core, the cores swapping between repeats;
-- configuration speed: `--cfg job`, a validation error and a bad row of a string-family dataset;
-- data preparation throughput on 100k rows of chatml.intel, cold and cached;
-- the data stage on a large dataset (100k rows, texts of 20-400 characters, max_length 2048)
-  against a plain TRL script: time to the first step, cold and warm, DPO and KTO, a byte-level
-  tokenizer and the embedded one (rlhf.dev.bench.data_large);
-- a 4-job DPO beta sweep against 4 independent runs, with their results compared;
-- the default run with its generation eval stage against the same run without it;
-- peak memory of LoRA DPO with the reference from the disabled adapter against a separate
-  reference model, on a larger benchmark model.
+- methods: the platform against a plain TRL script (rlhf.dev.bench.plain_trl) on the same model,
+  data and settings: median step time, time to first step, peak memory, per method. The two
+  sides run at the same moment, each pinned to its own core, the cores swapping between them;
+- config: how fast the command line answers: `--cfg job`, a validation error, a bad row of a
+  string-family dataset, `--help`;
+- data: data preparation throughput on chatml.intel rows, cold and cached;
+- data_large: the data stage on a large dataset against a plain TRL script given the same data
+  workers: time to the first step, cold and warm (rlhf.dev.bench.data_large);
+- sweep: a DPO beta sweep against as many independent runs, with their results compared;
+- generation: the default run with its generation eval stage against the same run without it,
+  and each method's embedded default judged on its generations;
+- lora_memory: peak memory of LoRA DPO with the reference from the disabled adapter against a
+  separate reference model, on a larger benchmark model.
+
+Each runner takes its work dir and its sizes (DEFAULTS, which the command line may shrink) and
+returns the section's figures, the sizes included: a renderer reads nothing but them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rlhf.config.tree import REPO
+from rlhf.dev.bench import data_large
+from rlhf.dev.bench.settings import compared, run_settings, settings_lines
 
 SECTIONS = ("methods", "config", "data", "data_large", "sweep", "generation", "lora_memory")
+TITLES = {
+    "methods": "Platform against a plain TRL script (same model, data, settings)",
+    "config": "Configuration speed",
+    "data": "Data preparation",
+    "data_large": "Data stage on a large dataset: time to first step against a plain TRL script",
+    "sweep": "A DPO beta sweep against independent runs",
+    "generation": "The generation eval stage (the default run: embedded DPO)",
+    "lora_memory": "LoRA DPO peak memory",
+}
+# Each section's sizes at full size (make bench); `steps: None` runs the shipped defaults as shipped.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "methods": {"steps": 60, "repeats": 8},
+    "config": {"repeats": 5},
+    "data": {"rows": 100_000},
+    "data_large": {"rows": 100_000},
+    "sweep": {"betas": [0.05, 0.1, 0.2, 0.4], "steps": None},
+    "generation": {"repeats": 5, "steps": None},
+    "lora_memory": {"steps": 6},
+}
 
 
-def env() -> dict[str, str]:
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     out = dict(os.environ)
     out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", WANDB_MODE="disabled",
                PYTHONPATH=str(REPO) + os.pathsep + out.get("PYTHONPATH", ""), TQDM_DISABLE="1",
                HF_DATASETS_DISABLE_PROGRESS_BARS="1")
-    return out
+    return {**out, **(extra or {})}
 
 
 SWAP_EVERY_S = 0.25
@@ -55,19 +77,24 @@ def _pin(pid: int, core: int) -> None:
             pass
 
 
-def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) -> list[dict]:
+def _start(command: list[str], cwd: Path, index: int, core: int | None, extra: dict[str, str] | None) -> dict:
+    log = open(cwd / f"together-{index}.log", "w")  # noqa: SIM115 - closed when the process ends
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    return {"start": time.time(), "log": log,
+            "proc": subprocess.Popen(command, cwd=cwd, env=env(extra), stdout=subprocess.DEVNULL, stderr=log,
+                                     preexec_fn=pin)}
+
+
+def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None,
+                 envs: list[dict[str, str] | None] | None = None) -> list[dict]:
     """Start the commands at the same moment and wait for all. With `cores` (one per command),
     each runs pinned to its own core and the cores rotate among the commands every
     SWAP_EVERY_S, so each spends the same share of its time on each core: a core that a busy
-    neighbour slows for a while slows them alike. Per command: start time, wall seconds, peak
-    RSS (MiB, from wait4)."""
-    procs = []
-    for index, command in enumerate(commands):
-        log = open(cwd / f"together-{index}.log", "w")
-        pin = (lambda c=cores[index]: os.sched_setaffinity(0, {c})) if cores else None
-        procs.append({"start": time.time(), "log": log,
-                      "proc": subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=log,
-                                               preexec_fn=pin)})
+    neighbour slows for a while slows them alike. `envs`: each command's extra environment.
+    Per command: start time, wall seconds, peak RSS (MiB, from wait4)."""
+    envs = envs or [None] * len(commands)
+    procs = [_start(command, cwd, index, cores[index] if cores else None, envs[index])
+             for index, command in enumerate(commands)]
     out: dict[int, dict] = {}
     turn = 0
     while len(out) < len(procs):
@@ -91,17 +118,21 @@ def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None) 
     return [out[index] for index in range(len(procs))]
 
 
-def platform_command(method: str, steps: int, work: Path, run_dir: Path, threads: int) -> list[str]:
+# ---------------------------------------------------------------------------- methods
+
+
+def platform_command(method: str, steps: int, cache: Path, run_dir: Path, threads: int) -> list[str]:
     return [sys.executable, "-m", "rlhf.train", f"method={method}", f"method.max_steps={steps}",
             "method.logging_steps=1", "method.save_steps=100000", "dataset.eval=[]", "dataset.shuffle=false",
             # Plain TRL generates nothing; the generation eval stage is measured on its own (bench_generation).
             "evaluate.enabled=false",
-            f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}", f"hardware.torch_threads={threads}"]
+            f"hydra.run.dir={run_dir}", f"cache_dir={cache}", f"hardware.torch_threads={threads}"]
 
 
 def platform_stamps(run_dir: Path) -> dict:
     history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    return {"stamps": [h["time"] for h in history if "loss" in h], "cpu": [h["cpu_time"] for h in history if "loss" in h]}
+    steps = [h for h in history if "loss" in h]
+    return {"stamps": [h["time"] for h in steps], "cpu": [h["cpu_time"] for h in steps]}
 
 
 def plain_stamps(out: Path) -> dict:
@@ -138,12 +169,13 @@ def _overlap(run: dict, other: dict) -> tuple[list[float], list[float]]:
     return [run["stamps"][i] for i in keep], [run["cpu"][i] for i in keep]
 
 
+def ratios(each: list[float]) -> dict:
+    return {"median": statistics.median(each), "min": min(each), "max": max(each)}
+
+
 def paired_ratios(platform_runs: list[dict], plain_runs: list[dict]) -> dict:
     """Platform / TRL within each pair of runs made together (step times over the steps both
     made at the same time), then the median and range over pairs."""
-    def ratios(each: list[float]) -> dict:
-        return {"median": statistics.median(each), "min": min(each), "max": max(each)}
-
     pairs = [(_overlap(p, t), _overlap(t, p)) for p, t in zip(platform_runs, plain_runs)]
     return {"step": ratios([_median_interval(p[0]) / _median_interval(t[0]) for p, t in pairs]),
             "step_cpu": ratios([_median_interval(p[1]) / _median_interval(t[1]) for p, t in pairs]),
@@ -151,21 +183,23 @@ def paired_ratios(platform_runs: list[dict], plain_runs: list[dict]) -> dict:
                                   for p, t in zip(platform_runs, plain_runs)])}
 
 
-def _pair(commands: list[list[str]], work: Path, index: int, cores: list[int]) -> list[dict]:
+def _pair(commands: list[list[str]], work: Path, index: int, cores: list[int],
+          envs: list[dict[str, str] | None] | None = None) -> list[dict]:
     """One repeat: the commands together, on two rotating cores (which side starts on which
     alternates between repeats), or one after the other on a machine with one core."""
+    envs = envs or [None] * len(commands)
     if len(cores) >= 2:
         first = index % 2
-        return run_together(commands, work, [cores[first], cores[1 - first]])
-    return [run_together([command], work, None)[0] for command in commands]
+        return run_together(commands, work, [cores[first], cores[1 - first]], envs)
+    return [run_together([command], work, None, [extra])[0] for command, extra in zip(commands, envs)]
 
 
-def plain_command(method: str, steps: int, out: Path) -> list[str]:
+def plain_command(method: str, steps: int, out: Path, threads: int) -> list[str]:
     """The plain TRL script of `method`'s trainer (rlhf.dev.bench.plain_trl, keyed by TRL's class)."""
     from rlhf.methods import lookup
 
     trainer = lookup(method).trl_trainer.rpartition(":")[2]
-    return [sys.executable, "-m", "rlhf.dev.bench.plain_trl", trainer, str(out), str(steps), "1"]
+    return [sys.executable, "-m", "rlhf.dev.bench.plain_trl", trainer, str(out), str(steps), str(threads)]
 
 
 def benchmarked_methods() -> tuple[list[str], str]:
@@ -177,34 +211,103 @@ def benchmarked_methods() -> tuple[list[str], str]:
     return list(METHODS), str(compose_job([]).method.kind)
 
 
-def bench_methods(work: Path, steps: int, repeats: int) -> dict:
-    """Each repeat runs the platform and plain TRL at the same time, each with one torch thread
-    and pinned to one of two cores, the cores rotating between them (run_together). The control
-    measures plain TRL against itself the same way: the spread a zero overhead shows here."""
-    cores = sorted(os.sched_getaffinity(0))
-    methods, control = benchmarked_methods()
-    results = {}
-    for method in methods:
-        platform_runs, plain_runs = [], []
-        for index in range(repeats):
-            run_dir, out = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
-            commands = [platform_command(method, steps, work, run_dir, threads=1), plain_command(method, steps, out)]
-            platform_side, plain_side = _pair(commands, work, index, cores)
-            platform_runs.append({**platform_side, **platform_stamps(run_dir)})
-            plain_runs.append({**plain_side, **plain_stamps(out)})
-        results[method] = {"platform": summarise(platform_runs), "plain": summarise(plain_runs),
-                           "ratio": paired_ratios(platform_runs, plain_runs)}
-        print(f"{method}: {results[method]}", file=sys.stderr)
+THREADS = 1  # torch threads per side: the two sides of a pair share the two cores
+
+
+def bench_method(method: str, work: Path, steps: int, repeats: int, cores: list[int]) -> dict:
+    """One method's repeats. Every run starts cold: the platform with a data cache of its own,
+    plain TRL with a datasets cache of its own, so neither side's first step reuses an earlier
+    repeat's work."""
+    platform_runs, plain_runs = [], []
+    for index in range(repeats):
+        run_dir, out = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
+        commands = [platform_command(method, steps, work / f"cache-{method}-{index}", run_dir, THREADS),
+                    plain_command(method, steps, out, THREADS)]
+        envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-datasets-{method}-{index}")}]
+        platform_side, plain_side = _pair(commands, work, index, cores, envs)
+        platform_runs.append({**platform_side, **platform_stamps(run_dir)})
+        plain_runs.append({**plain_side, **plain_stamps(out)})
+    settings = {"platform": run_settings(work / f"platform-{method}-0"),
+                "plain": json.loads((work / f"plain-{method}-0" / "times.json").read_text())["settings"]}
+    return {"platform": summarise(platform_runs), "plain": summarise(plain_runs),
+            "ratio": paired_ratios(platform_runs, plain_runs), "settings": settings}
+
+
+def bench_control(control: str, work: Path, steps: int, repeats: int, cores: list[int]) -> dict:
+    """Plain TRL against itself, measured as the methods are: the spread a zero overhead shows."""
     first_runs, second_runs = [], []
     for index in range(repeats):
         outs = [work / f"control-a-{index}", work / f"control-b-{index}"]
-        sides = _pair([plain_command(control, steps, out) for out in outs], work, index, cores)
+        envs = [{"HF_DATASETS_CACHE": str(out.with_name(out.name + "-hf"))} for out in outs]
+        sides = _pair([plain_command(control, steps, out, THREADS) for out in outs], work, index, cores, envs)
         first_runs.append({**sides[0], **plain_stamps(outs[0])})
         second_runs.append({**sides[1], **plain_stamps(outs[1])})
-    results["_control"] = {"method": control, "ratio": paired_ratios(first_runs, second_runs)}
-    results["_layout"] = ("together, each on one of two cores, the cores swapping between the two every "
-                          f"{SWAP_EVERY_S} s" if len(cores) >= 2 else "one after the other (one core)")
+    return {"method": control, "ratio": paired_ratios(first_runs, second_runs)}
+
+
+def bench_methods(work: Path, steps: int, repeats: int) -> dict:
+    """Each repeat runs the platform and plain TRL at the same time, each with one torch thread
+    and pinned to one of two cores, the cores rotating between them (run_together)."""
+    cores = sorted(os.sched_getaffinity(0))
+    methods, control = benchmarked_methods()
+    results: dict[str, Any] = {"steps": steps, "repeats": repeats, "threads": THREADS, "methods": {}}
+    for method in methods:
+        results["methods"][method] = bench_method(method, work, steps, repeats, cores)
+        print(f"{method}: {results['methods'][method]}", file=sys.stderr)
+    results["control"] = bench_control(control, work, steps, repeats, cores)
+    results["together"] = len(cores) >= 2
+    results["swap_every_s"] = SWAP_EVERY_S
     return results
+
+
+def counted(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def ratio_text(r: dict) -> str:
+    """A paired ratio: the median over pairs, the lowest and highest pair in brackets."""
+    return f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]"
+
+
+METHODS_NOTES = [
+    "Where the platform differs from the plain script while both train alike: a CPU training process keeps "
+    "freed memory for reuse (`hardware.malloc_keep_mb`, glibc `mallopt`), where plain TRL runs with the C "
+    "library's defaults, which hand many of a step's large tensors back to the OS to fault in again; torch, "
+    "transformers and TRL are imported with the cycle collector paused and then frozen, so full collections do "
+    "not rescan their long-lived objects.",
+]
+
+
+def render_methods(figures: dict) -> list[str]:
+    layout = (f"together, each on one of two cores, the cores swapping between the two every "
+              f"{figures['swap_every_s']} s" if figures["together"] else "one after the other (one core)")
+    repeats, steps = counted(figures["repeats"], "repeat"), counted(figures["steps"], "step")
+    lines = ["Both sides train on the same rows in the same order (the platform with dataset.shuffle=false), "
+             f"each run starting on empty caches. Layout: {layout}. In each of {repeats} the two runs ({steps} each) "
+             "start at the same moment; which side starts on which core alternates between repeats. Step time: a "
+             "run's median interval between optimizer steps, over the steps both runs of the pair made at the same "
+             "time (wall clock, and CPU time of the process). First step: from process start to the end of the "
+             "first step. Ratio: platform / TRL within each pair, then the median over pairs, with the lowest and "
+             "highest pair in brackets. Times per side are medians over runs; peak RSS is the highest of the runs.",
+             "",
+             "| method | step ms (platform / TRL) | step ratio | step CPU ratio | first step s (platform / TRL) | "
+             "first step ratio | peak MiB (platform / TRL) |", "|---|---|---|---|---|---|---|"]
+    settings = []
+    for method, r in figures["methods"].items():
+        p, t, q = r["platform"], r["plain"], r["ratio"]
+        lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | {ratio_text(q['step'])} "
+                     f"| {ratio_text(q['step_cpu'])} | {p['first_step_s']:.2f} / {t['first_step_s']:.2f} | "
+                     f"{ratio_text(q['first_step'])} | {p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
+        settings.append((method, compared(r["settings"]["platform"], r["settings"]["plain"])))
+    control, spread = figures["control"], figures["control"]["ratio"]
+    return [*lines, "", *settings_lines(settings, "Settings, read back from each side's first run"), "",
+            f"Control, plain TRL ({control['method']}) against itself, measured the same way: step ratio "
+            f"{ratio_text(spread['step'])}, step CPU ratio {ratio_text(spread['step_cpu'])}, first step ratio "
+            f"{ratio_text(spread['first_step'])}. A ratio of the table inside this spread is an overhead this "
+            "machine cannot tell from none.", "", *METHODS_NOTES]
+
+
+# ---------------------------------------------------------------------------- config
 
 
 def bench_config(work: Path, repeats: int) -> dict:
@@ -215,7 +318,7 @@ def bench_config(work: Path, repeats: int) -> dict:
     bad_json = work / "row_bad_json.jsonl"
     bad_json.write_text(json.dumps({"question": "q", "chosen": "a", "rejected": "b"}) + '\n{"question": \n')
     rows = ["dataset.type=chatml.intel", "dataset.eval=[]", f"cache_dir={work / 'row_cache'}"]
-    out = {}
+    out: dict[str, Any] = {"repeats": repeats, "commands": {}}
     for name, args, code in (("cfg_job", ["--cfg", "job"], 0), ("validation_error", ["method.beta=-1"], 2),
                              ("row_error_missing_field", [f"dataset.path={missing}", *rows], 2),
                              ("row_error_bad_json", [f"dataset.path={bad_json}", *rows], 2),
@@ -224,16 +327,46 @@ def bench_config(work: Path, repeats: int) -> dict:
         for _ in range(repeats):
             start = time.time()
             proc = subprocess.run([sys.executable, "-m", "rlhf.train", *args], cwd=work, env=env(), capture_output=True,
-                                  text=True)
+                                  text=True, check=False)
             times.append(time.time() - start)
             if proc.returncode != code:
                 raise RuntimeError(f"rlhf.train {' '.join(args)} exited {proc.returncode}, not {code}:\n"
                                    f"{proc.stderr[-3000:]}")
-        out[name] = {"median_s": statistics.median(times), "max_s": max(times)}
+        out["commands"][name] = {"median_s": statistics.median(times), "max_s": max(times)}
     return out
 
 
+def render_config(figures: dict) -> list[str]:
+    lines = [f"Wall time of `python -m rlhf.train` until it answers, {counted(figures['repeats'], 'run')} each. "
+             "`row_error_missing_field` / `row_error_bad_json`: a string-family dataset row with a missing field, "
+             "and a bad JSON line, refused by the launching process before torch or TRL is imported.", "",
+             "| command | median s | max s |", "|---|---|---|"]
+    return lines + [f"| {name} | {r['median_s']:.3f} | {r['max_s']:.3f} |" for name, r in figures["commands"].items()]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+DATA_CODE = """
+import json, sys, time
+from rlhf.launch.compose import compose_job
+from rlhf.config.validate import validate
+from rlhf.data.cache import prepare_data
+from rlhf.data.workers import processes
+from rlhf.models.loading import load_tokenizer
+run = validate(compose_job(sys.argv[1:]))
+tokenizer = load_tokenizer(run.model)
+out = {"workers": processes(run)}
+for attempt in ("cold", "cached"):
+    start = time.perf_counter()
+    prepared = prepare_data(run, tokenizer)
+    out[attempt] = {"seconds": time.perf_counter() - start, "cache": prepared.cache, "rows": len(prepared.train)}
+print(json.dumps(out))
+"""
+
+
 def bench_data(work: Path, rows: int) -> dict:
+    """The data stage alone (prepare_data, in one process), cold then from its cache."""
     data = work / "big.jsonl"
     with open(data, "w") as f:
         for i in range(rows):
@@ -241,99 +374,189 @@ def bench_data(work: Path, rows: int) -> dict:
             if i % 3 == 0:
                 row["system"] = "Answer in a few words."
             f.write(json.dumps(row) + "\n")
-    code = f"""
-import json, sys, time
-from rlhf.launch.compose import compose_job
-from rlhf.config.validate import validate
-from rlhf.data.cache import prepare_data
-from rlhf.models.loading import load_tokenizer
-run = validate(compose_job(["cache_dir={work / 'data_cache'}", "dataset.path={data}", "dataset.type=chatml.intel",
-                            "dataset.eval=[]"]))
-tokenizer = load_tokenizer(run.model)
-out = {{}}
-for attempt in ("cold", "cached"):
-    start = time.perf_counter()
-    prepared = prepare_data(run, tokenizer)
-    out[attempt] = {{"seconds": time.perf_counter() - start, "cache": prepared.cache, "rows": len(prepared.train)}}
-print(json.dumps(out))
-"""
-    shutil.rmtree(work / "data_cache", ignore_errors=True)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env(), capture_output=True, text=True, check=True)
+    overrides = [f"cache_dir={work / 'data_cache'}", f"dataset.path={data}", "dataset.type=chatml.intel",
+                 "dataset.eval=[]"]
+    proc = subprocess.run([sys.executable, "-c", DATA_CODE, *overrides], cwd=work, env=env(), capture_output=True,
+                          text=True, check=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for attempt in result.values():
-        attempt["rows_per_s"] = rows / attempt["seconds"]
+    for attempt in ("cold", "cached"):
+        result[attempt]["rows_per_s"] = rows / result[attempt]["seconds"]
     result["speedup"] = result["cold"]["seconds"] / result["cached"]["seconds"]
-    return result
+    return {"rows": rows, **result}
 
 
-def bench_sweep(work: Path, betas: tuple[float, ...]) -> dict:
-    """One 4-job sweep command against 4 independent commands (each its own cache)."""
-    sweep_dir = work / "sweep"
+def render_data(figures: dict) -> list[str]:
+    workers = figures["workers"]
+    return [f"{figures['rows']} rows of chatml.intel (short texts, a system prompt in every third row), the embedded "
+            f"tokenizer, prepared by the data stage alone ({workers} worker process{'es' if workers != 1 else ''}): "
+            "cold (empty cache: formatting, tokenizing, the length rule, saving), then again from the cache.", "",
+            "| pass | seconds | rows/s |", "|---|---|---|",
+            f"| cold | {figures['cold']['seconds']:.2f} | {figures['cold']['rows_per_s']:.0f} |",
+            f"| cached | {figures['cached']['seconds']:.3f} | {figures['cached']['rows_per_s']:.0f} |",
+            "", f"Cached is {figures['speedup']:.0f}x faster than cold."]
+
+
+# ---------------------------------------------------------------------------- data_large
+
+
+def bench_data_large(work: Path, rows: int) -> dict:
+    return data_large.bench_data_large(work, rows, env())
+
+
+def render_data_large(figures: dict) -> list[str]:
+    return data_large.render(figures)
+
+
+# ---------------------------------------------------------------------------- sweep
+
+
+def bench_sweep(work: Path, betas: list[float], steps: int | None) -> dict:
+    """One sweep command against as many independent commands (each its own cache), one after
+    the other, the default run otherwise (`steps`: a cap on its steps, None as shipped)."""
+    cap = [f"method.max_steps={steps}"] if steps else []
     start = time.time()
-    subprocess.run([sys.executable, "-m", "rlhf.train", "-m", f"method.beta={','.join(map(str, betas))}",
-                    f"hydra.sweep.dir={sweep_dir}", f"cache_dir={work / 'sweep_cache'}"], cwd=work, env=env(),
+    subprocess.run([sys.executable, "-m", "rlhf.train", "-m", f"method.beta={','.join(map(str, betas))}", *cap,
+                    f"hydra.sweep.dir={work / 'sweep'}", f"cache_dir={work / 'sweep_cache'}"], cwd=work, env=env(),
                    capture_output=True, check=True)
     sweep_seconds = time.time() - start
     start = time.time()
     for i, beta in enumerate(betas):
-        subprocess.run([sys.executable, "-m", "rlhf.train", f"method.beta={beta}", f"hydra.run.dir={work / f'ind{i}'}",
-                        f"cache_dir={work / f'ind_cache{i}'}"], cwd=work, env=env(), capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", "rlhf.train", f"method.beta={beta}", *cap,
+                        f"hydra.run.dir={work / f'ind{i}'}", f"cache_dir={work / f'ind_cache{i}'}"], cwd=work,
+                       env=env(), capture_output=True, check=True)
     independent_seconds = time.time() - start
+    return {"betas": betas, "steps": steps, "sweep_s": sweep_seconds, "independent_s": independent_seconds,
+            "ratio": sweep_seconds / independent_seconds, "identical_results": same_results(work, len(betas))}
+
+
+def same_results(work: Path, jobs: int) -> bool:
+    """Whether each sweep job's eval metrics equal its independent run's (timings left out)."""
     from rlhf.run.rundir import job_dirs
 
     identical = True
-    for i, job in enumerate(job_dirs(sweep_dir)):
+    for i, job in enumerate(job_dirs(work / "sweep")):
         a = json.loads((job / "metrics.json").read_text())["eval"]
         b = json.loads((work / f"ind{i}" / "metrics.json").read_text())["eval"]
         keys = [k for k in a if k.startswith("eval_") and "runtime" not in k and "per_second" not in k]
         identical &= all(a[k] == b[k] for k in keys)
-    return {"sweep_s": sweep_seconds, "independent_s": independent_seconds,
-            "ratio": sweep_seconds / independent_seconds, "identical_results": identical}
+    return identical and len(job_dirs(work / "sweep")) == jobs
 
 
-def bench_generation(work: Path, repeats: int) -> dict:
+def shipped(steps: int | None) -> str:
+    return f"capped at {counted(steps, 'step')}" if steps else "as shipped"
+
+
+def render_sweep(figures: dict) -> list[str]:
+    jobs = len(figures["betas"])
+    return [f"The default run ({shipped(figures['steps'])}) over method.beta in "
+            f"{', '.join(map(str, figures['betas']))}: one `-m method.beta=...` command of {jobs} jobs against "
+            f"{jobs} separate commands, each with its own cache, one after the other.", "",
+            f"Sweep: {figures['sweep_s']:.1f} s; separate commands: {figures['independent_s']:.1f} s; ratio "
+            f"{figures['ratio']:.2f}. Identical eval metrics per beta: {figures['identical_results']}."]
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def bench_generation(work: Path, repeats: int, steps: int | None) -> dict:
     """The default run (embedded DPO, whose generation eval stage is on) against the same run
     with the stage off (evaluate.enabled=false): the wall time of the whole command, the two
     run together on rotating cores as in bench_methods, each with a cache of its own (so the
     stage also generates the reference's completions: a single run's worst case)."""
     cores = sorted(os.sched_getaffinity(0))
+    cap = [f"method.max_steps={steps}"] if steps else []
     on, off, stage, figures = [], [], [], []
     for index in range(repeats):
         dirs = [work / f"generation-on-{index}", work / f"generation-off-{index}"]
         commands = [[sys.executable, "-m", "rlhf.train", f"hydra.run.dir={d}", f"cache_dir={d}-cache",
-                     "hardware.torch_threads=1", *extra] for d, extra in zip(dirs, ([], ["evaluate.enabled=false"]))]
+                     f"hardware.torch_threads={THREADS}", *cap, *extra]
+                    for d, extra in zip(dirs, ([], ["evaluate.enabled=false"]))]
         with_stage, without = _pair(commands, work, index, cores)
         on.append(with_stage["seconds"])
         off.append(without["seconds"])
         block = json.loads((dirs[0] / "metrics.json").read_text())["generation"]
         stage.append(block["seconds"])
         figures.append(block["metrics"])
-    ratios = [a / b for a, b in zip(on, off)]
     keys = ("topic_reward", "reference/topic_reward", "win_rate", "kl", "length")
-    return {"repeats": repeats, "on_s": statistics.median(on), "off_s": statistics.median(off),
-            "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
-            "stage_s": statistics.median(stage),
-            "figures": {k: statistics.median(f[k] for f in figures) for k in keys},
-            "methods": generation_per_method(work)}
+    return {"repeats": repeats, "steps": steps, "threads": THREADS, "on_s": statistics.median(on),
+            "off_s": statistics.median(off), "ratio": ratios([a / b for a, b in zip(on, off)]),
+            "stage_s": statistics.median(stage), "figures": {k: statistics.median(f[k] for f in figures) for k in keys},
+            "methods": generation_per_method(work, steps)}
 
 
-def generation_per_method(work: Path) -> dict:
-    """Each method's embedded default (`python -m rlhf.train method=<m>`), as shipped: what its
-    trained policy generates against the untrained model, by the stage's figures."""
+def generation_per_method(work: Path, steps: int | None) -> dict:
+    """Each method's embedded default (`python -m rlhf.train method=<m>`), as shipped unless
+    `steps` caps it: what its trained policy generates against the untrained model, by the
+    stage's figures."""
     from rlhf.methods import METHODS as REGISTERED
 
+    cap = [f"method.max_steps={steps}"] if steps else []
     out = {}
     for method in sorted(REGISTERED):
         run_dir = work / f"generation-{method}"
-        subprocess.run([sys.executable, "-m", "rlhf.train", f"method={method}", f"hydra.run.dir={run_dir}",
+        subprocess.run([sys.executable, "-m", "rlhf.train", f"method={method}", *cap, f"hydra.run.dir={run_dir}",
                         f"cache_dir={work / 'generation-cache'}"], cwd=work, env=env(), capture_output=True,
                        check=True)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         block = metrics.get("generation")
         if block is None:  # a method whose model does not generate (a reward model)
             continue
-        out[method] = {"metrics": block["metrics"], "intervals": block["intervals"], "seconds": metrics["seconds"]}
+        out[method] = {"metrics": block["metrics"], "intervals": block["intervals"], "prompts": block["prompts"],
+                       "interval_method": block["interval_method"], "seconds": metrics["seconds"]}
     return out
+
+
+def render_generation(figures: dict) -> list[str]:
+    g = figures["figures"]
+    lines = [f"Wall time of `python -m rlhf.train` ({shipped(figures['steps'])}) with the stage against "
+             f"`evaluate.enabled=false`, the two run together on rotating cores, "
+             f"{counted(figures['threads'], 'torch thread')} each, {counted(figures['repeats'], 'repeat')}, each side "
+             "with a fresh cache (so the stage also generates the reference's completions):", "",
+             "| with the stage s | without s | ratio (median [min, max] over pairs) | the stage's own s |",
+             "|---|---|---|---|",
+             f"| {figures['on_s']:.2f} | {figures['off_s']:.2f} | {ratio_text(figures['ratio'])} | "
+             f"{figures['stage_s']:.2f} |",
+             "", f"What it measured (medians over the repeats): topic_reward {g['topic_reward']:.3f} against the "
+             f"untrained model's {g['reference/topic_reward']:.3f}, win rate {g['win_rate']:.3f}, KL "
+             f"{g['kl']:.2f} nats, {g['length']:.1f} tokens per completion."]
+    return lines + ["", *render_generation_methods(figures["methods"], figures["steps"])]
+
+
+def render_generation_methods(methods: dict, steps: int | None) -> list[str]:
+    if not methods:
+        return []
+    first = next(iter(methods.values()))
+    prompts = first["prompts"]["source"].split(" (")[0].rsplit("/", 1)[-1]  # the file's name, not where it was
+    lines = [f"Each method's embedded default ({shipped(steps)}; `python -m rlhf.train method=<m>`, one run each): "
+             f"its trained policy's answers to the {first['prompts']['count']} held-out prompts of `{prompts}` "
+             f"against the untrained model's; {first['interval_method']}.", "",
+             "| method | topic_reward trained | untrained | win rate vs untrained | KL nats | tokens | run s |",
+             "|---|---|---|---|---|---|---|"]
+
+    def interval(figures: dict, name: str) -> str:
+        i = figures["intervals"][name]
+        return f"{figures['metrics'][name]:.3f} [{i['ci_low']:.3f}, {i['ci_high']:.3f}]"
+
+    for method, figures in methods.items():
+        m = figures["metrics"]
+        lines.append(f"| {method} | {interval(figures, 'topic_reward')} | {interval(figures, 'reference/topic_reward')}"
+                     f" | {interval(figures, 'win_rate')} | {m['kl']:.2f} | {m['length']:.1f} | "
+                     f"{figures['seconds']:.0f} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------- lora_memory
+
+LORA_MODEL = {"hidden": 1024, "layers": 16, "heads": 16, "intermediate": 4096}
+LORA_BATCH = 8
+
+
+def parameters(model_dir: Path) -> int:
+    """The checkpoint's parameter count, from its safetensors header."""
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())  # noqa: SIM118 - no __iter__
 
 
 def bench_lora_memory(work: Path, steps: int) -> dict:
@@ -341,8 +564,10 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
 
     model_dir = work / "bench-model"
     if not (model_dir / "model.safetensors").is_file():
-        build(model_dir, hidden=1024, layers=16, heads=16, intermediate=4096)
-    out = {}
+        build(model_dir, **LORA_MODEL)
+    out: dict[str, Any] = {"model": {**LORA_MODEL, "parameters": parameters(model_dir),
+                                     "dtype": json.loads((model_dir / "config.json").read_text())["dtype"]},
+                           "steps": steps, "batch": LORA_BATCH, "variants": {}}
     variants = {
         "lora_adapter_disabled": ["peft=lora"],
         "lora_separate_reference": ["peft=lora", "peft.rl_adapter_ref_model=true"],
@@ -351,194 +576,34 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
     for name, extra in variants.items():
         run_dir = work / f"mem-{name}"
         command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}",
-                   "method.precompute_ref_log_probs=false", f"method.max_steps={steps}", "method.micro_batch_size=8",
-                   "dataset.eval=[]", "method.save_steps=100000", f"hydra.run.dir={run_dir}",
-                   f"cache_dir={work / 'cache'}", *extra]
+                   "method.precompute_ref_log_probs=false", f"method.max_steps={steps}",
+                   f"method.micro_batch_size={LORA_BATCH}", "dataset.eval=[]", "method.save_steps=100000",
+                   # Training's memory: the generation eval stage would add minutes of generating, not memory.
+                   "evaluate.enabled=false",
+                   f"hydra.run.dir={run_dir}", f"cache_dir={work / 'cache'}", *extra]
         measured = run_together([command], work, None)[0]
-        out[name] = {"peak_rss_mib": measured["rss"], "seconds": measured["seconds"]}
-    out["ratio_vs_lora_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["lora_separate_reference"][
-        "peak_rss_mib"]
-    out["ratio_vs_full_separate"] = out["lora_adapter_disabled"]["peak_rss_mib"] / out["full_separate_reference"][
-        "peak_rss_mib"]
+        out["variants"][name] = {"peak_rss_mib": measured["rss"], "seconds": measured["seconds"]}
+    rss = {name: v["peak_rss_mib"] for name, v in out["variants"].items()}
+    out["ratio_vs_lora_separate"] = rss["lora_adapter_disabled"] / rss["lora_separate_reference"]
+    out["ratio_vs_full_separate"] = rss["lora_adapter_disabled"] / rss["full_separate_reference"]
     return out
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    import torch
-
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python "
-            f"{platform.python_version()}, torch {torch.__version__}")
-
-
-def render(results: dict, command: str) -> str:
-    """BENCHMARKS.md's figures: a header naming the command, the machine and the date, then each
-    section of `results` the bench measured, in SECTIONS order."""
-    lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Machine: {results['machine']}  ",
-             f"Date: {results['date']}", ""]
-    for section in SECTIONS:
-        if section in results:
-            lines += RENDERERS[section](results) + [""]
-    return "\n".join(lines)
-
-
-def ratio_text(r: dict) -> str:
-    """A paired ratio: the median over pairs, the lowest and highest pair in brackets."""
-    return f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]"
-
-
-def render_methods(results: dict) -> list[str]:
-    methods = results["methods"]
-    lines = ["## Platform against a plain TRL script (same model, data, settings)", "",
-             "Both sides train on the same rows in the same order (the platform with dataset.shuffle=false) "
-             "with TRL's defaults, fused AdamW included. "
-             f"Layout: {methods['_layout']}. In each of {results['repeats']} repeats the two runs "
-             f"({results['steps']} steps each, one torch thread each) start at the same moment; which side starts "
-             "on which core alternates between repeats. Step time: a run's median interval between optimizer "
-             "steps, over the steps both runs of the pair made at the same time (wall clock, and CPU time of the "
-             "process). First step: from process start to the end of the first step. Ratio: platform / TRL "
-             "within each pair, then the median over pairs, with the lowest and highest pair in brackets. Times "
-             "per side are medians over runs; peak RSS is the highest of the runs.", "",
-             "| method | step ms (platform / TRL) | step ratio | step CPU ratio | first step s (platform / TRL) | "
-             "first step ratio | peak MiB (platform / TRL) |", "|---|---|---|---|---|---|---|"]
-    for method, r in methods.items():
-        if method.startswith("_"):
-            continue
-        p, t, q = r["platform"], r["plain"], r["ratio"]
-        lines.append(f"| {method} | {p['median_step_ms']:.1f} / {t['median_step_ms']:.1f} | {ratio_text(q['step'])} "
-                     f"| {ratio_text(q['step_cpu'])} | {p['first_step_s']:.2f} / {t['first_step_s']:.2f} | "
-                     f"{ratio_text(q['first_step'])} | {p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
-    control, spread = methods["_control"], methods["_control"]["ratio"]
-    return lines + ["", f"Control, plain TRL ({control['method']}) against itself, measured the same way: step ratio "
-                    f"{ratio_text(spread['step'])}, step CPU ratio {ratio_text(spread['step_cpu'])}, first step ratio "
-                    f"{ratio_text(spread['first_step'])}. A ratio of the table inside this spread is an overhead this "
-                    "machine cannot tell from none."]
-
-
-def render_config(results: dict) -> list[str]:
-    lines = ["## Configuration speed", "", "| command | median s | max s |", "|---|---|---|"]
-    return lines + [f"| {name} | {r['median_s']:.3f} | {r['max_s']:.3f} |" for name, r in results["config"].items()]
-
-
-def render_data(results: dict) -> list[str]:
-    data = results["data"]
-    return [f"## Data preparation ({data['cold']['rows']} rows of chatml.intel)", "",
-            "| pass | seconds | rows/s |", "|---|---|---|",
-            f"| cold | {data['cold']['seconds']:.2f} | {data['cold']['rows_per_s']:.0f} |",
-            f"| cached | {data['cached']['seconds']:.3f} | {data['cached']['rows_per_s']:.0f} |",
-            "", f"Cached is {data['speedup']:.0f}x faster than cold."]
-
-
-def render_sweep(results: dict) -> list[str]:
-    sweep = results["sweep"]
-    return ["## A 4-job DPO beta sweep against 4 independent runs", "",
-            f"One `-m method.beta=...` command: {sweep['sweep_s']:.1f} s; four separate commands, each with its own "
-            f"cache: {sweep['independent_s']:.1f} s; ratio {sweep['ratio']:.2f}. Identical eval metrics per beta: "
-            f"{sweep['identical_results']}."]
-
-
-def render_generation(results: dict) -> list[str]:
-    generation = results["generation"]
-    g = generation["figures"]
-    lines = ["## The generation eval stage (the default run: embedded DPO)", "",
-             f"Wall time of `python -m rlhf.train` with the stage against `evaluate.enabled=false`, the two run "
-             f"together on rotating cores, {generation['repeats']} repeats, each side with a fresh cache (so the "
-             "stage also generates the reference's completions):", "",
-             "| with the stage s | without s | ratio (median [min, max] over pairs) | the stage's own s |",
-             "|---|---|---|---|",
-             f"| {generation['on_s']:.2f} | {generation['off_s']:.2f} | {ratio_text(generation['ratio'])} | "
-             f"{generation['stage_s']:.2f} |",
-             "", f"What it measured (medians over the repeats): topic_reward {g['topic_reward']:.3f} against the "
-             f"untrained model's {g['reference/topic_reward']:.3f}, win rate {g['win_rate']:.3f}, KL "
-             f"{g['kl']:.2f} nats, {g['length']:.1f} tokens per completion.", "",
-             "Each method's embedded default as shipped (`python -m rlhf.train method=<m>`, one run each): its "
-             "trained policy's answers to the 60 held-out topic prompts against the untrained model's, 95% "
-             "intervals over prompts (Student's t).", "",
-             "| method | topic_reward trained | untrained | win rate vs untrained | KL nats | tokens | run s |",
-             "|---|---|---|---|---|---|---|"]
-
-    def interval(figures: dict, name: str) -> str:
-        i = figures["intervals"][name]
-        return f"{figures['metrics'][name]:.3f} [{i['ci_low']:.3f}, {i['ci_high']:.3f}]"
-
-    for method, figures in generation["methods"].items():
-        m = figures["metrics"]
-        lines.append(f"| {method} | {interval(figures, 'topic_reward')} | {interval(figures, 'reference/topic_reward')}"
-                     f" | {interval(figures, 'win_rate')} | {m['kl']:.2f} | {m['length']:.1f} | "
-                     f"{figures['seconds']:.0f} |")
-    return lines
-
-
-def render_lora_memory(results: dict) -> list[str]:
-    memory = results["lora_memory"]
-    lines = ["## LoRA DPO peak memory (benchmark model: hidden 1024, 16 layers, ~200M parameters, fp32)", "",
-             "| variant | peak RSS MiB |", "|---|---|"]
-    for name in ("lora_adapter_disabled", "lora_separate_reference", "full_separate_reference"):
-        lines.append(f"| {name} | {memory[name]['peak_rss_mib']:.0f} |")
+def render_lora_memory(figures: dict) -> list[str]:
+    model = figures["model"]
+    lines = [f"Embedded DPO on a benchmark model built like the tiny one (hidden {model['hidden']}, {model['layers']} "
+             f"layers, {model['parameters'] / 1e6:.0f}M parameters, {model['dtype']}), "
+             f"{counted(figures['steps'], 'step')} of batch {figures['batch']}, the generation eval stage off, each "
+             "variant alone; peak RSS of the training process.", "",
+             "| variant | peak RSS MiB | run s |", "|---|---|---|"]
+    for name, variant in figures["variants"].items():
+        lines.append(f"| {name} | {variant['peak_rss_mib']:.0f} | {variant['seconds']:.0f} |")
     return lines + ["", f"Adapter-disabled reference / separate reference (LoRA): "
-                    f"{memory['ratio_vs_lora_separate']:.2f}; / full DPO with a separate reference: "
-                    f"{memory['ratio_vs_full_separate']:.2f}."]
+                    f"{figures['ratio_vs_lora_separate']:.2f}; / full DPO with a separate reference: "
+                    f"{figures['ratio_vs_full_separate']:.2f}."]
 
 
-def render_data_large(results: dict) -> list[str]:
-    from rlhf.dev.bench import data_large
-
-    return data_large.render(results["data_large"])
-
-
+RUNNERS = {"methods": bench_methods, "config": bench_config, "data": bench_data, "data_large": bench_data_large,
+           "sweep": bench_sweep, "generation": bench_generation, "lora_memory": bench_lora_memory}
 RENDERERS = {"methods": render_methods, "config": render_config, "data": render_data, "data_large": render_data_large,
              "sweep": render_sweep, "generation": render_generation, "lora_memory": render_lora_memory}
-
-
-HAND_WRITTEN = "## Reading these figures"  # a section of BENCHMARKS.md that a person writes
-
-
-def kept_notes(out: Path) -> str:
-    """The hand-written section of the previous BENCHMARKS.md (from its heading to the end), so a
-    new run replaces the figures and keeps the reading of them for a person to update."""
-    text = out.read_text() if out.exists() else ""
-    at = text.find(HAND_WRITTEN)
-    return "\n" + text[at:] if at >= 0 else ""
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m rlhf.bench")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
-    parser.add_argument("--rows", type=int, default=100_000, help="rows of the data sections (data, data_large)")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="sections to run: " + " ".join(SECTIONS))
-    args = parser.parse_args()
-    sections = args.only or list(SECTIONS)
-    work = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps,
-               "repeats": args.repeats}
-    if "methods" in sections:
-        results["methods"] = bench_methods(work, args.steps, args.repeats)
-    if "config" in sections:
-        results["config"] = bench_config(work, 5)
-    if "data" in sections:
-        results["data"] = bench_data(work, args.rows)
-    if "data_large" in sections:
-        from rlhf.dev.bench import data_large
-
-        results["data_large"] = data_large.bench_data_large(work / "data_large", args.rows, env())
-        print("\n".join(data_large.render(results["data_large"])), file=sys.stderr)
-    if "sweep" in sections:
-        results["sweep"] = bench_sweep(work, (0.05, 0.1, 0.2, 0.4))
-    if "generation" in sections:
-        results["generation"] = bench_generation(work, 5)
-    if "lora_memory" in sections:
-        results["lora_memory"] = bench_lora_memory(work, 6)
-    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=2))
-    if set(sections) >= set(SECTIONS):
-        command = "make bench  (python -m rlhf.bench " + " ".join(sys.argv[1:]) + ")"
-        out = Path(args.out)
-        notes = kept_notes(out)
-        out.write_text(render(results, command.replace(" )", ")")) + notes)
-        print(f"wrote {args.out}", file=sys.stderr)
-    print(json.dumps(results, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
