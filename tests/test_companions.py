@@ -48,6 +48,6 @@ def test_the_embedded_task_keeps_its_evaluate_block(tmp_path):
     from rlhf.launch.cli import preflight
 
     embedded = REPO / "rlhf/assets/data/topics_pairs.train.jsonl"
-    for overrides in ([], [f"dataset.path={embedded}"]):
+    for overrides in ([], [f"dataset.path={embedded}"], [f"dataset.path={REPO}/rlhf/./assets/data/{embedded.name}"]):
         run = preflight([*overrides, f"cache_dir={tmp_path / 'cache'}"])
         assert run.evaluate.reward_funcs == ["rlhf.rewards.topic_reward"], overrides

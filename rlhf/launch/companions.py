@@ -8,7 +8,8 @@ model=tiny) no longer uses what the companion was made for, and the companion is
 with the scorers the user names, and trained with the method's own defaults.
 
 One rule for every companion: it applies while the owner option's keys in `Companion.keys` hold
-the option's own values. Decided in the launching process for every job, before validation, and
+what the option holds (`Companion.same`: the same value; for a checkpoint, also a fine-tune of the
+same shape, which the option's tuning still suits). Decided in the launching process for every job, before validation, and
 passed to Hydra as the same deletion overrides, so Hydra composes each job as it was validated.
 """
 
@@ -21,6 +22,36 @@ from typing import Any
 from rlhf.core.errors import ConfigError
 
 
+def same_path(ours: Any, theirs: Any) -> bool:
+    """The same value, or two ways to write the path of one local file or directory."""
+    from pathlib import Path
+
+    if ours == theirs:
+        return True
+    paths = [Path(str(v)).expanduser() for v in (ours, theirs) if v is not None]
+    return len(paths) == 2 and all(p.exists() for p in paths) and paths[0].resolve() == paths[1].resolve()
+
+
+CHECKPOINT_SHAPE = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "num_key_value_heads", "vocab_size")
+
+
+def same_checkpoint(ours: Any, theirs: Any) -> bool:
+    """Whether `theirs` is the option's checkpoint `ours` for what its tuning assumes: the same
+    path, or a local checkpoint of the same shape (a fine-tune of it: same architecture and
+    sizes in config.json). A hub id other than the option's own is another checkpoint."""
+    import json
+    from pathlib import Path
+
+    if same_path(ours, theirs):
+        return True
+    configs = [Path(str(v)).expanduser() / "config.json" for v in (ours, theirs) if v is not None]
+    if len(configs) != 2 or not all(c.is_file() for c in configs):
+        return False
+    shapes = [{k: json.loads(c.read_text()).get(k) for k in CHECKPOINT_SHAPE} for c in configs]
+    return shapes[0] == shapes[1]
+
+
 @dataclass(frozen=True)
 class Companion:
     group: str  # the companion's config group (a root default chosen after the owner's option)
@@ -28,6 +59,7 @@ class Companion:
     keys: tuple[str, ...]  # the owner's keys that say what the option holds
     made_for: str  # what it was made for, in a message
     without: str  # what the run does without it, in a message
+    same: Callable[[Any, Any], bool] = same_path  # whether a key's new value still holds what it was made for
 
 
 COMPANIONS = (
@@ -37,7 +69,7 @@ COMPANIONS = (
               "without one it is off"),
     Companion("tuning", "model", ("model.name_or_path", "model.tokenizer"), "that model option's checkpoint",
               "the method's own defaults apply (conf/method/<method>.yaml): set method.* for your checkpoint, "
-              "or choose a model option made for it (model=<option>)"),
+              "or choose a model option made for it (model=<option>)", same=same_checkpoint),
 )
 
 
@@ -78,15 +110,15 @@ def left_behind(job: list[str], composed: Any, choices: dict[str, Any],
         if option is None or not changed:
             continue
         own, _ = compose([o for o in job if override_key(o) not in companion.keys])
-        if any(_value(composed, key) != _value(own, key) for key in companion.keys):
+        if not all(companion.same(_resolved(own, key), _resolved(composed, key)) for key in companion.keys):
             found.append(LeftBehind(companion, str(option), str(choices.get(companion.owner)), tuple(changed)))
     return found
 
 
-def _value(cfg: Any, key: str) -> Any:
+def _resolved(cfg: Any, key: str) -> Any:
     from omegaconf import OmegaConf
 
-    return OmegaConf.select(cfg, key)
+    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
 
 
 def same_for_every_job(found: list[list[LeftBehind]], jobs: list[list[str]]) -> list[str]:
