@@ -8,8 +8,9 @@ model=tiny) no longer uses what the companion was made for, and the companion is
 with the scorers the user names, and trained with the method's own defaults.
 
 One rule for every companion: it applies while the owner option's keys in `Companion.keys` hold
-what the option holds (`Companion.same`: the same value; for a checkpoint, also a fine-tune of the
-same shape, which the option's tuning still suits). Decided in the launching process for every job, before validation, and
+the option's own values (`Companion.same`: the same value, a path however it is written). A
+companion the command line names itself (`tuning=tiny_dpo`, for a fine-tune of the tiny model)
+is the user's choice and stays. Decided in the launching process for every job, before validation, and
 passed to Hydra as the same deletion overrides, so Hydra composes each job as it was validated.
 """
 
@@ -32,26 +33,6 @@ def same_path(ours: Any, theirs: Any) -> bool:
     return len(paths) == 2 and all(p.exists() for p in paths) and paths[0].resolve() == paths[1].resolve()
 
 
-CHECKPOINT_SHAPE = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
-                    "num_attention_heads", "num_key_value_heads", "vocab_size")
-
-
-def same_checkpoint(ours: Any, theirs: Any) -> bool:
-    """Whether `theirs` is the option's checkpoint `ours` for what its tuning assumes: the same
-    path, or a local checkpoint of the same shape (a fine-tune of it: same architecture and
-    sizes in config.json). A hub id other than the option's own is another checkpoint."""
-    import json
-    from pathlib import Path
-
-    if same_path(ours, theirs):
-        return True
-    configs = [Path(str(v)).expanduser() / "config.json" for v in (ours, theirs) if v is not None]
-    if len(configs) != 2 or not all(c.is_file() for c in configs):
-        return False
-    shapes = [{k: json.loads(c.read_text()).get(k) for k in CHECKPOINT_SHAPE} for c in configs]
-    return shapes[0] == shapes[1]
-
-
 @dataclass(frozen=True)
 class Companion:
     group: str  # the companion's config group (a root default chosen after the owner's option)
@@ -69,7 +50,8 @@ COMPANIONS = (
               "without one it is off"),
     Companion("tuning", "model", ("model.name_or_path", "model.tokenizer"), "that model option's checkpoint",
               "the method's own defaults apply (conf/method/<method>.yaml): set method.* for your checkpoint, "
-              "or choose a model option made for it (model=<option>)", same=same_checkpoint),
+              "or choose a model option made for it (model=<option>), or keep this tuning by naming it "
+              "(tuning=<option>: a fine-tune of the option's checkpoint)"),
 )
 
 
@@ -107,7 +89,8 @@ def left_behind(job: list[str], composed: Any, choices: dict[str, Any],
     for companion in COMPANIONS:
         option = choices.get(companion.group)
         changed = [o for o in job if override_key(o) in companion.keys]
-        if option is None or not changed:
+        named = any(override_key(o) == companion.group for o in job)  # the user chose it: theirs
+        if option is None or not changed or named:
             continue
         own, _ = compose([o for o in job if override_key(o) not in companion.keys])
         if not all(companion.same(_resolved(own, key), _resolved(composed, key)) for key in companion.keys):
