@@ -19,13 +19,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rlhf.cluster.vllm_server import health_url, require_vllm, server_command, wait_healthy
+from rlhf.cluster.vllm_server import fetch_model, health_url, require_vllm, server_command, wait_healthy
 from rlhf.core.errors import RlhfError
 
 
 def main() -> None:
-    """Compose and validate the overrides, start the server, wait until it is healthy, and stay
-    in the foreground until it exits (Ctrl-C stops both)."""
+    """Compose and validate the overrides, fetch a hub model into the local cache, start the
+    server, wait until it is healthy (vllm.server_timeout from its start), and stay in the
+    foreground until it exits (Ctrl-C stops both)."""
     from rlhf.config.validate import validate
     from rlhf.launch.compose import compose_job
 
@@ -37,6 +38,7 @@ def main() -> None:
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    fetch_model(run)  # before the start-up budget (vllm.server_timeout) starts
     print("starting: " + " ".join(command), file=sys.stderr)
     process = subprocess.Popen(command, env=env)
     try:
