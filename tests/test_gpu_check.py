@@ -165,7 +165,7 @@ def test_the_cpu_plan_runs_the_same_overrides_on_the_cpu_options(tmp_path):
         assert run.hardware.world_size == (2 if name in PER_GPU else 1)
 
 
-def test_the_grpo_checks_reward_tells_any_two_different_completions_apart():
+def test_the_grpo_checks_reward_tells_completions_apart():
     scores = gpu_check.varied_reward(["aaaa", "abcd", [{"role": "assistant", "content": "abab"}], ""])
     assert scores == [0.25, 1.0, 0.5, 0.0]
 

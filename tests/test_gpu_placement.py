@@ -224,6 +224,15 @@ def test_fetch_model_downloads_what_the_server_loads_from_the_hub_and_nothing_fo
     vllm_server.fetch_model(served_run())
     assert len(fetched) == 1
 
+    def refused(name, **kwargs):
+        raise OSError("401 Client Error: Unauthorized")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refused)
+    monkeypatch.setattr(hub._Probed, "state", hub.HubState(True))
+    with pytest.raises(RlhfError, match=r"^cannot load the model 'Qwen/Qwen2.5-0.5B-Instruct': 401 Client Error: "
+                                        r"Unauthorized\. Set model.name_or_path to a model the vLLM server can load$"):
+        vllm_server.fetch_model(served_run())
+
 
 def test_the_job_starts_no_server_where_it_should_not(tmp_path, monkeypatch):
     from rlhf.cluster.vllm_server import job_starts_server, server_for_job

@@ -35,10 +35,10 @@ def main() -> None:
         run = validate(compose_job(overrides))
         command, env = server_command(run)
         require_vllm()
+        fetch_model(run)  # before the start-up budget (vllm.server_timeout) starts
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    fetch_model(run)  # before the start-up budget (vllm.server_timeout) starts
     print("starting: " + " ".join(command), file=sys.stderr)
     process = subprocess.Popen(command, env=env)
     try:
