@@ -8,6 +8,7 @@ import socket
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,36 +113,125 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stub_server(port: int, delay: float = 0.5) -> list[str]:
-    """Stands in for `vllm serve`: answers /health after a start-up delay, and writes its pid."""
+def stub_server(port: int, delay: float = 0.5, model: str = "Qwen/Qwen2.5-0.5B-Instruct") -> list[str]:
+    """Stands in for `vllm serve <model> --port <port>`: answers /health after a start-up delay
+    and lists `model` at /v1/models, as vLLM's OpenAI server does."""
     code = textwrap.dedent(f"""
-        import http.server, time
+        import http.server, json, time
         time.sleep({delay})
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                self.send_response(200 if self.path == "/health" else 404); self.end_headers()
+                body = json.dumps({{"data": [{{"id": {model!r}, "root": {model!r}}}]}}).encode()
+                known = self.path in ("/health", "/v1/models")
+                self.send_response(200 if known else 404); self.end_headers()
+                if self.path == "/v1/models":
+                    self.wfile.write(body)
             def log_message(self, *a): pass
-        print("stub vllm serving", flush=True)
+        print("stub vllm serving on", {port}, flush=True)
         http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
     """)
     return [sys.executable, "-c", code]
 
 
-def served_run(port: int, *extra: str):
+def stub_serve(delay: float = 0.5, calls: list | None = None):
+    """A `serve` for server_for_job: the stand-in server on the ports the job chose."""
+    def serve(run):
+        if calls is not None:
+            calls.append(("serve", run.vllm.port, run.vllm.group_port, time.monotonic()))
+        return stub_server(run.vllm.port, delay), None
+    return serve
+
+
+def no_fetch(run) -> None:
+    """The model is 'in the cache' at once (no hub here)."""
+
+
+def served_run(port: int = 8000, *extra: str):
     return validate(compose_job([*GRPO_VLLM, f"vllm.port={port}", "vllm.server_timeout=30", *extra]))
 
 
-def test_a_server_mode_job_runs_its_own_server_and_stops_it(tmp_path):
+def test_a_server_mode_job_runs_its_own_server_on_ports_of_its_own_and_stops_it(tmp_path):
+    """The ports the job chose reach both the server and TRL's vllm_server_port/vllm_group_port,
+    never the configured defaults, and are the configured ones again after the block."""
     from rlhf.cluster.vllm_server import SERVER_LOG, answers, server_for_job
 
-    port = free_port()
-    run = served_run(port)
-    with server_for_job(run, tmp_path, command=stub_server(port), env=None) as process:
+    run = served_run()  # vllm.port=8000, vllm.group_port=51216: what every gpu_vllm job is configured with
+    with server_for_job(run, tmp_path, serve=stub_serve(), fetch=no_fetch) as process:
+        port, group_port = run.vllm.port, run.vllm.group_port
         assert process is not None and answers(f"http://127.0.0.1:{port}/health")
+        assert len({port, group_port, 8000, 51216}) == 4
+        trl = run.spec.run_trl(run)  # the TRL config the job builds inside the block
+        assert (trl["vllm_server_port"], trl["vllm_group_port"]) == (port, group_port)
     assert process.poll() is not None  # stopped with the block
-    assert "stub vllm serving" in (tmp_path / SERVER_LOG).read_text()
+    assert f"stub vllm serving on {port}" in (tmp_path / SERVER_LOG).read_text()
+    assert (run.vllm.port, run.vllm.group_port) == (8000, 51216)
     time.sleep(0.2)
     assert not answers(f"http://127.0.0.1:{port}/health")
+
+
+def test_two_jobs_on_one_node_each_run_their_own_server(tmp_path):
+    """Two tasks of a SLURM array on one node, configured alike: each starts and uses its own
+    server, on ports of its own (before, the second used the first's server, or both bound 8000)."""
+    from rlhf.cluster.vllm_server import answers, served_models, server_for_job
+
+    first_run, second_run = served_run(), served_run()
+    with server_for_job(first_run, tmp_path / "a", serve=stub_serve(delay=0), fetch=no_fetch) as first:
+        with server_for_job(second_run, tmp_path / "b", serve=stub_serve(), fetch=no_fetch) as second:
+            assert first is not None and second is not None and first.pid != second.pid
+            ports = {first_run.vllm.port, first_run.vllm.group_port, second_run.vllm.port,
+                     second_run.vllm.group_port}
+            assert len(ports) == 4 and not ports & {8000, 51216}
+            for run in (first_run, second_run):
+                assert answers(f"http://127.0.0.1:{run.vllm.port}/health")
+                assert served_models(f"http://127.0.0.1:{run.vllm.port}") == ["Qwen/Qwen2.5-0.5B-Instruct"]
+
+
+def test_the_model_is_fetched_before_the_server_starts_and_its_budget_counts_from_its_start(tmp_path):
+    """A download longer than vllm.server_timeout (a first 7B run on a cold node) does not time
+    the server out: fetch, then the server, then the budget."""
+    from rlhf.cluster.vllm_server import server_for_job
+
+    calls: list = []
+
+    def slow_fetch(run):
+        calls.append(("fetch", run.vllm.port, run.vllm.group_port, time.monotonic()))
+        time.sleep(3)
+
+    run = served_run(8000, "vllm.server_timeout=2")
+    with server_for_job(run, tmp_path, serve=stub_serve(delay=0.5, calls=calls), fetch=slow_fetch) as process:
+        assert process is not None
+    assert [c[0] for c in calls] == ["fetch", "serve"]
+    assert calls[0][1:3] == calls[1][1:3]  # the job's own ports were chosen before either
+    assert calls[1][3] - calls[0][3] >= 3  # the server started after the download
+
+
+def test_fetch_model_downloads_what_the_server_loads_from_the_hub_and_nothing_for_a_directory(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from rlhf.cluster import vllm_server
+    from rlhf.core import hub
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kw: fetched.append((name, kw)))
+    monkeypatch.setattr(hub._Probed, "state", hub.HubState(True))
+    vllm_server.fetch_model(served_run(8000, "model.revision=abc123"))
+    [(name, kwargs)] = fetched
+    assert name == "Qwen/Qwen2.5-0.5B-Instruct" and kwargs["revision"] == "abc123"
+    assert "*.safetensors" in kwargs["allow_patterns"] and "*.json" in kwargs["allow_patterns"]
+    assert "original/**/*" in kwargs["ignore_patterns"]  # a second copy of the weights some repos ship
+    vllm_server.fetch_model(served_run(8000, f"model.name_or_path={tmp_path}"))
+    monkeypatch.setattr(hub._Probed, "state", hub.HubState(False, "HF_HUB_OFFLINE=1 is set"))
+    vllm_server.fetch_model(served_run())
+    assert len(fetched) == 1
+
+    def refused(name, **kwargs):
+        raise OSError("401 Client Error: Unauthorized")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refused)
+    monkeypatch.setattr(hub._Probed, "state", hub.HubState(True))
+    with pytest.raises(RlhfError, match=r"^cannot load the model 'Qwen/Qwen2.5-0.5B-Instruct': 401 Client Error: "
+                                        r"Unauthorized\. Set model.name_or_path to a model the vLLM server can load$"):
+        vllm_server.fetch_model(served_run())
 
 
 def test_the_job_starts_no_server_where_it_should_not(tmp_path, monkeypatch):
@@ -153,18 +243,57 @@ def test_the_job_starts_no_server_where_it_should_not(tmp_path, monkeypatch):
     assert not job_starts_server(served_run(port, "vllm.host=vllm-node-3"))  # a server elsewhere
     assert not job_starts_server(served_run(port, "hardware.vllm_gpus=null", "hardware.train_gpus=null"))
     monkeypatch.setenv("RANK", "1")
-    with server_for_job(served_run(port), tmp_path, command=stub_server(port)) as process:
+    with server_for_job(served_run(port), tmp_path, serve=stub_serve(), fetch=no_fetch) as process:
         assert process is None
-    monkeypatch.setenv("RANK", "0")
-    with server_for_job(served_run(port), tmp_path, command=stub_server(port, delay=0)) as first:
-        with server_for_job(served_run(port), tmp_path, command=stub_server(port)) as second:
-            assert first is not None and second is None  # one already answers: used, not doubled
+
+
+def test_a_server_started_by_hand_for_this_model_is_used_and_one_of_another_model_is_not(tmp_path):
+    """`python -m rlhf.vllm_serve` with the same overrides in another shell, at vllm.port: the
+    job uses it. Whatever else answers there is not the job's server: it starts its own."""
+    import subprocess
+
+    from rlhf.cluster.vllm_server import server_for_job, stop
+
+    port = free_port()
+    by_hand = subprocess.Popen(stub_server(port, delay=0), start_new_session=True)
+    try:
+        run = served_run(port)
+        time.sleep(1.5)
+        with server_for_job(run, tmp_path, serve=stub_serve(), fetch=no_fetch) as process:
+            assert process is None and run.vllm.port == port  # the one started by hand
+        other = served_run(port, "model.name_or_path=someone/else")
+        with server_for_job(other, tmp_path, serve=stub_serve(), fetch=no_fetch) as process:
+            assert process is not None and other.vllm.port != port
+    finally:
+        stop(by_hand)
 
 
 def test_a_server_that_dies_is_one_error_naming_its_log(tmp_path):
     from rlhf.cluster.vllm_server import server_for_job
 
-    port = free_port()
+    def dies(run):
+        return [sys.executable, "-c", "raise SystemExit(3)"], None
+
     with pytest.raises(RlhfError, match=r"exited with code 3 .*vllm_server\.log"):
-        with server_for_job(served_run(port), tmp_path, command=[sys.executable, "-c", "raise SystemExit(3)"]):
+        with server_for_job(served_run(), tmp_path, serve=dies, fetch=no_fetch):
             pytest.fail("the block must not run without a server")
+
+
+def test_stopping_a_server_ends_what_it_started_even_after_it_exited(tmp_path):
+    """vLLM's engine processes are children of the server: when the server itself has exited,
+    its process group is still stopped (before, stop() returned once the leader was gone)."""
+    import subprocess
+
+    from rlhf.cluster.vllm_server import group_alive, stop
+
+    leader = subprocess.Popen(["bash", "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    child = int(leader.stdout.readline())
+    leader.wait(timeout=10)
+    assert group_alive(leader.pid)  # the leader exited, its child runs on
+    started = time.monotonic()
+    stop(leader, grace=10)
+    assert not group_alive(leader.pid) and time.monotonic() - started < 10
+    state = (Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+             if Path(f"/proc/{child}/stat").exists() else "gone")
+    assert state in ("Z", "gone")  # ended (a zombie until something reaps it)

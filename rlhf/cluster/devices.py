@@ -124,3 +124,17 @@ def note_host_gpus(environ: dict[str, str]) -> None:
     in each job's environment."""
     if "CUDA_VISIBLE_DEVICES" in environ:
         environ.setdefault(HOST_GPUS, environ["CUDA_VISIBLE_DEVICES"])
+
+
+def job_peak_memory(hardware: Any) -> dict[str, int]:
+    """This process's peak memory since it started, for metrics.json, read at the very end of the
+    job (after the save and the generation eval, the riskiest peaks): on a GPU, torch's
+    allocator peak (`job_peak_gpu_memory_mib`); on the CPU, the process's peak resident set
+    (`job_peak_rss_mib`). rlhf.gpu_check reports it."""
+    if hardware.accelerator == "cuda":
+        import torch
+
+        return {"job_peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
+    import resource
+
+    return {"job_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # Linux: KiB

@@ -1,21 +1,33 @@
-"""python -m rlhf.gpu_check [--out DIR] [--only NAME,...] [--list]      (make gpu-check)
+"""python -m rlhf.gpu_check [--cpu] [--out DIR] [--only NAME,...] [--list]      (make gpu-check)
 
 The platform on a GPU host, checked by one command (under 10 minutes on one GPU). It builds
 its own model, nothing from the hub: a Qwen2-architecture causal LM of ~76M random weights in
 bf16 with the shipped tiny ChatML tokenizer. Then each check runs through the real platform,
-`python -m rlhf.train <overrides>` in a subprocess into its own run dir under --out, and
-passes when the run finished (SUCCESS) and its saved model (or adapter) loads back and gives
-finite logits. Which checks run depends on the machine (`plan`):
+`python -m rlhf.train <overrides>` in a subprocess into its own run dir under --out, in the
+platform's default precision (model.dtype=auto: float32 weights that train, bf16 autocast)
+unless the check is about another. A check passes when the run exited 0 with SUCCESS and its
+run dir shows it trained as asked (rlhf.cluster.findings): the strategy metrics.json records
+is the one asked for, every logged loss is finite, every trainable parameter changed from the
+built model, the saved model loads back with every key, and the generation eval ran at the end.
+Which checks run depends on the machine (`plan`):
 
-- one GPU: DPO in bf16, LoRA DPO, QLoRA DPO (bitsandbytes installed), GRPO generating with
-  transformers, GRPO with vLLM colocated (vllm installed);
-- two or more: GRPO against a vLLM server on GPU 1 (`rlhf.vllm_serve`, started first with
-  the same overrides, hardware=gpu_vllm) training on GPU 0; DPO with one process per GPU
-  over DDP, FSDP, and DeepSpeed ZeRO-2 and ZeRO-3 (deepspeed installed).
+- one GPU: DPO (the default precision), DPO with bf16 weights, LoRA DPO, QLoRA DPO
+  (bitsandbytes installed), GRPO generating with transformers, GRPO with vLLM colocated (vllm
+  installed);
+- two or more: GRPO against the job's own vLLM server on GPU 1 (hardware=gpu_vllm, as a SLURM
+  job runs it) and against one started first by hand (`rlhf.vllm_serve`), training on GPU 0;
+  with one process per GPU, DPO over DDP, FSDP (its generation eval loads the saved model on
+  rank 0) and DeepSpeed ZeRO-2 and ZeRO-3 (deepspeed installed), and GRPO over FSDP.
+
+`--cpu` runs the checks that have a CPU option through the same code on this machine's CPU
+(one process: hardware=cpu; two: cpu_2proc, cpu_2proc_fsdp), on a smaller model of the same
+architecture (CPU_SHAPE): the checking itself is then tested where no GPU is (the test suite
+runs it).
 
 It writes <out>/gpu_check.json and prints a table: each check passed, skipped (why) or failed
-(the last line of its run's failure), with its step time (the median interval between logged
-training steps) and rank 0's peak GPU memory (torch's allocator, from the run's metrics.json).
+(what its run dir shows wrong, or the last line of its failure), with its step time (the median
+interval between logged training steps) and rank 0's peak memory over the whole job, save and
+generation eval included (metrics.json: torch's allocator on a GPU, the resident set on the CPU).
 Exit code 0 when no check failed, 1 when one did, 2 when none could run (no GPU, a bad option).
 """
 
@@ -27,7 +39,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,10 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf.cluster.findings import Expect, findings
 from rlhf.config.checks import DEEPSPEED_EXTRA, cuda_driver_present
 from rlhf.config.tree import REPO
 from rlhf.core.errors import RlhfError, did_you_mean
 from rlhf.core.versions import installed_versions
+from rlhf.methods import dpo, grpo
+from rlhf.rewards import completion_text
 
 # Optional packages a check needs, and how to install each.
 INSTALL = {
@@ -53,6 +67,9 @@ INSTALL = {
 # embeddings) at ~76M parameters, enough for bf16 kernels, sharding and vLLM to do real work.
 MODEL_SHAPE = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
                "num_key_value_heads": 4, "max_position_embeddings": 2048}
+# The same architecture for --cpu, small enough that the whole plan runs in minutes on 2 cores.
+CPU_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
 MODEL_DIR = "model"
 STEPS = 10
 TRAIN_TIMEOUT_S = 1200
@@ -60,49 +77,82 @@ SERVER_TIMEOUT_S = 600
 JSON_NAME = "gpu_check.json"
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+# How a server check reaches its vLLM server.
+JOB_SERVER = "job"  # the job starts its own (rlhf.cluster.vllm_server.server_for_job), as a SLURM job does
+HAND_SERVER = "by hand"  # `python -m rlhf.vllm_serve` with the same overrides, started first
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
     what: str
-    overrides: tuple[str, ...]
+    overrides: tuple[str, ...]  # the method and its settings
+    gpu: str  # the hardware option on a GPU host
+    cpu: str | None = None  # the hardware option of --cpu; None: a GPU path only
     gpus: int = 1  # GPUs the check needs at least
     needs: tuple[str, ...] = ()  # packages of INSTALL it needs
     per_gpu: bool = False  # one training process per GPU of the machine
-    server: bool = False  # trains against rlhf.vllm_serve, started first with the same overrides
+    server: str | None = None  # JOB_SERVER or HAND_SERVER: trains against a vLLM server
 
 
-DPO = ("method=dpo",)
-GRPO = ("method=grpo", "method.max_completion_length=32")
+def varied_reward(completions: list, **kwargs: Any) -> list[float]:
+    """The GRPO checks' reward: the share of distinct characters in a completion. The shipped
+    topic reward scores most completions of a random model 0, and a group whose completions all
+    score alike has no advantage and gives no gradient; this one tells a random model's
+    completions apart, so every step has a gradient to move every weight."""
+    texts = [completion_text(c) for c in completions]
+    return [len(set(text)) / max(len(text), 1) for text in texts]
+
+
+DPO = (f"method={dpo.SPEC.kind}",)
+GRPO = (f"method={grpo.SPEC.kind}", "method.max_completion_length=32",
+        f"method.reward_funcs=[{__name__}.{varied_reward.__name__}]")
 VLLM = ("method.use_vllm=true", "vllm.max_model_len=512")
+SERVED = (*GRPO, *VLLM, "method.vllm_mode=server", "vllm.gpu_memory_utilization=0.5")
+# bf16 weights round an AdamW update smaller than half their spacing away (2e-3 at 1.0, a norm's
+# weight): at the others' learning rate, 1e-5, the RMSNorm weights of the --cpu model did not move
+# in 10 steps (measured), which the weights finding reports. A check of bf16 weights asks whether
+# the platform trains them, so it uses a rate that moves every bf16 weight in one step.
+BIG_STEPS = "method.learning_rate=5.0e-03"
+BF16_WEIGHTS = ("model.dtype=bfloat16", BIG_STEPS)
+# DeepSpeed with bf16 holds the model itself in bf16 (its float32 master weights live in the
+# optimizer: deepspeed/runtime/engine.py, _configure_distributed_model) and saves that bf16 copy,
+# so its checks need the same rate for their saved weights to show the training (read, not run).
+ZERO = (*DPO, BIG_STEPS)
 
 CHECKS = (
-    Check("dpo_bf16", "full DPO, bf16, one GPU", ("hardware=gpu", *DPO)),
-    Check("lora_dpo", "LoRA DPO (reference: the adapter switched off)", ("hardware=gpu", *DPO, "peft=lora")),
-    Check("qlora_dpo", "QLoRA DPO (4-bit NF4 base)", ("hardware=gpu", *DPO, "peft=qlora"), needs=("bitsandbytes",)),
-    Check("grpo_transformers", "GRPO generating with transformers", ("hardware=gpu", *GRPO)),
+    Check("dpo_fp32_weights", "full DPO in the default precision (float32 weights; bf16 autocast on a GPU)", DPO, "gpu", "cpu"),
+    Check("dpo_bf16_weights", "full DPO with bf16 weights (model.dtype=bfloat16)", (*DPO, *BF16_WEIGHTS), "gpu"),
+    Check("lora_dpo", "LoRA DPO (reference: the adapter switched off)", (*DPO, "peft=lora"), "gpu", "cpu"),
+    Check("qlora_dpo", "QLoRA DPO (4-bit NF4 base)", (*DPO, "peft=qlora"), "gpu", needs=("bitsandbytes",)),
+    Check("grpo_transformers", "GRPO generating with transformers", GRPO, "gpu", "cpu"),
     Check("grpo_vllm_colocate", "GRPO generating with vLLM in the training process",
-          ("hardware=gpu", *GRPO, *VLLM, "method.vllm_mode=colocate", "vllm.gpu_memory_utilization=0.3"),
-          needs=("vllm",)),
-    Check("grpo_vllm_server", "GRPO against a vLLM server (rlhf.vllm_serve) on GPU 1, training on GPU 0",
-          ("hardware=gpu_vllm", *GRPO, *VLLM, "method.vllm_mode=server", "vllm.gpu_memory_utilization=0.5"),
-          gpus=2, needs=("vllm",), server=True),
-    Check("ddp", "DPO, DDP, one process per GPU", ("hardware=gpu_ddp_8", *DPO), gpus=2, per_gpu=True),
-    Check("fsdp", "DPO, FSDP full shard, one process per GPU", ("hardware=gpu_fsdp_8", *DPO), gpus=2, per_gpu=True),
-    Check("zero2", "DPO, DeepSpeed ZeRO-2, one process per GPU", ("hardware=gpu_zero2_8", *DPO), gpus=2,
-          needs=("deepspeed",), per_gpu=True),
-    Check("zero3", "DPO, DeepSpeed ZeRO-3, one process per GPU", ("hardware=gpu_zero3_8", *DPO), gpus=2,
-          needs=("deepspeed",), per_gpu=True),
+          (*GRPO, *VLLM, "method.vllm_mode=colocate", "vllm.gpu_memory_utilization=0.3"), "gpu", needs=("vllm",)),
+    Check("grpo_vllm_server", "GRPO against the job's own vLLM server (as a SLURM job runs it): GPU 1 serves, "
+          "GPU 0 trains", SERVED, "gpu_vllm", gpus=2, needs=("vllm",), server=JOB_SERVER),
+    Check("grpo_vllm_serve", "GRPO against rlhf.vllm_serve started first on GPU 1, training on GPU 0", SERVED,
+          "gpu_vllm", gpus=2, needs=("vllm",), server=HAND_SERVER),
+    Check("ddp", "DPO, DDP, one process per GPU (two on the CPU)", DPO, "gpu_ddp_8", "cpu_2proc", gpus=2,
+          per_gpu=True),
+    Check("fsdp", "DPO, FSDP full shard, one process per GPU (two on the CPU); the generation eval of the saved "
+          "model on rank 0", DPO, "gpu_fsdp_8", "cpu_2proc_fsdp", gpus=2, per_gpu=True),
+    Check("grpo_fsdp", "GRPO, FSDP full shard, one process per GPU (two on the CPU)", GRPO, "gpu_fsdp_8",
+          "cpu_2proc_fsdp", gpus=2, per_gpu=True),
+    Check("zero2", "DPO, DeepSpeed ZeRO-2, one process per GPU", ZERO, "gpu_zero2_8", gpus=2, needs=("deepspeed",),
+          per_gpu=True),
+    Check("zero3", "DPO, DeepSpeed ZeRO-3, one process per GPU", ZERO, "gpu_zero3_8", gpus=2, needs=("deepspeed",),
+          per_gpu=True),
 )
 
 
 @dataclass(frozen=True)
 class Machine:
-    """What decides the plan: the GPUs torch sees and which optional packages are installed."""
+    """What decides the plan: the GPUs torch sees, which optional packages are installed, and
+    whether the checks run on the CPU options (--cpu)."""
 
     gpus: int
     packages: frozenset[str] = frozenset()
+    cpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +179,8 @@ def select(only: str | None) -> list[Check]:
 
 
 def why_skipped(check: Check, machine: Machine) -> str | None:
+    if machine.cpu:
+        return None if check.cpu else "a GPU path: no CPU option runs it (run it on a GPU host)"
     if machine.gpus < check.gpus:
         return f"needs {check.gpus} GPU{'s' if check.gpus > 1 else ''}, this machine has {machine.gpus}"
     missing = [p for p in check.needs if p not in machine.packages]
@@ -141,30 +193,41 @@ def plan(machine: Machine, only: str | None = None) -> list[Planned]:
     return [Planned(check, why_skipped(check, machine)) for check in select(only)]
 
 
-def overrides(check: Check, machine: Machine, out: Path, ports: tuple[int, int] = (8000, 51216)) -> list[str]:
-    """The check's `rlhf.train` overrides: its own, the built model, a few steps, its run dir
-    under `out`. `ports`: the vLLM server's HTTP and weight-sync ports (server checks)."""
-    found = list(check.overrides)
-    if check.gpus == 1:  # GPU 0 alone: a single process seeing several would train with nn.DataParallel
+def set_keys(overrides: Sequence[str]) -> set[str]:
+    return {o.split("=", 1)[0] for o in overrides}
+
+
+def overrides(check: Check, machine: Machine, out: Path, ports: tuple[int, int] | None = None) -> list[str]:
+    """The check's `rlhf.train` overrides: its hardware option (the CPU one with --cpu), its
+    own, the built model in the default precision unless it says another, a few steps, its run
+    dir under `out`. `ports`: the HTTP and weight-sync ports of a server started by hand."""
+    found = [f"hardware={check.cpu if machine.cpu else check.gpu}", *check.overrides]
+    if not machine.cpu and check.gpus == 1:  # GPU 0 alone: one process seeing several would use nn.DataParallel
         found.append("hardware.train_gpus=[0]")
-    if check.per_gpu:
+    if not machine.cpu and check.per_gpu:
         found += [f"hardware.processes_per_node={machine.gpus}", f"hardware.gpus_per_node={machine.gpus}"]
-    if check.server:
+    if ports is not None:
         found += [f"vllm.port={ports[0]}", f"vllm.group_port={ports[1]}"]
-    # A modest learning rate: the check is that the platform runs, not what it learns.
-    return [*found, "model=tiny", f"model.name_or_path={out / MODEL_DIR}", "model.dtype=bfloat16",
-            "model.attn_implementation=sdpa", f"method.max_steps={STEPS}", "method.logging_steps=1",
-            "method.learning_rate=1.0e-05", f"cache_dir={out / 'cache'}", f"hydra.run.dir={out / check.name}"]
+    # A modest learning rate: the check is that the platform trains, not what it learns.
+    defaults = {"model.dtype": "auto", "method.learning_rate": "1.0e-05"}
+    found += [f"{key}={value}" for key, value in defaults.items() if key not in set_keys(check.overrides)]
+    return [*found, "model=tiny", f"model.name_or_path={out / MODEL_DIR}", "model.attn_implementation=sdpa",
+            f"method.max_steps={STEPS}", "method.logging_steps=1", f"cache_dir={out / 'cache'}",
+            f"hydra.run.dir={out / check.name}"]
 
 
-def commands(check: Check, machine: Machine, out: Path, ports: tuple[int, int] = (8000, 51216)) -> dict[str, list[str]]:
-    """`train`: the training command; `server` (server checks): the vLLM server's, started
-    first with the same overrides but Hydra's own (it composes the config, runs no job)."""
-    args = overrides(check, machine, out, ports)
+def commands(check: Check, machine: Machine, out: Path, ports: tuple[int, int] | None = None) -> dict[str, list[str]]:
+    """`train`: the training command; `server` (a server started by hand): the vLLM server's,
+    started first with the same overrides but Hydra's own (it composes the config, runs no job)."""
+    args = overrides(check, machine, out, ports if check.server == HAND_SERVER else None)
     found = {"train": [sys.executable, "-m", "rlhf.train", *args]}
-    if check.server:
+    if check.server == HAND_SERVER:
         found["server"] = [sys.executable, "-m", "rlhf.vllm_serve", *[a for a in args if not a.startswith("hydra.")]]
     return found
+
+
+def expectation(check: Check) -> Expect:
+    return Expect(generation=True, own_server=check.server == JOB_SERVER)
 
 
 # ---------------------------------------------------------------------------- a run's outcome (pure)
@@ -183,20 +246,23 @@ def step_seconds(history: list[dict]) -> float | None:
     return round(statistics.median(intervals), 4) if intervals else None
 
 
-def outcome(run_dir: Path, returncode: int, log_text: str = "") -> dict[str, Any]:
-    """What a finished `rlhf.train` left: passed (exit 0 and SUCCESS) or failed with the last line
-    of its failure (the run dir's FAILED, else the command's own output), its step time and
-    peak GPU memory when it logged them."""
+def outcome(run_dir: Path, returncode: int, log_text: str = "", expect: Expect | None = None) -> dict[str, Any]:
+    """What a finished `rlhf.train` left: passed (exit 0, SUCCESS, and with `expect` no finding
+    in its run dir: rlhf.cluster.findings) or failed with what its run dir shows wrong, else the
+    last line of its failure (the run dir's FAILED, else the command's own output); its step
+    time and rank 0's peak memory over the whole job when it recorded them."""
+    from rlhf.cluster.findings import history
     from rlhf.run import rundir
 
     run_dir = Path(run_dir)
-    history_path = run_dir / rundir.HISTORY
-    history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()] \
-        if history_path.is_file() else []
     metrics = rundir.read_metrics(run_dir) if (run_dir / rundir.METRICS).is_file() else {}
-    found: dict[str, Any] = {"step_seconds": step_seconds(history), "peak_gpu_mib": metrics.get("peak_gpu_memory_mib"),
-                             "error": None}
+    found: dict[str, Any] = {"step_seconds": step_seconds(history(run_dir)),
+                             "peak_gpu_mib": metrics.get("job_peak_gpu_memory_mib"),
+                             "peak_rss_mib": metrics.get("job_peak_rss_mib"), "error": None}
     if returncode == 0 and (run_dir / rundir.SUCCESS).is_file():
+        problems = findings(run_dir, expect) if expect is not None else []
+        if problems:
+            return {"status": FAILED, **found, "error": "; ".join(problems), "findings": problems}
         return {"status": PASSED, **found}
     error = last_line(rundir.failure(run_dir)) or last_line(log_text)
     if returncode == 0:
@@ -218,15 +284,20 @@ def _cell(value: Any, digits: int = 0) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def peak_cell(result: dict) -> str:
+    if result.get("peak_gpu_mib") is not None:
+        return f"{result['peak_gpu_mib']} GPU"
+    return f"{result['peak_rss_mib']} RSS" if result.get("peak_rss_mib") is not None else ""
+
+
 def render_table(results: list[dict], note_width: int = 160) -> str:
-    lines = ["| check | result | step s | peak GPU MiB | note |", "|---|---|---|---|---|"]
+    lines = ["| check | result | step s | peak MiB (whole job) | note |", "|---|---|---|---|---|"]
     for r in results:
         note = r.get("reason") or r.get("error") or ""
         if len(note) > note_width:
             note = note[:note_width - 3] + "..."
         note = note.replace("|", "\\|")
-        lines.append(f"| {r['name']} | {r['status']} | {_cell(r.get('step_seconds'), 3)} | "
-                     f"{_cell(r.get('peak_gpu_mib'))} | {note} |")
+        lines.append(f"| {r['name']} | {r['status']} | {_cell(r.get('step_seconds'), 3)} | {peak_cell(r)} | {note} |")
     counts = summary(results)
     lines.append(f"\n{counts[PASSED]} of {len(results)} checks passed, {counts[FAILED]} failed, "
                  f"{counts[SKIPPED]} skipped")
@@ -235,7 +306,9 @@ def render_table(results: list[dict], note_width: int = 160) -> str:
 
 def render_plan(planned: list[Planned], machine: Machine, out: Path) -> str:
     packages = ", ".join(f"{p} {'yes' if p in machine.packages else 'no'}" for p in INSTALL)
-    lines = [f"GPU checks for this machine: {machine.gpus} GPU{'s' if machine.gpus != 1 else ''}; {packages}"]
+    where = ("the CPU options (--cpu)" if machine.cpu
+             else f"{machine.gpus} GPU{'s' if machine.gpus != 1 else ''}; {packages}")
+    lines = [f"{'Checks on' if machine.cpu else 'GPU checks for this machine:'} {where}"]
     width = max(len(p.check.name) for p in planned)
     for p in planned:
         lines.append(f"  {p.check.name:<{width}}  {'run ' if p.skip is None else 'skip'}  {p.check.what}"
@@ -285,7 +358,7 @@ def machine_facts(machine: Machine) -> dict[str, Any]:
                               capture_output=True, text=True)
         names = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
-    return {"gpus": machine.gpus, "gpu_names": names, "cuda": torch.version.cuda,
+    return {"gpus": machine.gpus, "cpu_plan": machine.cpu, "gpu_names": names, "cuda": torch.version.cuda,
             "packages": installed_versions(("torch", "transformers", "trl", "peft", "accelerate", *INSTALL))}
 
 
@@ -317,38 +390,6 @@ def build_model(out_dir: Path, **shape: int) -> dict[str, Any]:
             **{key: getattr(config, key) for key in MODEL_SHAPE}}
 
 
-def load_back(model_dir: Path) -> str | None:
-    """Why the saved model does not load back, or None when it does: a full model must load
-    with every weight from the files (none missing, unexpected or of another shape), an adapter
-    with its base, and either must give finite logits. On the CPU: this process uses no GPU."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # the table is this process's output
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return f"no model dir {model_dir}"
-    try:
-        if (model_dir / "adapter_config.json").is_file():
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        else:
-            model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                               output_loading_info=True)
-            wrong = {k: v for k, v in info.items() if v and k != "error_msgs"} | (
-                {"error_msgs": info["error_msgs"]} if info.get("error_msgs") else {})
-            if wrong:
-                return "weights not as the model expects them: " + "; ".join(
-                    f"{kind} {', '.join(map(str, sorted(keys, key=str)[:3]))}" for kind, keys in wrong.items())
-        with torch.no_grad():
-            logits = model(torch.arange(8).unsqueeze(0) % model.config.vocab_size).logits
-    except Exception as error:  # whatever loading raised is the finding
-        return last_line(f"{type(error).__name__}: {error}") or type(error).__name__
-    if not torch.isfinite(logits).all():
-        return "its logits are not finite"
-    return None
-
-
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", WANDB_MODE="disabled",
@@ -364,61 +405,57 @@ def start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def stop(process: subprocess.Popen | None, grace: float = 30) -> None:
-    if process is None or process.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+class CheckFailed(Exception):
+    """A check that failed before its run dir could tell anything: its server, or a timeout."""
+
+
+def run_commands(found: dict[str, list[str]], out: Path, name: str, ports: tuple[int, int] | None) -> int:
+    """The check's server (a server started by hand) until it answers, then its training
+    command to its end; the training command's exit code. Both stopped however this ends."""
+    from rlhf.cluster.vllm_server import stop, wait_healthy
+
+    server = None
+    log = out / f"{name}.log"
+    try:
+        if "server" in found:
+            server_log = out / f"{name}.server.log"
+            server = start(found["server"], server_log, out)
+            try:
+                wait_healthy(f"http://127.0.0.1:{ports[0]}/health", SERVER_TIMEOUT_S, server)
+            except RlhfError as error:
+                raise CheckFailed(f"{error}: {last_line(server_log.read_text())}") from None
+        process = start(found["train"], log, out)
         try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
+            return process.wait(timeout=TRAIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            continue
+            raise CheckFailed(f"did not finish within {TRAIN_TIMEOUT_S} s; see {log}") from None
+        finally:
+            stop(process)  # on a timeout or Ctrl-C (its session does not get the terminal's), and what it left
+    finally:
+        stop(server)
 
 
 def run_check(planned: Planned, machine: Machine, out: Path) -> dict[str, Any]:
+    """One check: skipped, or run and judged by its run dir (`outcome`)."""
     check = planned.check
     result: dict[str, Any] = {"name": check.name, "what": check.what}
     if planned.skip is not None:
         return {**result, "status": SKIPPED, "reason": planned.skip}
-    from rlhf.cluster.distributed import free_port
-    from rlhf.cluster.vllm_server import wait_healthy
+    from rlhf.cluster.vllm_server import own_ports
 
-    ports = (free_port(), free_port()) if check.server else (8000, 51216)
+    ports = own_ports() if check.server == HAND_SERVER else None
     found = commands(check, machine, out, ports)
     run_dir, log = out / check.name, out / f"{check.name}.log"
     result.update(commands=found, run_dir=str(run_dir), log=str(log))
     print(f"[gpu-check] {check.name}: {check.what} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    server = None
     try:
-        if "server" in found:
-            server_log = out / f"{check.name}.server.log"
-            server = start(found["server"], server_log, out)
-            try:
-                wait_healthy(f"http://127.0.0.1:{ports[0]}/health", SERVER_TIMEOUT_S, server)
-            except RlhfError as error:
-                return {**result, "status": FAILED, "error": f"{error}: {last_line(server_log.read_text())}",
-                        "seconds": round(time.monotonic() - started, 1)}
-        process = start(found["train"], log, out)
-        try:
-            returncode = process.wait(timeout=TRAIN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return {**result, "status": FAILED, "error": f"did not finish within {TRAIN_TIMEOUT_S} s; see {log}",
-                    "seconds": round(time.monotonic() - started, 1)}
-        finally:
-            stop(process)  # on a timeout or Ctrl-C: its session does not get the terminal's signal
-    finally:
-        stop(server)
-    result.update(outcome(run_dir, returncode, log.read_text(errors="replace")),
-                  seconds=round(time.monotonic() - started, 1))
-    if result["status"] == PASSED:
-        problem = load_back(run_dir / MODEL_DIR)
-        if problem:
-            result.update(status=FAILED, error=f"the saved model does not load back: {problem}")
+        returncode = run_commands(found, out, check.name, ports)
+    except CheckFailed as failed:
+        result.update(status=FAILED, error=str(failed))
+    else:
+        result.update(outcome(run_dir, returncode, log.read_text(errors="replace"), expectation(check)))
+    result["seconds"] = round(time.monotonic() - started, 1)
     print(f"[gpu-check] {check.name}: {result['status']}" + (f": {result['error']}" if result.get("error") else ""),
           file=sys.stderr, flush=True)
     return result
@@ -428,7 +465,7 @@ def default_out() -> Path:
     return Path("outputs") / "gpu-check" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rlhf.gpu_check",
                                      description="Check the platform on this GPU host (see the module's docstring).")
     parser.add_argument("--out", type=Path, default=None,
@@ -436,17 +473,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: outputs/gpu-check/<date>_<time>)")
     parser.add_argument("--only", default=None, help="comma-separated check names (all of them by default)")
     parser.add_argument("--list", action="store_true", help="print the plan for this machine and exit")
-    args = parser.parse_args(argv)
+    parser.add_argument("--cpu", action="store_true",
+                        help="run the checks that have a CPU option on this machine's CPU (cpu, cpu_2proc, "
+                             "cpu_2proc_fsdp), on a small model: the checking itself, where no GPU is")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = arguments(argv)
     out = (args.out or default_out()).resolve()
     try:
         machine, no_gpu = this_machine()
+        if args.cpu:
+            machine = Machine(0, machine.packages, cpu=True)
         planned = plan(machine, args.only)
         if args.list:
             print(render_plan(planned, machine, out))
             return 0
-        if machine.gpus == 0:
+        if machine.gpus == 0 and not machine.cpu:
             raise RlhfError(f"no GPU to check: {no_gpu}; run python -m rlhf.gpu_check on a GPU host "
-                            "(--list prints its plan anywhere)")
+                            "(--list prints its plan anywhere; --cpu runs the checks on the CPU options)")
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -454,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model: dict[str, Any] = {}
     if any(entry.skip is None for entry in planned):
         print(f"[gpu-check] building the checks' model in {out / MODEL_DIR}", file=sys.stderr, flush=True)
-        model = build_model(out / MODEL_DIR)
+        model = build_model(out / MODEL_DIR, **(CPU_SHAPE if machine.cpu else {}))
     facts = machine_facts(machine)
     results: list[dict] = []
     for entry in planned:

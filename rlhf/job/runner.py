@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.cluster import distributed
+from rlhf.cluster import devices, distributed
 from rlhf.config.validate import RunSpec, validate
 from rlhf.core.errors import RlhfError, did_you_mean
 from rlhf.core.usercode import import_object
@@ -180,6 +180,7 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         seconds=round(time.perf_counter() - job.started, 2),
         ranks=job.ranks,
     )
+    metrics.update(devices.job_peak_memory(run.hardware))  # the whole job's peak, save and eval included
     rundir.write_metrics(job.run_dir, metrics)
     if job.tracker is not None:
         from rlhf.job import wandb_run

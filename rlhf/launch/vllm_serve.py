@@ -19,13 +19,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rlhf.cluster.vllm_server import health_url, require_vllm, server_command, wait_healthy
+from rlhf.cluster.vllm_server import fetch_model, health_url, require_vllm, server_command, wait_healthy
 from rlhf.core.errors import RlhfError
 
 
 def main() -> None:
-    """Compose and validate the overrides, start the server, wait until it is healthy, and stay
-    in the foreground until it exits (Ctrl-C stops both)."""
+    """Compose and validate the overrides, fetch a hub model into the local cache, start the
+    server, wait until it is healthy (vllm.server_timeout from its start), and stay in the
+    foreground until it exits (Ctrl-C stops both)."""
     from rlhf.config.validate import validate
     from rlhf.launch.compose import compose_job
 
@@ -34,6 +35,7 @@ def main() -> None:
         run = validate(compose_job(overrides))
         command, env = server_command(run)
         require_vllm()
+        fetch_model(run)  # before the start-up budget (vllm.server_timeout) starts
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
