@@ -6,12 +6,10 @@ prompts, nor tuned for another checkpoint; one line says so."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import yaml
 
-from conftest import REPO, TINY_MODEL, job_dir, run_cli, train
+from conftest import REPO, run_cli, train
 
 # The README's own-data line, shortened to a few steps.
 OWN_DATA = [f"dataset.path={REPO / 'rlhf/assets/samples/intel.jsonl'}", "dataset.type=chatml.intel",
