@@ -129,3 +129,210 @@ def test_rank_zero_decides_reuse_for_every_rank(tmp_path):
     assert rank_zero_sees(written, broadcast=from_rank_zero_that_saw_nothing) is False
     assert rank_zero_sees(written, broadcast=lambda found, from_process: None) is True
     assert rank_zero_sees(tmp_path / "absent", broadcast=lambda found, from_process: None) is False
+
+
+# ---------------------------------------------------------------------------- issue 25: the first GPU run
+
+HUB_PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml")
+                     if p.stem != "tiny")
+
+
+@pytest.mark.parametrize("preset", HUB_PRESETS)
+def test_hub_presets_train_fp32_weights_and_keep_a_frozen_base_as_stored(preset):
+    """A preset with dtype: bfloat16 made `model=<preset> hardware=gpu method=dpo` update bf16
+    weights with AdamW, which rounds most updates at 5e-7 away (weights_dtype)."""
+    import torch
+
+    from rlhf.models.loading import model_kwargs, weights_dtype
+
+    run = validate(compose_job([f"model={preset}", "hardware=gpu"]))
+    assert weights_dtype(run.model, "none")[0] == "float32"
+    assert model_kwargs(run.model, run.hardware, "none")["dtype"] == torch.float32
+    assert model_kwargs(run.model, run.hardware, "lora")["dtype"] == "auto"  # the checkpoint's bf16
+    assert model_kwargs(run.model, run.hardware, None)["dtype"] == "auto"
+
+
+def test_a_frozen_reference_copy_is_stored_in_the_autocast_dtype(bf16_checkpoint):
+    import torch
+
+    from rlhf.models import reference
+
+    def copy_dtypes(*overrides):
+        run = validate(compose_job([f"model.name_or_path={bf16_checkpoint}", "model.dtype=auto",
+                                    "method.precompute_ref_log_probs=false", *overrides]))
+        chosen = reference.load(run, reference.choose(run))
+        assert chosen.kind == reference.SEPARATE_COPY
+        return {p.dtype for p in chosen.model.parameters()}
+
+    assert copy_dtypes("hardware=gpu") == {torch.bfloat16}  # the policy trains fp32 weights beside it
+    assert copy_dtypes("hardware=cpu") == {torch.float32}  # no autocast: the policy's own, as before
+    assert copy_dtypes("hardware=gpu", "model.dtype=float32") == {torch.float32}  # asked for
+
+
+@pytest.mark.parametrize("option,device_map", [("gpu_fsdp_8", None), ("gpu_ddp_8", "unset"), ("gpu", "unset")])
+def test_trls_reference_reload_under_fsdp_loads_on_the_cpu_not_spread_over_the_gpus(option, device_map, tmp_path,
+                                                                                    monkeypatch):
+    """TRL sets device_map=None for its reloaded reference under DDP and DeepSpeed only, and
+    create_model_from_path picks "auto" on a GPU otherwise: each FSDP rank's copy would be
+    spread over every GPU of the node. Here TRL's own create_model_from_path is called with the
+    reload's kwargs as TRL builds them, on a process that looks like a GPU rank."""
+    import transformers
+    from trl.trainer import utils as trl_utils
+
+    from rlhf.job.runner import reference_init_kwargs
+
+    run = validate(compose_job(["method=grpo", "method.beta=0.04", f"hardware={option}", "model=qwen2.5-0.5b-instruct"]))
+    init = reference_init_kwargs(run)
+    assert init.get("device_map", "unset") == device_map
+    assert init["dtype"] == "bfloat16"  # not the fp32 of the policy, which TRL would use
+    seen = {}
+    monkeypatch.setattr(trl_utils, "PartialState",
+                        lambda: type("GpuRank", (), {"device": type("D", (), {"type": "cuda"})()})())
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, name, **kwargs: seen.update(kwargs)))
+    trl_utils.create_model_from_path(str(TINY_MODEL), **init)
+    import torch
+
+    assert seen["dtype"] == torch.bfloat16
+    assert seen["device_map"] == ("auto" if device_map == "unset" else None)
+
+
+def test_the_reload_kwargs_reach_trls_config_only_where_they_change_something():
+    from trl import GRPOConfig
+
+    from rlhf.job.runner import reload_kwargs
+
+    def init(*overrides):
+        run = validate(compose_job(["method=grpo", "method.beta=0.04", "model.dtype=auto", *overrides]))
+        return reload_kwargs(run, GRPOConfig).get("model_init_kwargs")
+
+    assert init("hardware=gpu_fsdp_8") == {"dtype": "bfloat16", "device_map": None}
+    assert init("hardware=gpu") == {"dtype": "bfloat16"}
+    assert init("hardware=cpu_2proc_fsdp") == {"device_map": None}
+    assert init("hardware=cpu") is None  # the embedded CPU path is unchanged
+
+
+@pytest.mark.parametrize("overrides,rank0", [
+    ((), True),
+    (("peft=lora", "method.precompute_ref_log_probs=false"), True),
+    (("peft=lora", "method.precompute_ref_log_probs=true"), False),  # TRL reads the policy in __init__
+    (("peft=qlora",), False),  # accelerate skips its broadcast for 4-bit weights
+    (("hardware=gpu_ddp_8",), False),
+    (("hardware=gpu",), False),
+])
+def test_rank_zero_alone_reads_the_checkpoint_under_fsdp_where_accelerate_can_broadcast_it(overrides, rank0):
+    from rlhf.job.runner import rank0_loads
+    from rlhf.cluster import distributed
+
+    composed = compose_job(["hardware=gpu_fsdp_8", "model=qwen2.5-0.5b-instruct", *overrides])
+    run = validate(composed) if "peft=qlora" not in overrides else _qlora_run(composed)
+    assert rank0_loads(run) is rank0
+    assert distributed.trl_kwargs(run.hardware, rank0_loads(run)).get("fsdp_config", {}).get(
+        "cpu_ram_efficient_loading", False) is rank0
+
+
+def _qlora_run(composed):
+    """A QLoRA run validated as on a GPU host (bitsandbytes is not installed here)."""
+    import dataclasses
+
+    plain = dict(composed)
+    run = validate({**plain, "peft": {**plain["peft"], "adapter": "lora"}})
+    return dataclasses.replace(run, peft=dataclasses.replace(run.peft, adapter="qlora"))
+
+
+def test_a_skeleton_is_the_loaded_model_without_its_weights(tmp_path):
+    """What the ranks other than 0 build: the same parameters (names, shapes, dtypes, ties) and
+    the same buffers (the rotary frequencies are computed, not read), with no memory held for
+    the weights."""
+    import json
+
+    import torch
+
+    from rlhf.models.heads import CAUSAL_LM, SEQUENCE_CLASSIFICATION
+    from rlhf.models.loading import layout, load_model, load_skeleton
+
+    for head in (CAUSAL_LM, SEQUENCE_CLASSIFICATION):
+        model = ModelConfig(name_or_path=str(TINY_MODEL))
+        real = load_model(model, HardwareConfig(), adapter="none", head=head, pad_token_id=0, seed=1)
+        built = load_skeleton(model, layout(real), head=head, pad_token_id=0)
+        assert type(built) is type(real) and built.training == real.training
+        shapes = lambda m: {n: (p.shape, p.dtype, p.device.type, p.requires_grad) for n, p in m.named_parameters()}
+        assert shapes(built) == shapes(real)
+        buffers = dict(real.named_buffers())
+        assert {n: torch.equal(b, buffers[n]) for n, b in built.named_buffers()} == {n: True for n in buffers}
+        # accelerate maps each parameter to its shard by data_ptr (0 for every meta tensor)
+        assert len({p.data_ptr() for p in built.parameters()}) == len(list(built.parameters()))
+        assert built.config.pad_token_id == 0
+    assert built.score.weight.dtype == torch.float32
+    lm = load_skeleton(model, layout(load_model(model, HardwareConfig(), adapter="none")))
+    assert lm.get_input_embeddings().weight is lm.get_output_embeddings().weight  # tied, as loaded
+    # A bigger architecture (~670 MB of fp32 weights): building it takes no memory for them.
+    big = tmp_path / "big"
+    big.mkdir()
+    config = json.loads((TINY_MODEL / "config.json").read_text())
+    config.update(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, vocab_size=32000, head_dim=64,
+                  num_attention_heads=16, num_key_value_heads=16)
+    (big / "config.json").write_text(json.dumps(config))
+    shape = {"dtypes": {}, "training": False, "config_dtype": "float32"}
+    probe = load_skeleton(ModelConfig(name_or_path=str(big)), {**shape, "dtypes": _all_float32(big)})
+    weights = sum(p.numel() * p.element_size() for p in probe.parameters())
+    del probe
+    before = _resident_bytes()
+    built = load_skeleton(ModelConfig(name_or_path=str(big)), {**shape, "dtypes": _all_float32(big)})
+    assert weights > 600e6 and _resident_bytes() - before < 0.1 * weights
+    assert sum(p.numel() * p.element_size() for p in built.parameters()) == weights
+
+
+def _all_float32(model_dir):
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    model.tie_weights()
+    return {n: "float32" for n, _ in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def _resident_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_rank_zero_shares_what_it_loaded_and_its_failure(monkeypatch):
+    """on_rank0: rank 0 loads and broadcasts the layout; the others build from it; a failure on
+    rank 0 reaches them as an error instead of a wait."""
+    import torch.distributed as dist
+
+    from rlhf.cluster import distributed
+    from rlhf.core.errors import RlhfError
+
+    sent = []
+
+    def broadcast(objects, src):
+        assert src == 0
+        if sent:  # this rank is not 0: it receives what rank 0 sent
+            objects[0] = sent[0]
+        else:
+            sent.append(objects[0])
+
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.on_rank0(lambda: "weights", lambda shape: pytest.fail("rank 0 loads"),
+                                lambda m: {"of": m}) == "weights"
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.on_rank0(lambda: pytest.fail("rank 1 reads nothing"), lambda shape: ("built", shape),
+                                lambda m: None) == ("built", {"of": "weights"})
+    sent[:] = [{"failed": True}]
+    with pytest.raises(RlhfError, match="rank 0 failed to load the model"):
+        distributed.on_rank0(lambda: None, lambda shape: pytest.fail("nothing to build"), lambda m: None)
+    monkeypatch.setenv("RANK", "0")
+    sent.clear()
+
+    def fails():
+        raise OSError("no such file")
+
+    with pytest.raises(OSError):
+        distributed.on_rank0(fails, None, None)
+    assert sent == [{"failed": True}]
