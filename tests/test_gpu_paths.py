@@ -336,3 +336,235 @@ def test_rank_zero_shares_what_it_loaded_and_its_failure(monkeypatch):
     with pytest.raises(OSError):
         distributed.on_rank0(fails, None, None)
     assert sent == [{"failed": True}]
+
+
+# ---------------------------------------------------------------------------- the saved model
+
+class _Accelerator:
+    """What save_trained asks of accelerate, for one process holding whole weights."""
+
+    def get_state_dict(self, model):
+        return model.state_dict()
+
+    def unwrap_model(self, model):
+        return model
+
+
+def _trainer(model, tokenizer, calls, fsdp=False, deepspeed=False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=model, accelerator=_Accelerator(), processing_class=tokenizer,
+                           is_fsdp_enabled=fsdp, is_deepspeed_enabled=deepspeed,
+                           is_world_process_zero=lambda: True, save_model=lambda out: calls.append(out))
+
+
+@pytest.mark.parametrize("overrides,saved", [
+    (("hardware=gpu", "model.dtype=auto"), "bfloat16"),  # trained in fp32 under bf16 autocast
+    (("hardware=gpu", "model.dtype=auto", "peft=lora"), None),  # the adapter as it trained
+    (("hardware=gpu", "model.dtype=float32"), None),  # asked for
+    (("hardware=cpu", "model.dtype=auto"), None),  # no autocast
+])
+def test_the_final_model_is_saved_in_the_dtype_it_computed_in(overrides, saved):
+    from rlhf.models.loading import saved_dtype
+
+    run = validate(compose_job(list(overrides)))
+    assert saved_dtype(run.model, run.hardware, run.peft.adapter) == saved
+
+
+def test_a_bf16_run_saves_bf16_weights_with_their_ties(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.job.runner import save_trained
+
+    run = validate(compose_job(["hardware=gpu", "model.dtype=auto"]))
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL, dtype=torch.float32)
+    calls = []
+    save_trained(run, _trainer(model, AutoTokenizer.from_pretrained(TINY_MODEL), calls), tmp_path / "model")
+    assert calls == []  # not the Trainer's save, which writes the fp32 weights
+    saved = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert "lm_head.weight" not in saved  # tied to the embedding: written once, as before
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert back.dtype == torch.bfloat16
+    assert torch.equal(back.model.embed_tokens.weight, model.model.embed_tokens.weight.to(torch.bfloat16))
+    assert (tmp_path / "model" / "tokenizer_config.json").is_file()
+
+
+@pytest.mark.parametrize("fsdp,deepspeed,overrides,trainers", [
+    (False, False, ("hardware=cpu",), True),  # the embedded CPU path: the Trainer's own save, unchanged
+    (True, False, ("hardware=cpu_2proc_fsdp",), False),  # sharded checkpoints: the Trainer's save writes nothing
+    (False, True, ("hardware=gpu_zero3_8", "model.dtype=auto"), True),  # ZeRO-3 gathers 16-bit weights itself
+])
+def test_who_saves_the_final_model(fsdp, deepspeed, overrides, trainers, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.job.runner import save_trained
+
+    run = validate(compose_job(list(overrides)))
+    calls = []
+    trainer = _trainer(AutoModelForCausalLM.from_pretrained(TINY_MODEL), AutoTokenizer.from_pretrained(TINY_MODEL),
+                       calls, fsdp=fsdp, deepspeed=deepspeed)
+    save_trained(run, trainer, tmp_path / "model")
+    assert (calls == [str(tmp_path / "model")]) is trainers
+    assert (tmp_path / "model" / "model.safetensors").is_file() is not trainers
+
+
+# ---------------------------------------------------------------------------- reward runs, CPU jobs, vLLM
+
+def test_a_reward_model_is_loaded_in_the_autocast_dtype_and_stays_on_a_cpu_jobs_device(monkeypatch, tmp_path):
+    """A reward run dir (RewardRun) was moved whole to the GPU in its saved dtype, and a CPU job
+    on a GPU host sent it there too (torch.cuda.is_available())."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.methods import online
+    from rlhf.rewards import sources
+
+    model_dir = tmp_path / "reward"
+    AutoModelForSequenceClassification.from_pretrained(TINY_MODEL, num_labels=1).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(TINY_MODEL).save_pretrained(model_dir)
+    source = sources.resolve(str(model_dir), "method.reward_funcs[0]")
+    model, _ = sources.load_reward_model(source, "method.reward_funcs[0]", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    asked = []
+    monkeypatch.setattr(sources, "load", lambda *a, **k: asked.append(k.get("dtype")) or ([], []))
+    monkeypatch.setattr(sources, "resolve_all", lambda *a, **k: [])
+    for hardware, dtype in (("hardware=gpu", "bfloat16"), ("hardware=cpu", None)):
+        online.reward_inputs(validate(compose_job(["method=grpo", hardware])), ["prompt"])
+        assert asked.pop() == dtype
+    # A CPU job on a GPU host: CUDA is never touched, the model stays where accelerate's device is
+    # (its state was set up by the TRL config, use_cpu=True, before any reward is computed).
+    from accelerate import PartialState
+
+    assert PartialState(cpu=True).device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_lazy_init", lambda: pytest.fail("a CPU job initialised CUDA"))
+    run = sources.RewardRun(model, AutoTokenizer.from_pretrained(TINY_MODEL))
+    assert run.place().type == "cpu"
+    assert len(run(["a prompt"], ["a completion"])) == 1
+
+
+def test_release_touches_cuda_only_where_it_was_initialised(monkeypatch):
+    import torch
+
+    from rlhf.job.runner import release
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU host
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    for initialised in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialised)
+        trainer = _released_trainer()
+        release(trainer)
+        assert trainer.model is None and trainer.accelerator is None
+        assert emptied == ([True] if initialised else [])
+
+
+def _released_trainer(**vllm):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=object(), model_wrapped=object(), ref_model=object(),
+                           accelerator=SimpleNamespace(num_processes=vllm.pop("processes", 1)), **vllm)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_release_frees_a_colocated_vllm_engine_and_its_groups(processes, monkeypatch):
+    """Without it the next in-process job's engine met the old one's memory and groups. vLLM is
+    not installed here: its clean-up functions are stand-ins that record the order."""
+    import sys
+    import types
+
+    import torch.distributed as dist
+
+    from rlhf.job.runner import release
+
+    order = []
+    state = types.ModuleType("vllm.distributed.parallel_state")
+    state.destroy_model_parallel = lambda: order.append("model parallel groups")
+    state.destroy_distributed_environment = lambda: order.append("distributed environment")
+    for name, module in (("vllm", types.ModuleType("vllm")), ("vllm.distributed", types.ModuleType("vllm.d")),
+                         ("vllm.distributed.parallel_state", state)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: order.append(("tp group", group)))
+
+    class Engine:
+        def __del__(self):
+            order.append("engine")
+
+    generation = types.SimpleNamespace(llm=Engine(), tp_group="tp" if processes > 1 else None)
+    trainer = _released_trainer(vllm_generation=generation, processes=processes)
+    del generation
+    release(trainer)
+    assert trainer.vllm_generation is None
+    if processes == 1:  # vLLM started torch's group itself: torn down too
+        assert order == ["engine", "model parallel groups", "distributed environment"]
+    else:  # the job's group stays (accelerate's); the tensor-parallel subgroup goes
+        assert order == ["engine", "model parallel groups", ("tp group", "tp")]
+
+
+def test_a_server_mode_client_closes_its_communicator():
+    import types
+
+    from rlhf.job.runner import release
+
+    closed = []
+    client = types.SimpleNamespace(close_communicator=lambda: closed.append(True))
+    trainer = _released_trainer(vllm_generation=types.SimpleNamespace(vllm_client=client))
+    release(trainer)
+    assert closed == [True] and trainer.vllm_generation is None
+
+
+def test_a_reward_run_is_partitioned_like_trls_reward_models_under_deepspeed():
+    from types import SimpleNamespace
+
+    from rlhf.job.runner import place_reward_runs
+    from rlhf.rewards.sources import RewardRun
+
+    run, function = RewardRun("model", None), (lambda **kw: [])
+    for deepspeed, expected in ((True, ("prepared", "model")), (False, "model")):
+        run.model = "model"
+        trainer = SimpleNamespace(is_deepspeed_enabled=deepspeed, accelerator="acc", reward_funcs=[run, function])
+        place_reward_runs(trainer, prepare=lambda model, accelerator: ("prepared", model))
+        assert run.model == expected
+
+
+# ---------------------------------------------------------------------------- evaluate, SLURM's binding
+
+def test_evaluating_a_multi_gpu_run_dir_asks_for_one_process_and_one_gpu(tmp_path):
+    from rlhf.cluster import devices
+    from rlhf.launch.compose import resolved_config
+    from rlhf.launch.evaluate import target_config
+    from rlhf.run import rundir
+
+    run_dir = tmp_path / "run"
+    rundir.prepare(run_dir, resolved_config(compose_job(["hardware=gpu_fsdp_8", "model=qwen2.5-0.5b-instruct"])))
+    (run_dir / rundir.MODEL_DIR).mkdir()
+    run, _, _ = target_config(str(run_dir), [], str(tmp_path / "out"))
+    hardware = run.hardware
+    assert (hardware.world_size, hardware.distributed, hardware.gpus_per_node) == (1, "none", 1)
+    assert (hardware.accelerator, hardware.precision) == ("cuda", "bf16")
+    assert devices.job_gpus(hardware, {"CUDA_VISIBLE_DEVICES": "5"}).train == ["5"]
+
+
+def test_slurm_binding_each_task_to_its_own_gpu_is_accepted():
+    """srun --gpus-per-task=1: each of the 8 tasks of a node sees only its own GPU."""
+    import torch
+
+    from rlhf.cluster import devices
+    from rlhf.core.errors import RlhfError
+    from rlhf.models.loading import model_kwargs
+
+    hardware = validate(compose_job(["hardware=gpu_ddp_8", "model=qwen2.5-0.5b-instruct"])).hardware
+    task = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_GPUS_PER_TASK": "1", "CUDA_VISIBLE_DEVICES": "3",
+            "LOCAL_RANK": "3"}
+    gpus = devices.job_gpus(hardware, task)
+    assert gpus.train == ["3"] and "--gpus-per-task=1" in gpus.why
+    with pytest.raises(RlhfError, match="needs 8 training GPU"):  # the node's view without the binding
+        devices.job_gpus(hardware, {k: v for k, v in task.items() if k != "SLURM_GPUS_PER_TASK"})
+    # A 4-bit model goes on the rank's one visible GPU (index 0), where accelerate puts the rank.
+    qlora = dataclasses.replace(hardware, distributed="ddp")
+    assert model_kwargs(ModelConfig(), qlora, "qlora", environ=task)["device_map"] == {"": 0}
+    assert torch.bfloat16 == model_kwargs(ModelConfig(), qlora, "qlora", environ=task)[
+        "quantization_config"].bnb_4bit_compute_dtype

@@ -516,11 +516,21 @@ def save_trained(run: RunSpec, trainer: Any, out: Path) -> None:
         trainer.save_model(str(out))
         return
     state = trainer.accelerator.get_state_dict(trainer.model)
-    if trainer.is_world_process_zero():
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        model.save_pretrained(str(out), state_dict=cast_weights(state, dtype))
-        trainer.processing_class.save_pretrained(str(out))
-        log.info("saved the model in %s (%s)", out, f"{dtype} weights" if dtype else "as trained")
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(out), state_dict=cast_weights(state, dtype))
+    if dtype is not None:
+        # config.json says what the weights are (from_pretrained's dtype="auto" reads it);
+        # save_pretrained wrote the dtype of the model in memory (modeling_utils.py:3433-3434).
+        config, trained = model.config, model.config.dtype
+        config.dtype = dtype
+        try:
+            config.save_pretrained(str(out))
+        finally:
+            config.dtype = trained
+    trainer.processing_class.save_pretrained(str(out))
+    log.info("saved the model in %s (%s)", out, f"{dtype} weights" if dtype else "as trained")
 
 
 def cast_weights(state: dict[str, Any], dtype: str | None) -> dict[str, Any]:
