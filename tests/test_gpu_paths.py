@@ -216,7 +216,7 @@ def test_the_reload_kwargs_reach_trls_config_only_where_they_change_something():
     ((), True),
     (("peft=lora", "method.precompute_ref_log_probs=false"), True),
     (("peft=lora", "method.precompute_ref_log_probs=true"), False),  # TRL reads the policy in __init__
-    (("peft=qlora",), False),  # accelerate skips its broadcast for 4-bit weights
+    (("peft=qlora", "method.precompute_ref_log_probs=false"), False),  # accelerate skips its broadcast for 4-bit
     (("hardware=gpu_ddp_8",), False),
     (("hardware=gpu",), False),
 ])
