@@ -242,15 +242,17 @@ def _loaded(model_dir) -> dict:
     return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
 
 
+RANK1_POLICY = "built empty, its shards broadcast from rank 0"
+
+
 def _assert_sharded(metrics: dict, checkpointed: int = 0) -> None:
     """The ranks really ran FSDP2, each decoder layer its own unit (the tiny model has 2)."""
     strategy = metrics["distributed"]
     assert strategy["type"] == "FSDP" and strategy["processes"] == 2 and strategy["fsdp_version"] == 2, strategy
     assert strategy["fsdp_units"]["LlamaDecoderLayer"] == 2, strategy
     assert strategy["checkpointed_layers"] == checkpointed, strategy
-
-
-RANK1_POLICY = "built empty, its shards broadcast from rank 0"
+    # Rank 0 alone read the checkpoint; rank 1 built the model empty and got its shards from rank 0.
+    assert [r["policy"] for r in metrics["ranks"]] == ["read the checkpoint", RANK1_POLICY]
 
 
 def _assert_sharded_checkpoint(checkpoint) -> None:
@@ -283,8 +285,6 @@ def test_fsdp_dpo_on_two_cpu_ranks_matches_one_process_and_saves_the_same_model(
     assert len(sharded) == 4 and sharded == pytest.approx(single, rel=1e-5, abs=1e-6)
     metrics, reference = _metrics(two), _metrics(one)
     _assert_sharded(metrics)
-    # Rank 0 alone read the checkpoint; rank 1 built the model empty and got its shards from rank 0.
-    assert [r["policy"] for r in metrics["ranks"]] == ["read the checkpoint", RANK1_POLICY]
     _assert_sharded_checkpoint(two / "checkpoints" / "checkpoint-4")
     assert metrics["reference"]["precomputed"] == {"train": "computed", "eval": "computed"}
     assert metrics["eval"]["eval_loss"] == pytest.approx(reference["eval"]["eval_loss"], rel=1e-5)
@@ -328,7 +328,7 @@ def test_fsdp_lora_reward_model_is_merged_from_the_shards_like_one_process(tmp_p
     one = _train(tmp_path, "one", *common, "method.micro_batch_size=16", "hardware.torch_threads=1")
     two = _train(tmp_path, "two", *common, "hardware=cpu_2proc_fsdp", "method.micro_batch_size=8")
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-5, abs=1e-6)
-    _metrics(two)
+    assert [r["policy"] for r in _metrics(two)["ranks"]] == ["read the checkpoint", RANK1_POLICY]
     assert (two / "model" / "adapter" / "adapter_config.json").is_file()
     a, b = _weights(one / "model"), _weights(two / "model")
     assert sorted(a) == sorted(b) and "score.weight" in a
