@@ -1,6 +1,9 @@
 """GPU-path choices asserted without a GPU: the dtype a trained model loads in, where a 4-bit
 model goes per strategy and rank, what TRL needs to reload the policy itself, and what the
-shared reference log-probs are keyed by and who decides their reuse."""
+shared reference log-probs are keyed by and who decides their reuse; and (issue 25) the hub
+presets' dtype, the frozen copies' dtype and device map, which rank reads the checkpoint under
+FSDP, the dtype and writer of the saved model, reward runs, release(), evaluate's processes and
+SLURM's per-task binding. None of these has run on a GPU here."""
 
 from __future__ import annotations
 
@@ -181,7 +184,8 @@ def test_trls_reference_reload_under_fsdp_loads_on_the_cpu_not_spread_over_the_g
 
     from rlhf.job.runner import reference_init_kwargs
 
-    run = validate(compose_job(["method=grpo", "method.beta=0.04", f"hardware={option}", "model=qwen2.5-0.5b-instruct"]))
+    run = validate(compose_job(["method=grpo", "method.beta=0.04", f"hardware={option}",
+                                "model=qwen2.5-0.5b-instruct"]))
     init = reference_init_kwargs(run)
     assert init.get("device_map", "unset") == device_map
     assert init["dtype"] == "bfloat16"  # not the fp32 of the policy, which TRL would use
