@@ -39,16 +39,19 @@ def test_each_strategy_gets_its_trainer_settings(option, checkpointing):
     processes, backend, strategy = OPTIONS[option]
     hw = hardware(option, f"hardware.activation_checkpointing={str(checkpointing).lower()}")
     assert (hw.world_size, hw.distributed) == (processes, strategy)
-    kwargs = distributed.trl_kwargs(hw)
+    kwargs = distributed.trl_kwargs(hw, rank0_loads=True)
     assert kwargs.get("ddp_backend") == backend
     if strategy == "fsdp":
         # FSDP2, the boolean switch (the string form is deprecated), layers found by accelerate
         # from the model's _no_split_modules (no class named), FSDP's own checkpointing and
-        # never the Trainer's (an extra all-gather in backward), no FSDP1-only key.
+        # never the Trainer's (an extra all-gather in backward), no FSDP1-only key; checkpoints
+        # sharded per rank, not gathered on rank 0; rank 0 alone reads the checkpoint.
         assert kwargs["fsdp"] is True and kwargs["activation_checkpointing"] is False
         assert kwargs["fsdp_config"] == {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                                         "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT",
-                                         "activation_checkpointing": checkpointing}
+                                         "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
+                                         "activation_checkpointing": checkpointing,
+                                         "cpu_ram_efficient_loading": True}
+        assert distributed.trl_kwargs(hw)["fsdp_config"]["cpu_ram_efficient_loading"] is False
         assert "deepspeed" not in kwargs
     else:
         assert "fsdp" not in kwargs and "fsdp_config" not in kwargs
@@ -104,6 +107,7 @@ def test_the_settings_build_a_trl_config_without_deprecation_warnings(tmp_path, 
     if hw.distributed == "fsdp":
         plugin = args.fsdp_plugin_args
         assert plugin["fsdp_version"] == 2 and plugin["activation_checkpointing"] is checkpointing
+        assert plugin["state_dict_type"] == "SHARDED_STATE_DICT"
         assert "use_orig_params" not in plugin and "transformer_cls_names_to_wrap" not in plugin
         assert args.activation_checkpointing is False
     else:
@@ -238,12 +242,27 @@ def _loaded(model_dir) -> dict:
     return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
 
 
+RANK1_POLICY = "built empty, its shards broadcast from rank 0"
+
+
 def _assert_sharded(metrics: dict, checkpointed: int = 0) -> None:
     """The ranks really ran FSDP2, each decoder layer its own unit (the tiny model has 2)."""
     strategy = metrics["distributed"]
     assert strategy["type"] == "FSDP" and strategy["processes"] == 2 and strategy["fsdp_version"] == 2, strategy
     assert strategy["fsdp_units"]["LlamaDecoderLayer"] == 2, strategy
     assert strategy["checkpointed_layers"] == checkpointed, strategy
+    # Rank 0 alone read the checkpoint; rank 1 built the model empty and got its shards from rank 0.
+    assert [r["policy"] for r in metrics["ranks"]] == ["read the checkpoint", RANK1_POLICY]
+
+
+def _assert_sharded_checkpoint(checkpoint) -> None:
+    """Each rank wrote its own shard of the weights and of the optimizer state
+    (SHARDED_STATE_DICT, torch.distributed.checkpoint); nothing was gathered on rank 0."""
+    for part in ("pytorch_model_fsdp_0", "optimizer_0"):
+        assert sorted(p.name for p in (checkpoint / part).iterdir() if p.suffix == ".distcp") == \
+            ["__0_0.distcp", "__1_0.distcp"], part
+    gathered = [p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".safetensors")]
+    assert gathered == [], gathered
 
 
 def _train(tmp_path, name: str, *overrides: str):
@@ -266,6 +285,7 @@ def test_fsdp_dpo_on_two_cpu_ranks_matches_one_process_and_saves_the_same_model(
     assert len(sharded) == 4 and sharded == pytest.approx(single, rel=1e-5, abs=1e-6)
     metrics, reference = _metrics(two), _metrics(one)
     _assert_sharded(metrics)
+    _assert_sharded_checkpoint(two / "checkpoints" / "checkpoint-4")
     assert metrics["reference"]["precomputed"] == {"train": "computed", "eval": "computed"}
     assert metrics["eval"]["eval_loss"] == pytest.approx(reference["eval"]["eval_loss"], rel=1e-5)
     a, b = _loaded(one / "model"), _loaded(two / "model")
@@ -308,10 +328,36 @@ def test_fsdp_lora_reward_model_is_merged_from_the_shards_like_one_process(tmp_p
     one = _train(tmp_path, "one", *common, "method.micro_batch_size=16", "hardware.torch_threads=1")
     two = _train(tmp_path, "two", *common, "hardware=cpu_2proc_fsdp", "method.micro_batch_size=8")
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-5, abs=1e-6)
-    _metrics(two)
+    assert [r["policy"] for r in _metrics(two)["ranks"]] == ["read the checkpoint", RANK1_POLICY]
     assert (two / "model" / "adapter" / "adapter_config.json").is_file()
     a, b = _weights(one / "model"), _weights(two / "model")
     assert sorted(a) == sorted(b) and "score.weight" in a
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     base = _weights(TINY_MODEL)
     assert max((a[k] - base[k]).abs().max().item() for k in base if k in a) > 1e-4  # the merge changed them
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp_resumes_from_its_sharded_checkpoint_as_if_never_stopped(tmp_path):
+    """A run stopped after its step-2 checkpoint (here: the step-4 one and the results removed)
+    resumes from the shards each rank wrote, and ends where the uninterrupted run ended."""
+    import shutil
+
+    steps = ("hardware=cpu_2proc_fsdp", "method.micro_batch_size=8", "method.save_steps=2",
+             "method.save_total_limit=2")
+    run = _train(tmp_path, "run", *steps)
+    ended = _losses(run)
+    final = _loaded(run / "model")
+    _assert_sharded_checkpoint(run / "checkpoints" / "checkpoint-2")
+    for done in ("checkpoints/checkpoint-4", "model"):
+        shutil.rmtree(run / done)
+    for done in ("SUCCESS", "metrics.json"):
+        (run / done).unlink()
+    train(tmp_path / "run", *STEPS, *steps, run_dir=run)
+    resumed = [h for h in read_history(run) if "loss" in h]
+    # Resumed: the history of steps 1-4 is kept (a fresh start deletes it) and 3-4 follow it.
+    assert [h["step"] for h in resumed] == [1, 2, 3, 4, 3, 4]
+    assert [h["loss"] for h in resumed][-2:] == pytest.approx(ended[-2:], rel=1e-5, abs=1e-6)
+    again = _loaded(run / "model")
+    assert max((final[k] - again[k]).abs().max().item() for k in final) < 1e-6

@@ -70,12 +70,24 @@ def given_gpus(hardware: Any, environ: Mapping[str, str], count_host: Any = host
     return [str(i) for i in range(per_job)], f"the first hardware.gpus_per_node={per_job} GPUs of the host"
 
 
+def bound_per_task(environ: Mapping[str, str]) -> bool:
+    """SLURM bound GPUs to each task (srun/sbatch --gpus-per-task, hydra.launcher.gpus_per_task,
+    which set SLURM_GPUS_PER_TASK): this task, one rank, sees only its own GPU(s), not the
+    node's. accelerate then puts the rank on its first visible GPU (LOCAL_RANK modulo the
+    visible count: accelerate/state.py:843)."""
+    return "SLURM_STEP_ID" in environ and bool(environ.get("SLURM_GPUS_PER_TASK"))
+
+
 def job_gpus(hardware: Any, environ: Mapping[str, str], count_host: Any = host_gpu_count) -> JobGpus:
-    """The GPUs training and the vLLM server of this job use (see the module doc)."""
+    """The GPUs training and the vLLM server of this job use (see the module doc). Under SLURM's
+    per-task binding (bound_per_task) they are this task's: one rank trains on them."""
     decided = split(environ.get(DECIDED))
     if decided is not None:
         return JobGpus(decided, split(environ.get(DECIDED_VLLM)) or [], "decided by the process that started this one")
     given, source = given_gpus(hardware, environ, count_host)
+    per_task = bound_per_task(environ)
+    if per_task:
+        source += f", this task's own (SLURM --gpus-per-task={environ['SLURM_GPUS_PER_TASK']})"
 
     def pick(ids: list[int], key: str) -> list[str]:
         outside = [i for i in ids if i >= len(given)]
@@ -90,12 +102,13 @@ def job_gpus(hardware: Any, environ: Mapping[str, str], count_host: Any = host_g
         train = pick(list(hardware.train_gpus), "train_gpus")
     else:
         train = [g for g in given if g not in vllm]
-    wanted = hardware.processes_per_node
+    wanted = 1 if per_task else hardware.processes_per_node
     if not given:
         raise RlhfError(f"hardware.accelerator=cuda, but this job was given no GPU ({source} is empty): run on a GPU "
                         "host or node, or choose hardware=cpu")
     if len(train) < wanted:
-        raise RlhfError(f"hardware.processes_per_node={wanted} needs {wanted} training GPU(s), and this job has "
+        raise RlhfError(f"hardware.processes_per_node={wanted} needs {wanted} training GPU(s), and this "
+                        f"{'task' if per_task else 'job'} has "
                           f"{len(train)} ({','.join(train) or 'none'}: GPUs {','.join(given) or 'none'} from {source}"
                           + (f", minus hardware.vllm_gpus={list(hardware.vllm_gpus)}" if vllm else "") + ")")
     return JobGpus(train[:wanted], vllm, source)

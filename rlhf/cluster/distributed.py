@@ -43,34 +43,80 @@ DEEPSPEED_AUTO = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulati
                   "fp16": {"enabled": "auto"}}
 
 
-def trl_kwargs(hardware: Any) -> dict[str, Any]:
+def trl_kwargs(hardware: Any, rank0_loads: bool = False) -> dict[str, Any]:
     """The Trainer settings of the multi-process strategy, activation checkpointing included
-    (FSDP does it itself). One code path for GPU and CPU: only the backend differs."""
+    (FSDP does it itself). One code path for GPU and CPU: only the backend differs.
+    `rank0_loads`: rank 0 alone reads the policy's checkpoint (see `rank0_loads`)."""
     checkpointing = hardware.activation_checkpointing
     kwargs: dict[str, Any] = {"activation_checkpointing": checkpointing}
     if hardware.world_size == 1:
         return kwargs
     kwargs["ddp_backend"] = "gloo" if hardware.accelerator == "cpu" else "nccl"
     if hardware.distributed == "fsdp":
-        kwargs.update(fsdp=True, fsdp_config=fsdp_config(checkpointing), activation_checkpointing=False)
+        kwargs.update(fsdp=True, fsdp_config=fsdp_config(checkpointing, rank0_loads), activation_checkpointing=False)
     elif hardware.distributed in DEEPSPEED:
         kwargs["deepspeed"] = {**DEEPSPEED_AUTO, **DEEPSPEED[hardware.distributed]}
     return kwargs
 
 
-def fsdp_config(activation_checkpointing: bool) -> dict[str, Any]:
+def fsdp_config(activation_checkpointing: bool, rank0_loads: bool = False) -> dict[str, Any]:
     """FSDP2 (torch's fully_shard) through accelerate. Each decoder layer is its own shard unit:
     accelerate reads the layer class from the model's `_no_split_modules` (no class named here,
     so any architecture wraps). FSDP's own activation checkpointing replaces the Trainer's,
-    which would all-gather each layer's weights once more in backward. The full state dict is
-    gathered on save, so the saved model is an ordinary checkpoint."""
+    which would all-gather each layer's weights once more in backward.
+
+    Checkpoints are sharded (SHARDED_STATE_DICT): each rank writes its own shard of the weights
+    and of the optimizer state with torch.distributed.checkpoint (accelerate's save_fsdp_model
+    and save_fsdp_optimizer), and the Trainer resumes from them (load_fsdp_model); FULL_STATE_DICT
+    gathered the whole optimizer state on rank 0 at every checkpoint (~57 GiB for 7B) while the
+    other ranks waited. The final model is still gathered whole (rlhf.job.runner.save_trained).
+    `cpu_ram_efficient_loading` with `rank0_loads`: rank 0 alone holds the checkpoint's weights,
+    which accelerate broadcasts into every rank's shards (rlhf.models.loading.load_skeleton)."""
     return {
         "version": 2,
         "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "reshard_after_forward": True,
-        "state_dict_type": "FULL_STATE_DICT",
+        "state_dict_type": "SHARDED_STATE_DICT",
         "activation_checkpointing": activation_checkpointing,
+        "cpu_ram_efficient_loading": rank0_loads,
     }
+
+
+def rank0_loads(hardware: Any, adapter: str, policy_read_before_sharding: bool) -> bool:
+    """Whether rank 0 alone reads the policy's checkpoint and the other ranks build its
+    structure only (FSDP of several ranks). Not with QLoRA: accelerate skips the broadcast for
+    a model with 4-bit parameters (accelerate/utils/fsdp_utils.py:830, 887), so every rank must
+    load them. Not when TRL reads the policy's weights before the Trainer shards it
+    (`policy_read_before_sharding`: DPO's and KTO's reference log-probs precomputed by the policy
+    with its adapter disabled, in their __init__: trl/trainer/dpo_trainer.py:909-914, 1013-1031).
+    Without it every rank held a whole copy of the weights in host memory (transformers 5.23
+    reads the whole checkpoint on every rank except under ZeRO-3: modeling_utils.py:4522-4590).
+    Not run on GPUs here; trained on two CPU ranks (tests/test_distributed.py)."""
+    return (hardware.world_size > 1 and hardware.distributed == "fsdp" and adapter != "qlora"
+            and not policy_read_before_sharding)
+
+
+def on_rank0(load: Any, skeleton: Any, describe: Any) -> Any:
+    """`load()` on rank 0; on the other ranks `skeleton(describe(what rank 0 loaded))`, the
+    description broadcast from rank 0 (a collective: every rank calls this). A failure on rank 0
+    reaches the others as an error naming it instead of leaving them in the broadcast."""
+    import torch.distributed as dist
+
+    rank = this_rank()[0]
+    loaded, shape = None, [None]
+    if rank == 0:
+        try:
+            loaded = load()
+            shape = [describe(loaded)]
+        except BaseException:
+            dist.broadcast_object_list([{"failed": True}], src=0)
+            raise
+    dist.broadcast_object_list(shape, src=0)
+    if rank == 0:
+        return loaded
+    if shape[0].get("failed"):
+        raise RlhfError("rank 0 failed to load the model (its error is in its log and the run dir's FAILED)")
+    return skeleton(shape[0])
 
 
 
@@ -97,8 +143,8 @@ def loading_whole_models(args: Any) -> Iterator[None]:
     ZeRO-3 run registered its DeepSpeed config (TrainingArguments keeps it, transformers reads
     it through a weak reference), under which from_pretrained builds each model inside
     zero.Init, partitioning it across ranks that are gone. It is unregistered meanwhile and
-    registered again after. (FSDP needs nothing here: nothing sets its cpu-ram-efficient
-    loading, which TrainingArguments turns off, so from_pretrained loads whole.)"""
+    registered again after. (FSDP needs nothing here: rank 0 is local rank 0, which
+    from_pretrained loads whole under cpu_ram_efficient_loading too: modeling_utils.py:4853, 4889.)"""
     from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
     registered = getattr(args, "hf_deepspeed_config", None)
@@ -212,12 +258,12 @@ def rank_info() -> dict[str, Any]:
             "master_addr": os.environ.get("MASTER_ADDR")}
 
 
-def gather_ranks() -> list[dict[str, Any]]:
-    """rank_info() of every rank, in rank order: a collective, so every rank calls it once the
-    process group exists (alone: this process's)."""
+def gather_ranks(**extra: Any) -> list[dict[str, Any]]:
+    """rank_info() of every rank with its `extra` fields, in rank order: a collective, so every
+    rank calls it once the process group exists (alone: this process's)."""
     import torch.distributed as dist
 
-    mine = rank_info()
+    mine = {**rank_info(), **extra}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [mine]
     every: list[Any] = [None] * dist.get_world_size()

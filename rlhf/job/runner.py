@@ -100,15 +100,13 @@ def build(job: Job, callbacks: list) -> Any:
     The TRL config comes before any model: creating it starts the process group and, with
     ZeRO-3, registers the DeepSpeed config, which is what makes from_pretrained load each model
     sharded (zero.Init) instead of whole on every rank. FSDP's loading is set up next."""
-    from rlhf.models.loading import load_model
     from rlhf.trl.run_totals import RunTotals
 
     run, data = job.run, job.data
     method_inputs = run.spec.trainer_inputs(run, data.train.column_names) if run.spec.trainer_inputs else {}
     args = trl_arguments(run, job.run_dir, data.eval is not None, rows=len(data.train))
     distributed.prepare_strategy(run.hardware)
-    model = load_model(run.model, run.hardware, adapter=run.peft.adapter, head=run.spec.model_head,
-                       pad_token_id=job.tokenizer.pad_token_id, seed=run.seed)
+    model = load_policy(run, job.tokenizer.pad_token_id)
     check_target_modules(run, model)
     job.reference = reference.load(run, reference.choose(run))
     log.info("reference model: %s", job.reference.why)
@@ -118,12 +116,49 @@ def build(job: Job, callbacks: list) -> Any:
         job.tracker = wandb_run.start(run.logger, job.run_dir, job.config)
     kwargs = trainer_kwargs(job, model, args, method_inputs, callbacks)
     trainer, job.shared = build_trainer(run, kwargs, data.path)
-    job.ranks = distributed.gather_ranks()  # the process group exists now: every rank says where it runs
+    place_reward_runs(trainer)
+    # The process group exists now: every rank says where it runs and how it got the policy.
+    job.ranks = distributed.gather_ranks(policy=getattr(model, RANK_LOADED, "read the checkpoint"))
     log_ranks(job.ranks)
     progress.replace_printer(trainer, run.spec.progress_metric)  # a progress line, not a raw dict
     job.reference.model = None  # the trainer holds what it needs; a released reference is freed
     job.totals = RunTotals.attach(trainer)  # train_loss and num_tokens of the whole run, across resumes
     return trainer
+
+
+def load_policy(run: RunSpec, pad_token_id: int | None) -> Any:
+    """The policy with the head the method trains. Under FSDP rank 0 alone reads the checkpoint
+    and the other ranks build its structure (distributed.rank0_loads); else every rank loads it."""
+    from rlhf.models.loading import layout, load_model, load_skeleton
+
+    head = run.spec.model_head
+
+    def load() -> Any:
+        return load_model(run.model, run.hardware, adapter=run.peft.adapter, head=head, pad_token_id=pad_token_id,
+                          seed=run.seed)
+
+    if not rank0_loads(run):
+        return load()
+    log.info("model: rank 0 reads the checkpoint, the other ranks receive their shards from it (FSDP "
+             "cpu_ram_efficient_loading)")
+
+    def skeleton(shape: dict[str, Any]) -> Any:
+        built = load_skeleton(run.model, shape, head=head, pad_token_id=pad_token_id)
+        setattr(built, RANK_LOADED, "built empty, its shards broadcast from rank 0")
+        return built
+
+    return distributed.on_rank0(load, skeleton, layout)
+
+
+RANK_LOADED = "_rlhf_loaded"  # how this rank got its policy, as metrics.json's ranks record it
+
+
+def rank0_loads(run: RunSpec) -> bool:
+    """distributed.rank0_loads for this run: TRL reads the policy before sharding it when it
+    precomputes the reference log-probs with the policy's adapter disabled."""
+    chosen = reference.choose(run)
+    early = chosen.kind == reference.PRECOMPUTED and run.peft.adapter != "none"
+    return distributed.rank0_loads(run.hardware, run.peft.adapter, early)
 
 
 def fit(job: Job, trainer: Any) -> Any:
@@ -259,6 +294,23 @@ def trainer_kwargs(job: Job, model: Any, args: Any, method_inputs: dict[str, Any
     return kwargs
 
 
+def place_reward_runs(trainer: Any, prepare: Any = None) -> None:
+    """Under DeepSpeed TRL partitions the reward models it is given with prepare_deepspeed
+    (trl/trainer/grpo_trainer.py:1208-1211, rloo_trainer.py:841-843); a finished reward run is a
+    function to TRL (rlhf.rewards.sources.RewardRun), so its model is prepared the same way
+    here. Elsewhere it goes to this rank's device on its first call, as TRL's do. `prepare`:
+    trl.models.prepare_deepspeed (a stand-in in tests). Not run on GPUs here."""
+    from rlhf.rewards.sources import RewardRun
+
+    if not trainer.is_deepspeed_enabled:
+        return
+    if prepare is None:
+        from trl.models import prepare_deepspeed as prepare
+    for function in getattr(trainer, "reward_funcs", None) or []:
+        if isinstance(function, RewardRun):
+            function.model = prepare(function.model, trainer.accelerator)
+
+
 def log_ranks(ranks: list[dict[str, Any]]) -> None:
     """Where each rank of a job of several runs, logged once, by rank 0."""
     if len(ranks) > 1 and distributed.this_rank()[0] == 0:
@@ -323,7 +375,7 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool, rows: int = 0) ->
         fp16=hardware.precision == "fp16",
         dataloader_num_workers=hardware.dataloader_num_workers,
         report_to=[] if run.logger.backend == "none" else [run.logger.backend],
-        **distributed.trl_kwargs(hardware),
+        **distributed.trl_kwargs(hardware, rank0_loads=rank0_loads(run)),
         logging_first_step=True,
         disable_tqdm=not sys.stderr.isatty(),
     )
@@ -336,18 +388,50 @@ def trl_arguments(run: RunSpec, run_dir: Path, has_eval: bool, rows: int = 0) ->
 
 def reload_kwargs(run: RunSpec, config_class: type) -> dict[str, Any]:
     """What TRL needs to load the policy's checkpoint again itself (the reference GRPO and RLOO
-    build with beta > 0 and no adapter; DPO's precompute under FSDP): it reloads
+    build with beta > 0 and no adapter; DPO's and KTO's reference under FSDP): it reloads
     `model.config._name_or_path` with `args.model_init_kwargs` and `args.trust_remote_code`,
-    so without these it reads the hub's main revision, or refuses remote code the policy ran."""
+    so without these it reads the hub's main revision, or refuses remote code the policy ran.
+    The rest of `model_init_kwargs` is reference_init_kwargs'."""
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(config_class)}
     kwargs: dict[str, Any] = {}
     if "trust_remote_code" in fields:
         kwargs["trust_remote_code"] = run.model.trust_remote_code
-    if "model_init_kwargs" in fields and run.model.revision is not None:
-        kwargs["model_init_kwargs"] = {"revision": run.model.revision}
+    init = reference_init_kwargs(run)
+    if "model_init_kwargs" in fields and init:
+        kwargs["model_init_kwargs"] = init
     return kwargs
+
+
+def reference_init_kwargs(run: RunSpec) -> dict[str, Any]:
+    """from_pretrained's arguments for the frozen copy TRL reloads, beyond its defaults.
+
+    - `revision`: the policy's.
+    - `dtype`: the frozen copy's (rlhf.models.loading.frozen_copy_dtype) where it is not the
+      policy's, which TRL would use (trl/trainer/dpo_trainer.py:924, grpo_trainer.py:1001).
+    - `device_map=None` under FSDP: TRL sets it only for DDP and DeepSpeed
+      (dpo_trainer.py:920, grpo_trainer.py:997, rloo_trainer.py:683, kto_trainer.py:931) and
+      otherwise lets create_model_from_path pick "auto" on a GPU (trl/trainer/utils.py:1350-1351).
+      Every rank of a node sees the node's training GPUs (rlhf.cluster.devices), so "auto"
+      would spread each rank's copy over all of them with accelerate's dispatch hooks, and
+      prepare_fsdp's fully_shard then moves the weights to the rank's own GPU
+      (torch/distributed/fsdp/_fully_shard/_fsdp_init.py:369-401) while the hooks still send
+      each layer's inputs to the GPU it was dispatched to. With None the copy loads on the CPU
+      and fully_shard moves each rank's shard to its GPU. Not run on GPUs here.
+    """
+    from rlhf.models.loading import frozen_copy_dtype, weights_dtype
+
+    init: dict[str, Any] = {}
+    if run.model.revision is not None:
+        init["revision"] = run.model.revision
+    adapter = run.peft.adapter
+    frozen = frozen_copy_dtype(run.model, run.hardware, adapter)[0]
+    if frozen != weights_dtype(run.model, adapter)[0]:
+        init["dtype"] = frozen
+    if run.hardware.world_size > 1 and run.hardware.distributed == "fsdp":
+        init["device_map"] = None
+    return init
 
 
 class ReloadOnlyKwargs(logging.Filter):
@@ -402,9 +486,9 @@ def save_model(run: RunSpec, trainer: Any, model_dir: Path) -> None:
     weights; under sharding, the adapter just saved (all ranks gathered it) put on the base
     checkpoint, since the model in memory holds only this rank's shard of each weight."""
     if run.peft.adapter == "none" or not run.spec.trains_reward_model:
-        trainer.save_model(str(model_dir))
+        save_trained(run, trainer, model_dir)
         return
-    trainer.save_model(str(model_dir / rundir.ADAPTER_DIR))
+    save_trained(run, trainer, model_dir / rundir.ADAPTER_DIR)
     if not trainer.is_world_process_zero():
         return
     if distributed.sharded(run.hardware):
@@ -417,6 +501,57 @@ def save_model(run: RunSpec, trainer: Any, model_dir: Path) -> None:
     trainer.processing_class.save_pretrained(str(model_dir))
     log.info("saved the model merged with its adapter in %s (the adapter alone: %s)", model_dir,
              model_dir / rundir.ADAPTER_DIR)
+
+
+def save_trained(run: RunSpec, trainer: Any, out: Path) -> None:
+    """The trained weights (or adapter) and the tokenizer in `out`, in the dtype a user loads
+    them with (rlhf.models.loading.saved_dtype: bf16 for weights trained in fp32 under bf16).
+    Under FSDP every rank takes part in gathering the whole model (accelerate's get_state_dict,
+    accelerator.py:4096-4100: full, on rank 0's CPU), which rank 0 writes; the Trainer's own
+    save_model writes nothing under the sharded checkpoints (trainer.py:4097-4100). DeepSpeed
+    keeps the Trainer's save (ZeRO-3 gathers 16-bit weights itself)."""
+    from rlhf.models.loading import saved_dtype
+
+    dtype = saved_dtype(run.model, run.hardware, run.peft.adapter)
+    if trainer.is_deepspeed_enabled or (dtype is None and not trainer.is_fsdp_enabled):
+        trainer.save_model(str(out))
+        return
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(out), state_dict=cast_weights(state, dtype))
+    if dtype is not None:
+        # config.json says what the weights are (from_pretrained's dtype="auto" reads it);
+        # save_pretrained wrote the dtype of the model in memory (modeling_utils.py:3433-3434).
+        config, trained = model.config, model.config.dtype
+        config.dtype = dtype
+        try:
+            config.save_pretrained(str(out))
+        finally:
+            config.dtype = trained
+    trainer.processing_class.save_pretrained(str(out))
+    log.info("saved the model in %s (%s)", out, f"{dtype} weights" if dtype else "as trained")
+
+
+def cast_weights(state: dict[str, Any], dtype: str | None) -> dict[str, Any]:
+    """`state`'s floating tensors in `dtype`, on the CPU (None: unchanged). Tensors that share
+    storage (tied embeddings) stay one tensor, so save_pretrained still writes it once."""
+    import torch
+
+    if dtype is None:
+        return state
+    cast: dict[tuple, Any] = {}
+    out = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            out[name] = tensor
+            continue
+        key = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in cast:
+            cast[key] = tensor.detach().to("cpu", getattr(torch, dtype))
+        out[name] = cast[key]
+    return out
 
 
 def merge_saved_adapter(run: RunSpec, adapter_dir: Path, pad_token_id: int | None) -> Any:
@@ -483,15 +618,54 @@ def models_in_memory() -> int:
 
 
 def release(trainer: Any) -> None:
-    """Free the job's models before the next job of an in-process sweep starts."""
+    """Free the job's models, and its colocated vLLM engine (release_vllm), before the next job
+    of an in-process sweep starts. The CUDA cache is emptied only where CUDA was initialised:
+    a CPU job on a GPU host never touches it (torch.cuda.is_available() would load the driver)."""
     import gc
 
     import torch
 
+    release_vllm(trainer, alone=trainer.accelerator.num_processes == 1)
     trainer.model = trainer.model_wrapped = None
     for name in ("ref_model", "accelerator"):
         if hasattr(trainer, name):
             setattr(trainer, name, None)
     gc.collect()
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+def release_vllm(trainer: Any, alone: bool) -> None:
+    """TRL keeps its vLLM engine in `trainer.vllm_generation` (trl/generation/vllm_generation.py:
+    290-369): colocated, an `llm` on this process's GPU with its own model-parallel groups and,
+    with tensor_parallel_size > 1, a `tp_group` of torch's; in server mode a client whose
+    communicator holds a socket the server waits on. Freed here, as vLLM's own clean-up does:
+    the engine dropped, vLLM's parallel groups destroyed, and for a job of one process (where
+    vLLM's external launcher started torch's process group itself: no accelerate group exists)
+    its distributed environment too, so the next in-process job's engine starts afresh instead of
+    meeting the old engine's memory and groups. `alone`: the job has one process. vLLM is not
+    installed here: this is asserted against stand-ins only (tests/test_gpu_paths.py)."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None:
+        return
+    client = getattr(generation, "vllm_client", None)
+    if client is not None:
+        client.close_communicator()
+    tp_group = getattr(generation, "tp_group", None)
+    if getattr(generation, "llm", None) is not None:
+        generation.llm = None
+        trainer.vllm_generation = None
+        del generation
+        import gc
+
+        gc.collect()  # the engine's memory is freed with its last reference
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        if tp_group is not None and not alone:
+            import torch.distributed as dist
+
+            dist.destroy_process_group(tp_group)
+        if alone:
+            destroy_distributed_environment()
+    trainer.vllm_generation = None

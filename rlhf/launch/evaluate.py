@@ -70,6 +70,21 @@ def check_hub_target(target: str) -> None:
                         f"{state.why}, and the local hub cache holds no copy. {local}")
 
 
+def one_process(config: dict) -> dict:
+    """`config` with its hardware reduced to the one process the stage runs in (on one GPU for a
+    cuda run): a run dir of 8 GPUs under FSDP is evaluated by one process, which would otherwise
+    ask for the 8 GPUs the run trained on (rlhf.cluster.devices) and load as a rank of a
+    strategy that has no other ranks. Precision and accelerator stay the run's."""
+    hardware = config.setdefault("hardware", {})
+    gpus = 1 if hardware.get("accelerator") == "cuda" else 0
+    if (hardware.get("nodes", 1), hardware.get("processes_per_node", 1)) != (1, 1) or hardware.get("vllm_gpus"):
+        log.info("evaluating in one process%s (the run's hardware has %s node(s) x %s process(es))",
+                 " on one GPU" if gpus else "", hardware.get("nodes", 1), hardware.get("processes_per_node", 1))
+    hardware.update(nodes=1, processes_per_node=1, distributed="none", gpus_per_node=gpus, train_gpus=None,
+                    vllm_gpus=None)
+    return config
+
+
 def target_config(target: str, overrides: list[str], out: str | None) -> tuple[Any, Path | str, Path]:
     """The validated run the stage reads, the policy to load, and the output dir."""
     from omegaconf import OmegaConf
@@ -100,7 +115,7 @@ def target_config(target: str, overrides: list[str], out: str | None) -> tuple[A
                             f"finished{failed}")
         config = OmegaConf.create(rundir.read_config(path))
         config = OmegaConf.merge(config, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
-        run = forced_on(validate(config))
+        run = forced_on(validate(one_process(OmegaConf.to_container(config, resolve=True))))
         return run, path / rundir.MODEL_DIR, Path(out or path / rundir.EVALUATIONS / (stamp.split("/")[1] + suffix))
     if path.exists() and not (path / "config.json").is_file():
         raise RlhfError(f"{target}: neither a run dir (config.yaml) nor a model dir (config.json)")
@@ -113,6 +128,6 @@ def target_config(target: str, overrides: list[str], out: str | None) -> tuple[A
     if path.is_dir() and not (path / "tokenizer_config.json").is_file() and not composed["model"].get("tokenizer"):
         composed["model"]["tokenizer"] = composed["model"]["name_or_path"]  # a bare checkpoint: the base's
     composed["model"]["name_or_path"] = name
-    run = forced_on(validate(composed))
+    run = forced_on(validate(one_process(composed)))
     label = Path(target.rstrip("/")).name
     return run, name, Path(out or Path("outputs/evaluate") / f"{stamp}_{label}{suffix}")

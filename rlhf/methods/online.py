@@ -139,11 +139,15 @@ def reward_trend(logged: str = "reward") -> Callable[[list[dict]], dict[str, Any
 
 def reward_inputs(run: Any, columns: list[str]) -> dict[str, Any]:
     """TRL's reward_funcs and reward_processing_classes (each reward model with its own
-    tokenizer), every reward function checked against the columns the training rows have."""
+    tokenizer), every reward function checked against the columns the training rows have. A
+    reward model only scores: under bf16/fp16 autocast it is loaded in that dtype, not in the
+    dtype it was saved in (a reward model trained in fp32 would take twice the memory on every rank)."""
     from rlhf.core.usercode import check_reward_columns
+    from rlhf.models.loading import PRECISION_DTYPES
 
     sources = reward_sources.resolve_all(list(run.method.reward_funcs), REWARDS_KEY, run.code_path)
-    functions, tokenizers = reward_sources.load(sources, REWARDS_KEY, run.code_path, run.model.trust_remote_code)
+    functions, tokenizers = reward_sources.load(sources, REWARDS_KEY, run.code_path, run.model.trust_remote_code,
+                                                dtype=PRECISION_DTYPES.get(run.hardware.precision))
     called = [(f, s.entry) for f, s in zip(functions, sources) if not s.is_model]
     check_reward_columns([f for f, _ in called], [name for _, name in called], columns)
     return {"reward_funcs": functions, "reward_processing_classes": tokenizers}

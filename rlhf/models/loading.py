@@ -95,17 +95,52 @@ def weights_dtype(model: ModelConfig, adapter: str | None) -> tuple[str, str]:
     return "auto", "the checkpoint's own dtype (model.dtype=auto)"
 
 
+# The dtype hardware.precision autocasts the compute to.
+PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def frozen_copy_dtype(model: ModelConfig, hardware: HardwareConfig, adapter: str | None) -> tuple[str, str]:
+    """The dtype of a frozen copy of the policy (the reference model, loaded here or reloaded by
+    TRL), and why. It trains nothing, so no update can round away: under bf16/fp16 autocast its
+    weights are stored in that dtype, half the memory of the fp32 weights the policy trains
+    (TRL would reload it in the policy's dtype: trl/trainer/dpo_trainer.py:924, grpo_trainer.py:1001,
+    rloo_trainer.py:687). Without autocast (fp32) it is the policy's own, so a CPU run's reference
+    equals its policy at step 0. model.dtype set explicitly wins."""
+    if model.dtype == "auto" and hardware.precision in PRECISION_DTYPES:
+        return PRECISION_DTYPES[hardware.precision], (f"a frozen copy under hardware.precision={hardware.precision}: "
+                                                      "stored in the dtype its compute is cast to")
+    return weights_dtype(model, adapter)
+
+
+def saved_dtype(model: ModelConfig, hardware: HardwareConfig, adapter: str) -> str | None:
+    """The dtype the trained model is saved in (None: the dtype it trained in). Weights that all
+    trained in float32 because model.dtype=auto (weights_dtype) under bf16/fp16 autocast are
+    saved in that autocast dtype, which a user loads them with: half the disk, and half the
+    memory of the generation eval that reads them back. An adapter is saved as it trained;
+    an explicit model.dtype is kept."""
+    if weights_dtype(model, adapter)[1] != FULL_WEIGHTS_FP32:
+        return None
+    return PRECISION_DTYPES.get(hardware.precision)
+
+
+def torch_dtype(name: str) -> Any:
+    """`name` (float32, bfloat16, float16 or auto) as from_pretrained's dtype argument."""
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, _TORCH_DTYPES[name])
+
+
 def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | None = None,
-                 environ: Any = None) -> dict[str, Any]:
-    """from_pretrained's arguments for `model`, trained with `adapter` (None: only read)."""
+                 environ: Any = None, dtype: str | None = None) -> dict[str, Any]:
+    """from_pretrained's arguments for `model`, trained with `adapter` (None: only read), in
+    `dtype` when given (else weights_dtype's)."""
     import os
 
     import torch
 
     environ = os.environ if environ is None else environ
     kwargs: dict[str, Any] = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
-    dtype, _ = weights_dtype(model, adapter)
-    kwargs["dtype"] = "auto" if dtype == "auto" else getattr(torch, _TORCH_DTYPES[dtype])
+    kwargs["dtype"] = torch_dtype(dtype or weights_dtype(model, adapter)[0])
     if model.attn_implementation is not None:
         kwargs["attn_implementation"] = model.attn_implementation
     if adapter == "qlora":  # NF4 weights, bf16 compute (validation made sure CUDA and bitsandbytes exist)
@@ -120,14 +155,19 @@ def model_kwargs(model: ModelConfig, hardware: HardwareConfig, adapter: str | No
             kwargs["dtype"] = torch.bfloat16
         else:
             # bitsandbytes puts a 4-bit model on the GPU it is loaded on: this rank's own
-            # (devices restricted CUDA_VISIBLE_DEVICES to the node's training GPUs), not GPU 0.
-            kwargs["device_map"] = {"": int(environ.get("LOCAL_RANK", "0"))}
+            # (devices restricted CUDA_VISIBLE_DEVICES to the node's training GPUs), not GPU 0;
+            # the one accelerate picks, LOCAL_RANK modulo the visible GPUs (accelerate/state.py:843),
+            # which is 0 where SLURM binds each task to its own GPU (--gpus-per-task).
+            local = int(environ.get("LOCAL_RANK", "0"))
+            visible = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            kwargs["device_map"] = {"": local % len(visible) if visible else local}
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
     return kwargs
 
 
 def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model", adapter: str | None = None,
-               head: str = CAUSAL_LM, pad_token_id: int | None = None, seed: int | None = None) -> Any:
+               head: str = CAUSAL_LM, pad_token_id: int | None = None, seed: int | None = None,
+               dtype: tuple[str, str] | None = None) -> Any:
     """The checkpoint with the head a method trains (MethodSpec.model_head): its language-model
     head, or a new one-label classification head that scores a text (a reward model; loaded
     after seeding with `seed`, so the head's random init is the run's, as TRL's
@@ -140,6 +180,7 @@ def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model"
             decides the weights' dtype and quantisation: see model_kwargs.
         head: rlhf.models.heads.CAUSAL_LM or SEQUENCE_CLASSIFICATION.
         pad_token_id, seed: for a classification head, as above.
+        dtype: (dtype, why) instead of weights_dtype's (a frozen copy: frozen_copy_dtype).
 
     Returns:
         The transformers model, in train mode as from_pretrained leaves it.
@@ -149,9 +190,9 @@ def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model"
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs = model_kwargs(model, hardware, adapter)
-    if adapter is not None:
-        log.info("%s: %s weights (%s)", what, *weights_dtype(model, adapter))
+    kwargs = model_kwargs(model, hardware, adapter, dtype=dtype[0] if dtype else None)
+    if adapter is not None or dtype is not None:
+        log.info("%s: %s weights (%s)", what, *(dtype or weights_dtype(model, adapter)))
     if head == CAUSAL_LM:
         return from_pretrained(AutoModelForCausalLM, what, model.name_or_path, CHECKPOINT_FIX, **kwargs)
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -166,3 +207,67 @@ def load_model(model: ModelConfig, hardware: HardwareConfig, what: str = "model"
     if pad_token_id is not None:
         loaded.config.pad_token_id = pad_token_id
     return loaded
+
+
+def layout(loaded: Any) -> dict[str, Any]:
+    """What another rank needs to build `loaded`'s skeleton exactly (load_skeleton): each
+    parameter's and buffer's dtype, and the train/eval mode."""
+    tensors = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+    return {"dtypes": {name: str(t.dtype).removeprefix("torch.") for name, t in tensors.items()},
+            "training": loaded.training, "config_dtype": str(loaded.config.dtype).removeprefix("torch.")}
+
+
+def load_skeleton(model: ModelConfig, shape: dict[str, Any], what: str = "model", head: str = CAUSAL_LM,
+                  pad_token_id: int | None = None) -> Any:
+    """The model `load_model` loads, without reading its weights: its structure from the
+    checkpoint's config, every parameter an uninitialised CPU tensor (torch.empty: its pages are
+    never written, so the process holds no memory for them), each in the dtype `shape` gives
+    (rank 0's `layout`); buffers computed as the model's __init__ computes them (the rotary
+    frequencies, which are not in a checkpoint), the generation config the checkpoint's.
+
+    The ranks other than 0 of an FSDP job build this while rank 0 loads the checkpoint:
+    accelerate's cpu_ram_efficient_loading then shards every rank's model on the meta device
+    and broadcasts rank 0's weights into the shards (accelerate/utils/fsdp_utils.py:830-853 and
+    887-896, fsdp2_load_full_state_dict at 574-660). Its parameters are real tensors, not meta
+    ones, because accelerate maps each parameter to its shard by `data_ptr()`
+    (accelerator.py:1713-1765), which is 0 for every meta tensor."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig
+
+    config = from_pretrained(AutoConfig, what, model.name_or_path, CHECKPOINT_FIX, revision=model.revision,
+                             trust_remote_code=model.trust_remote_code)
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.attn_implementation is not None:
+        kwargs["attn_implementation"] = model.attn_implementation
+    if head == CAUSAL_LM:
+        auto: Any = AutoModelForCausalLM
+    else:
+        auto, config.num_labels = AutoModelForSequenceClassification, 1
+    with init_empty_weights(include_buffers=False):
+        built = auto.from_config(config, **kwargs)
+    built.tie_weights()  # as from_pretrained does: a tied weight is then one parameter, as in `shape`
+    dtypes = shape["dtypes"]
+    made: dict[int, Any] = {}  # a tied parameter is one tensor in two modules: made once, under its first name
+    for prefix, module in built.named_modules():
+        for name, param in list(module._parameters.items()):
+            if param is None:
+                continue
+            if id(param) not in made:
+                dtype = getattr(torch, dtypes[f"{prefix}.{name}" if prefix else name])
+                made[id(param)] = torch.nn.Parameter(torch.empty(param.shape, dtype=dtype, device="cpu"),
+                                                     requires_grad=param.requires_grad)
+            module._parameters[name] = made[id(param)]
+    for name, buffer in built.named_buffers():
+        if name in dtypes and str(buffer.dtype).removeprefix("torch.") != dtypes[name]:
+            owner, _, leaf = name.rpartition(".")
+            built.get_submodule(owner)._buffers[leaf] = buffer.to(getattr(torch, dtypes[name]))
+    if built.can_generate():
+        try:
+            built.generation_config = GenerationConfig.from_pretrained(model.name_or_path, revision=model.revision)
+        except OSError:
+            pass  # the checkpoint has none: from_pretrained keeps the one made from the config too
+    if pad_token_id is not None:
+        built.config.pad_token_id = pad_token_id
+    built.config.dtype = getattr(torch, shape["config_dtype"])
+    return built.train(shape["training"])

@@ -58,11 +58,12 @@ def choose(run: Any) -> Reference:
 
 def load(run: Any, reference: Reference) -> Reference:
     if reference.kind == SEPARATE_COPY:
-        from rlhf.models.loading import load_model
+        from rlhf.models.loading import frozen_copy_dtype, load_model
 
         # TRL would reload model.config._name_or_path itself; loading here, with the policy's
-        # dtype and attention settings, makes the copy explicit and identical.
-        reference.model = load_model(run.model, run.hardware, "reference model", adapter=run.peft.adapter)
+        # attention settings, makes the copy explicit; frozen, it is stored in the compute's dtype.
+        reference.model = load_model(run.model, run.hardware, "reference model", adapter=run.peft.adapter,
+                                     dtype=frozen_copy_dtype(run.model, run.hardware, run.peft.adapter))
     if reference.kind == SEPARATE_COPY and getattr(run.method, "precompute_ref_log_probs", False):
         reference.why += "; its log-probs are computed once before training, then it is released"
     return reference

@@ -209,35 +209,36 @@ def resolve_all(entries: list[str], where: str, code_path: list[str] | tuple[str
 
 
 def load(sources: list[RewardSource], where: str, code_path: list[str] | tuple[str, ...] = (),
-         trust_remote_code: bool = False) -> tuple[list[Any], list[Any]]:
+         trust_remote_code: bool = False, dtype: str | None = None) -> tuple[list[Any], list[Any]]:
     """TRL's reward_funcs and reward_processing_classes, one entry each (see `load_one`)."""
-    loaded = [load_one(source, f"{where}[{index}]", code_path, trust_remote_code)
+    loaded = [load_one(source, f"{where}[{index}]", code_path, trust_remote_code, dtype)
               for index, source in enumerate(sources)]
     return [reward for reward, _ in loaded], [tokenizer for _, tokenizer in loaded]
 
 
 def load_one(source: RewardSource, where: str, code_path: list[str] | tuple[str, ...] = (),
-             trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A checked reward function and None, or a reward model and its own tokenizer; logs the
-    form the entry took."""
+             trust_remote_code: bool = False, dtype: str | None = None) -> tuple[Any, Any]:
+    """A checked reward function and None, or a reward model (in `dtype`: float32, bfloat16,
+    float16; None: as saved) and its own tokenizer; logs the form the entry took."""
     from rlhf.core.usercode import load_reward_functions
 
     log.info("%s = %s: %s", where, source.entry, source.describe())
     if source.form == RUN_DIR:  # trained here: scored on the text its rows had (RewardRun)
-        model, tokenizer = load_reward_model(source, where, trust_remote_code)
+        model, tokenizer = load_reward_model(source, where, trust_remote_code, dtype)
         return RewardRun(model, tokenizer), None
     if source.is_model:
-        return load_reward_model(source, where, trust_remote_code)
+        return load_reward_model(source, where, trust_remote_code, dtype)
     (function,) = load_reward_functions([source.target], code_path)
     return function, None
 
 
-def load_reward_model(source: RewardSource, where: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """The reward model (on the CPU, in eval mode) and its own tokenizer, each load failure one
-    message naming the entry."""
+def load_reward_model(source: RewardSource, where: str, trust_remote_code: bool = False,
+                      dtype: str | None = None) -> tuple[Any, Any]:
+    """The reward model (on the CPU, in eval mode, in `dtype` when given) and its own
+    tokenizer, each load failure one message naming the entry."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rlhf.models.loading import from_pretrained
+    from rlhf.models.loading import from_pretrained, torch_dtype
 
     fix = f"Give {where} a local reward model directory or a finished reward run dir"
     try:  # the tokenizer first: it is cheap, and a model without it cannot score
@@ -247,7 +248,8 @@ def load_reward_model(source: RewardSource, where: str, trust_remote_code: bool 
         raise RewardSourceError(f"{where}={source.entry!r}: the reward model's tokenizer cannot be loaded from "
                                 f"{source.target}: {error}") from None
     model = from_pretrained(AutoModelForSequenceClassification, f"reward model {where}",
-                            source.target, fix, trust_remote_code=trust_remote_code)
+                            source.target, fix, trust_remote_code=trust_remote_code,
+                            **({"dtype": torch_dtype(dtype)} if dtype else {}))
     if model.config.num_labels != 1:
         raise RewardSourceError(f"{where}={source.entry!r} has {model.config.num_labels} labels; a reward model "
                                 "scores a text with one number (num_labels=1)")
@@ -281,6 +283,21 @@ class RewardRun:
     def __init__(self, model: Any, tokenizer: Any):
         self.model, self.tokenizer = model, tokenizer
 
+    def place(self) -> Any:
+        """The device it scores on: the training process's, as accelerate decided it (the CPU
+        for a CPU job, even on a GPU host; this rank's GPU otherwise), where TRL also puts a
+        reward model it is given (trl/trainer/grpo_trainer.py:1208-1216). Moved there on the
+        first call; a model a strategy placed already (rlhf.job.runner.place_reward_runs under
+        DeepSpeed) stays where it is."""
+        from accelerate import PartialState
+
+        current = next(self.model.parameters()).device
+        wanted = PartialState().device
+        if current.type == "cpu" and wanted.type != "cpu":
+            self.model.to(wanted)
+            return wanted
+        return current
+
     def texts(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None) -> list[str]:
         from rlhf.rewards import completion_text
 
@@ -297,9 +314,7 @@ class RewardRun:
                  **kwargs: Any) -> list[float]:
         import torch
 
-        if torch.cuda.is_available() and next(self.model.parameters()).device.type == "cpu":
-            self.model.to(f"cuda:{torch.cuda.current_device()}")
-        device = next(self.model.parameters()).device
+        device = self.place()
         texts = self.texts(prompts, completions, completion_ids)
         scores: list[float] = []
         with torch.no_grad():
