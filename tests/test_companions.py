@@ -49,3 +49,19 @@ def test_the_embedded_task_keeps_its_evaluate_block(tmp_path):
     for overrides in ([], [f"dataset.path={embedded}"], [f"dataset.path={REPO}/rlhf/./assets/data/{embedded.name}"]):
         run = preflight([*overrides, f"cache_dir={tmp_path / 'cache'}"])
         assert run.evaluate.reward_funcs == ["rlhf.rewards.topic_reward"], overrides
+
+
+def test_a_sweep_whose_jobs_differ_in_what_applies_is_refused_before_any_job(tmp_path):
+    """Hydra gives every job the command's overrides: a sweep with one job on the embedded task
+    and one on other data cannot drop the evaluate block for one only, so it stops, naming both."""
+    copy = tmp_path / "mine.jsonl"
+    copy.write_text((REPO / "rlhf/assets/data/topics_pairs.train.jsonl").read_text())
+    embedded = REPO / "rlhf/assets/data/topics_pairs.train.jsonl"
+    sweep = tmp_path / "sweep"
+    proc = run_cli("rlhf.train", "-m", f"dataset.path={embedded},{copy}", "dataset.eval=[]", f"hydra.sweep.dir={sweep}",
+                   f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Run them as separate sweeps" in proc.stderr, proc.stderr
+    mixed = proc.stderr.split("differ in which option-made settings apply")[1]
+    assert mixed.index(f"dataset.path={embedded} ") < mixed.index(": none") < mixed.index(f"dataset.path={copy} ")
+    assert mixed.index(f"dataset.path={copy} ") < mixed.index(": ~evaluate"), mixed
+    assert not sweep.exists()

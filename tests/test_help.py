@@ -42,7 +42,8 @@ def test_every_example_in_help_is_a_valid_command(tmp_path, monkeypatch, args):
     from rlhf.launch.cli import preflight
 
     monkeypatch.chdir(tmp_path)
-    rows = [{"question": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(4)]
+    # Enough rows that a held-out fraction of them (dataset.val_set_size=0.05) leaves rows on each side.
+    rows = [{"question": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(40)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # A GPU example is checked as a config (--cfg job) on a machine without one: the check of the
     # machine itself rightly refuses it here (tests/test_preflight.py).

@@ -39,3 +39,13 @@ def test_sweep_job_dirs_sort_by_their_number(tmp_path):
                                                     "10_method.beta=0.3", "x"]
     assert job_number(tmp_path / "10_method.beta=0.3") == 10 and job_number(tmp_path / "x") is None
     assert job_number(tmp_path / "12-00-00_seed=1") is None  # a single run's time is no job number
+
+
+def test_the_launchers_companion_deletions_name_no_difference():
+    """`~evaluate`/`~tuning`, which the launcher adds to every job of a command that leaves their
+    option, never reach a name: the name says what the user typed; other deletions stay."""
+    typed = "dataset.eval=[],dataset.path=/d/b.jsonl,method.max_steps=2"
+    for added in (",~evaluate=null", ",~tuning=null", ",~evaluate", ",~evaluate=null,~tuning=null"):
+        assert overrides_suffix(typed + added) == overrides_suffix(typed), added
+    assert overrides_suffix("~logger=null,seed=1").startswith("__logger=null,seed=1-")
+    assert overrides_suffix("k=[a,~evaluate],seed=1") != overrides_suffix("seed=1")  # a value, not a deletion

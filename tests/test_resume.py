@@ -136,8 +136,12 @@ def test_rerunning_a_finished_sweep_redoes_nothing_and_a_failed_job_only_is_redo
     # that the length rule (drop) leaves it no training rows. (A bad row would now stop the whole
     # sweep before its first job.)
     data.write_text(json.dumps({"question": "Name a fruit.", "chosen": "mango " * 400, "rejected": "tiger"}) + "\n")
+    # The good job's data is a copy of the embedded pairs: both jobs leave the embedded task, so
+    # both run without its generation eval (a sweep whose jobs differ in that is refused).
+    good = tmp_path / "pairs.jsonl"
+    good.write_text(open(asset_path("data/topics_pairs.train.jsonl")).read())
     command = ["-m", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}", "method.max_steps=2",
-               f"dataset.path={asset_path('data/topics_pairs.train.jsonl')},{data}", "dataset.eval=[]"]
+               f"dataset.path={good},{data}", "dataset.eval=[]"]
     first = run_cli("rlhf.train", *command, cwd=tmp_path, check=False)
     assert first.returncode == 1 and "did not finish" in first.stderr
     dirs = sorted(p.name for p in sweep.iterdir())

@@ -21,12 +21,17 @@ NAME_LIMIT = 100  # characters of the overrides part, hash included
 _PATH_PREFIX = re.compile(r"(?<=[=,\[])[^=,\[\]]*/")  # a path value's directories: /data/x/a.jsonl -> a.jsonl
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")  # slashes left, brackets, quotes, spaces, ...
 _NUMBERED = re.compile(r"^(\d+)(?:_|$)")
+# Deletions of the companion options (rlhf.launch.companions): the launcher adds them to every job of
+# a command that leaves their option (a note and config.yaml say so), so they name no difference
+# between jobs, and a name says what the user typed.
+_COMPANION_DELETION = re.compile(r"^~(evaluate|tuning)(=null)?$")
 
 
 def overrides_suffix(overrides: str) -> str:
     """`_<overrides>` for a run dir's name ("" without overrides); the `${overrides_suffix:...}`
     resolver of conf/config.yaml. A name changed to be safe, or cut to NAME_LIMIT, ends in a
     short hash of the whole override string, so different overrides never share a dir."""
+    overrides = ",".join(o for o in _split_items(overrides) if not _COMPANION_DELETION.match(o))
     if not overrides:
         return ""
     name = _UNSAFE.sub("_", _PATH_PREFIX.sub("", overrides))
@@ -34,6 +39,17 @@ def overrides_suffix(overrides: str) -> str:
         digest = hashlib.sha256(overrides.encode("utf-8")).hexdigest()[:8]
         name = f"{name[:NAME_LIMIT - len(digest) - 1]}-{digest}"
     return f"_{name}"
+
+
+def _split_items(overrides: str) -> list[str]:
+    """The `key=value` items of an override string, commas inside brackets kept in their value."""
+    items, depth, start = [], 0, 0
+    for at, char in enumerate(overrides):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(overrides[start:at])
+            start = at + 1
+    return [*items, overrides[start:]] if overrides else []
 
 
 def job_number(run_dir: Path) -> int | None:
