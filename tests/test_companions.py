@@ -65,3 +65,27 @@ def test_a_sweep_whose_jobs_differ_in_what_applies_is_refused_before_any_job(tmp
     assert mixed.index(f"dataset.path={embedded} ") < mixed.index(": none") < mixed.index(f"dataset.path={copy} ")
     assert mixed.index(f"dataset.path={copy} ") < mixed.index(": ~evaluate"), mixed
     assert not sweep.exists()
+
+
+def test_another_checkpoint_leaves_the_tiny_tuning_unless_the_command_names_it(tmp_path):
+    """The tiny model's tuning (lr 1e-3, beta 0.5 for DPO) is made for the tiny checkpoint: the
+    same checkpoint elsewhere (a fine-tune, here a copy) trains with the method's own defaults,
+    one note says so, and naming the tuning keeps it; each preset's tuning follows it alike."""
+    import shutil
+
+    from rlhf.launch.cli import preflight
+
+    copy = tmp_path / "policy"
+    shutil.copytree(REPO / "rlhf/assets/models/tiny-chatml", copy)
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    tuned, own = preflight([cache]), preflight([cache, f"model.name_or_path={copy}"])
+    assert (tuned.method.learning_rate, tuned.method.beta) == (1e-3, 0.5)
+    assert (own.method.learning_rate, own.method.beta) == (5e-7, 0.1)  # conf/method/dpo.yaml's
+    named = preflight([cache, f"model.name_or_path={copy}", "tuning=tiny_dpo"])
+    assert (named.method.learning_rate, named.method.beta) == (1e-3, 0.5)
+    dapo = preflight([cache, "method=dapo", f"model.name_or_path={copy}"])
+    assert dapo.method.learning_rate == 1e-6 and dapo.method.mask_truncated_completions  # DAPO's own
+    # The command line shows the same config, with the note (--cfg job: overrides before a flag).
+    proc = run_cli("rlhf.train", f"model.name_or_path={copy}", cache, "--cfg", "job", cwd=tmp_path)
+    assert "so tuning=tiny_dpo (conf/tuning/tiny_dpo.yaml" in proc.stderr and "does not apply" in proc.stderr
+    assert yaml.safe_load(proc.stdout)["method"]["learning_rate"] == 5e-7

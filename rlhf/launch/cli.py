@@ -280,14 +280,27 @@ def _check_rows(jobs: list[_Job], multirun: bool) -> None:
 
 
 def _sweeper_direction(argv: list[str], run: Any) -> list[str]:
-    """With hydra/sweeper=optuna, the objective named in the config decides the direction."""
+    """With hydra/sweeper=optuna, the objective named in the config decides the direction: the
+    override that says it, if the command does not."""
     if run is None or "hydra/sweeper=optuna" not in argv or any(a.startswith("hydra.sweeper.direction=")
                                                                  for a in argv):
-        return argv
+        return []
     from rlhf.config.checks import objective_direction, objective_metric
 
     direction = objective_direction(objective_metric(run), run.objective.direction, run.spec.greater_is_better)
-    return [*argv, f"hydra.sweeper.direction={direction}"]
+    return [f"hydra.sweeper.direction={direction}"]
+
+
+def with_overrides(argv: list[str], extra: list[str]) -> list[str]:
+    """`argv` with the overrides `extra` placed right after its own overrides: Hydra's parser reads
+    one run of overrides, so one placed after a flag (`--cfg job ~tuning`) would be refused."""
+    from hydra._internal.utils import get_args_parser
+
+    own = get_args_parser().parse_args(argv).overrides
+    if not extra or not own:
+        return [*argv, *extra]
+    last = len(argv) - 1 - argv[::-1].index(own[-1])
+    return [*argv[:last + 1], *extra, *argv[last + 1:]]
 
 
 def _config_path_arg(argv: list[str]) -> Path | None:
@@ -336,7 +349,7 @@ def _checked(argv: list[str]) -> None:
     """preflight, its refusal one message and exit 2."""
     try:
         run = preflight(argv)
-        sys.argv[1:] = [*_sweeper_direction(argv, run), *DROPPED]
+        sys.argv[1:] = with_overrides(argv, [*_sweeper_direction(argv, run), *DROPPED])
     except RlhfError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
