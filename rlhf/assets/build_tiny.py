@@ -72,13 +72,16 @@ def build_tokenizer():
     )
 
 
-def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, seed: int):
+def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, seed: int,
+                vocab_size: int | None = None):
     import numpy as np
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        # Larger than the tokenizer's when asked (Qwen2.5's 151936 rows over 151665 tokens): the
+        # output layer and its logits at a real model's size; ids past the tokenizer decode to "".
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
@@ -106,11 +109,13 @@ def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: i
 
 
 def build(out_dir: str | Path = DEFAULT_OUT, hidden: int = 128, layers: int = 2, heads: int = 4,
-          intermediate: int = 256, seed: int = 0) -> Path:
+          intermediate: int = 256, seed: int = 0, vocab_size: int | None = None) -> Path:
+    """The tiny model and its tokenizer, saved to `out_dir`; the sizes give a bigger model of the
+    same family (the benchmarks' models), `vocab_size` an output layer wider than the tokenizer."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, hidden, layers, heads, intermediate, seed)
+    model = build_model(tokenizer, hidden, layers, heads, intermediate, seed, vocab_size)
     tokenizer.save_pretrained(out)
     model.save_pretrained(out, safe_serialization=True)
     return out
@@ -124,8 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=None, help="output rows (default: the tokenizer's)")
     args = parser.parse_args(argv)
-    out = build(args.out_dir, args.hidden, args.layers, args.heads, args.intermediate, args.seed)
+    out = build(args.out_dir, args.hidden, args.layers, args.heads, args.intermediate, args.seed, args.vocab_size)
     print(out)
 
 

@@ -17,8 +17,10 @@ environment) keep it instead of slicing the already-sliced list again.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -139,15 +141,51 @@ def note_host_gpus(environ: dict[str, str]) -> None:
         environ.setdefault(HOST_GPUS, environ["CUDA_VISIBLE_DEVICES"])
 
 
-def job_peak_memory(hardware: Any) -> dict[str, int]:
+def job_peak_memory(hardware: Any, at_least: dict[str, int] | None = None) -> dict[str, int]:
     """This process's peak memory since it started, for metrics.json, read at the very end of the
     job (after the save and the generation eval, the riskiest peaks): on a GPU, torch's
     allocator peak (`job_peak_gpu_memory_mib`); on the CPU, the process's peak resident set
-    (`job_peak_rss_mib`). rlhf.gpu_check reports it."""
+    (`job_peak_rss_mib`). rlhf.gpu_check reports it. `at_least`: this function's reading from
+    before a `stretch_peak` reset the high-water mark (the larger of the two is the job's)."""
     if hardware.accelerator == "cuda":
         import torch
 
-        return {"job_peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
-    import resource
+        peak = {"job_peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
+    else:
+        import resource
 
-    return {"job_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # Linux: KiB
+        peak = {"job_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # Linux: KiB
+    return {key: max(value, (at_least or {}).get(key, 0)) for key, value in peak.items()}
+
+
+def _status_mib(field: str) -> int:
+    """A memory line of /proc/self/status (VmRSS, VmHWM), in MiB."""
+    import re
+
+    with open("/proc/self/status", encoding="ascii") as f:
+        return round(int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)[1]) / 1024)
+
+
+@contextlib.contextmanager
+def stretch_peak(hardware: Any) -> Iterator[dict[str, Any]]:
+    """The peak memory of the code run inside, from its start: yields a dict filled on the way out
+    with `measure` (what was read), `at_start_mib` (held when it began) and `peak_mib` (the most
+    held while it ran, what it began with included). On a GPU, torch's allocator (its peak
+    statistics reset); on the CPU, the process's resident set, its high-water mark reset through
+    /proc/self/clear_refs (Linux). Either reset loses the peak from before: read
+    job_peak_memory first and pass it as its `at_least`."""
+    figures: dict[str, Any] = {}
+    if hardware.accelerator == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        figures.update(measure="torch.cuda.max_memory_allocated",
+                       at_start_mib=round(torch.cuda.memory_allocated() / 2**20))
+        yield figures
+        figures["peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        return
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")  # the resident set's high-water mark back to what is resident now
+    figures.update(measure="process peak RSS (VmHWM)", at_start_mib=_status_mib("VmRSS"))
+    yield figures
+    figures["peak_mib"] = _status_mib("VmHWM")

@@ -198,8 +198,11 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
     """Rank 0's end of the job: the generation eval of the trained policy, then metrics.json, the
     W&B summary and SUCCESS, written last."""
     run, data = job.run, job.data
+    job_peak = devices.job_peak_memory(run.hardware)  # before the stage's measure resets the high-water mark
     if job.judge is not None:
-        metrics["generation"] = judge_final(run, job.judge, trainer, job.run_dir)
+        with devices.stretch_peak(run.hardware) as memory:
+            metrics["generation"] = judge_final(run, job.judge, trainer, job.run_dir)
+        metrics["generation"]["memory"] = memory  # the stage's own peak, what training left held included
     else:
         from rlhf.judge.checks import why_off
 
@@ -215,7 +218,7 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         seconds=round(time.perf_counter() - job.started, 2),
         ranks=job.ranks,
     )
-    metrics.update(devices.job_peak_memory(run.hardware))  # the whole job's peak, save and eval included
+    metrics.update(devices.job_peak_memory(run.hardware, at_least=job_peak))  # the whole job's, save and eval included
     rundir.write_metrics(job.run_dir, metrics)
     if job.tracker is not None:
         from rlhf.job import wandb_run

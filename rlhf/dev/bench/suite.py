@@ -13,7 +13,9 @@ BENCHMARKS.md (`render_<section>`, the section's body under its TITLES heading).
 - generation: the default run with its generation eval stage against the same run without it,
   and each method's embedded default judged on its generations;
 - lora_memory: peak memory of LoRA DPO with the reference from the disabled adapter against a
-  separate reference model, on a larger benchmark model.
+  separate reference model, on a larger benchmark model;
+- eval_memory: the end-of-run generation eval stage's own peak memory on a model of a real
+  vocabulary size (152k), the stage's code before its memory work beside the current code.
 
 Each runner takes its work dir and its sizes (DEFAULTS, which the command line may shrink) and
 returns the section's figures, the sizes included: a renderer reads nothing but them.
@@ -32,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.tree import REPO
-from rlhf.dev.bench import data_large
+from rlhf.dev.bench import data_large, record
 from rlhf.dev.bench.settings import compared, run_settings, settings_lines
 
-SECTIONS = ("methods", "config", "data", "data_large", "sweep", "generation", "lora_memory")
+SECTIONS = ("methods", "config", "data", "data_large", "sweep", "generation", "lora_memory", "eval_memory")
 TITLES = {
     "methods": "Platform against a plain TRL script (same model, data, settings)",
     "config": "Configuration speed",
@@ -44,6 +46,7 @@ TITLES = {
     "sweep": "A DPO beta sweep against independent runs",
     "generation": "The generation eval stage (the default run: embedded DPO)",
     "lora_memory": "LoRA DPO peak memory",
+    "eval_memory": "The end-of-run generation eval stage's peak memory, on a real vocabulary size",
 }
 # Each section's sizes at full size (make bench); `steps: None` runs the shipped defaults as shipped.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -54,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sweep": {"betas": [0.05, 0.1, 0.2, 0.4], "steps": None},
     "generation": {"repeats": 5, "steps": None},
     "lora_memory": {"steps": 6},
+    "eval_memory": {"steps": 4},
 }
 
 
@@ -575,7 +579,9 @@ def bench_lora_memory(work: Path, steps: int) -> dict:
     }
     for name, extra in variants.items():
         run_dir = work / f"mem-{name}"
-        command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}",
+        # The model is the tiny one's family and tokenizer: the tiny tuning applies (named, as a
+        # checkpoint other than the option's own leaves it otherwise).
+        command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}", "tuning=tiny_dpo",
                    "method.precompute_ref_log_probs=false", f"method.max_steps={steps}",
                    f"method.micro_batch_size={LORA_BATCH}", "dataset.eval=[]", "method.save_steps=100000",
                    # Training's memory: the generation eval stage would add minutes of generating, not memory.
@@ -603,7 +609,73 @@ def render_lora_memory(figures: dict) -> list[str]:
                     f"{figures['ratio_vs_full_separate']:.2f}."]
 
 
+# A model of Qwen2.5's vocabulary size (151936 output rows) and a small body: what the stage holds
+# per token is the vocabulary's, as on a real model, and the body's weights stay small beside it.
+EVAL_MODEL = {"hidden": 256, "layers": 2, "heads": 4, "intermediate": 512, "vocab_size": 151936}
+# The stage's code before its memory work (issue 25): the section measures it beside the current code.
+EVAL_MEMORY_BEFORE = None
+
+
+def bench_eval_memory(work: Path, steps: int) -> dict:
+    """The default run (embedded DPO, its generation eval stage as shipped) on EVAL_MODEL: the
+    stage's own peak (metrics.json generation.memory), with the code of EVAL_MEMORY_BEFORE (a git
+    worktree of that commit) and with the current code."""
+    from rlhf.assets.build_tiny import build
+
+    model_dir = work / "bench-model"
+    build(model_dir, **EVAL_MODEL)
+    out: dict[str, Any] = {"model": {**EVAL_MODEL, "parameters": parameters(model_dir)}, "steps": steps, "code": {}}
+    codes = {"current": (REPO, record.git_state().get("commit"))}
+    if EVAL_MEMORY_BEFORE is not None:
+        before = work / "before"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), EVAL_MEMORY_BEFORE],
+                       check=True, capture_output=True)
+        codes = {"before": (before, EVAL_MEMORY_BEFORE), **codes}
+    try:
+        for name, (code, commit) in codes.items():
+            run_dir = work / f"run-{name}"
+            command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}", "tuning=tiny_dpo",
+                       f"method.max_steps={steps}", "method.micro_batch_size=2", "method.eval_batch_size=2",
+                       f"hydra.run.dir={run_dir}", f"cache_dir={work / f'cache-{name}'}"]
+            measured = run_together([command], work, None, [{"PYTHONPATH": str(code)}])[0]
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            memory = metrics["generation"]["memory"]
+            out["code"][name] = {"commit": commit, "stage_peak_mib": memory["peak_mib"],
+                                 "stage_start_mib": memory["at_start_mib"], "measure": memory["measure"],
+                                 "job_peak_rss_mib": measured["rss"], "stage_s": metrics["generation"]["seconds"],
+                                 "decoding": metrics["generation"]["decoding"],
+                                 "prompts": metrics["generation"]["prompts"]["count"]}
+    finally:
+        if EVAL_MEMORY_BEFORE is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")],
+                           capture_output=True)
+    return out
+
+
+def render_eval_memory(figures: dict) -> list[str]:
+    model = figures["model"]
+    current = figures["code"]["current"]
+    lines = [f"The default run (embedded DPO, {counted(figures['steps'], 'step')}, then its generation eval stage as "
+             f"shipped: {current['prompts']} prompts, {current['decoding']['samples_per_prompt']} sample(s) each, "
+             f"up to {current['decoding']['max_new_tokens']} new tokens, batch {current['decoding']['batch_size']}) "
+             f"on a model of Qwen2.5's vocabulary size built like the tiny one ({model['vocab_size']} output rows, "
+             f"hidden {model['hidden']}, {model['layers']} layers, {model['parameters'] / 1e6:.0f}M parameters). "
+             f"The stage's peak is the {current['measure']} from the stage's start to its end, what training left "
+             "held included.", "",
+             "| code | commit | held at the stage's start MiB | stage peak MiB | job peak RSS MiB | stage s |",
+             "|---|---|---|---|---|---|"]
+    for name, code in figures["code"].items():
+        lines.append(f"| {name} | {str(code['commit'])[:10]} | {code['stage_start_mib']:.0f} | "
+                     f"{code['stage_peak_mib']:.0f} | {code['job_peak_rss_mib']:.0f} | {code['stage_s']:.0f} |")
+    if "before" in figures["code"]:
+        before = figures["code"]["before"]
+        lines += ["", f"Stage peak, current / before: {current['stage_peak_mib'] / before['stage_peak_mib']:.2f}."]
+    return lines
+
+
 RUNNERS = {"methods": bench_methods, "config": bench_config, "data": bench_data, "data_large": bench_data_large,
-           "sweep": bench_sweep, "generation": bench_generation, "lora_memory": bench_lora_memory}
+           "sweep": bench_sweep, "generation": bench_generation, "lora_memory": bench_lora_memory,
+           "eval_memory": bench_eval_memory}
 RENDERERS = {"methods": render_methods, "config": render_config, "data": render_data, "data_large": render_data_large,
-             "sweep": render_sweep, "generation": render_generation, "lora_memory": render_lora_memory}
+             "sweep": render_sweep, "generation": render_generation, "lora_memory": render_lora_memory,
+             "eval_memory": render_eval_memory}
