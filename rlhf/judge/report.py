@@ -29,6 +29,7 @@ import yaml
 from rlhf.run import rundir
 from rlhf.run.files import GENERATION_PREFIX as PREFIX
 from rlhf.run.naming import job_number
+from rlhf.judge import paired
 from rlhf.judge.stats import LEVEL, summarize
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -109,7 +110,30 @@ def settings(rows: list[dict], swept: list[str], metric: str | None) -> tuple[li
         out.append({"setting": dict(zip(keys, values)), "jobs": [r["job"] for r in members],
                     "seeds": len(members), "values": measured, **summarize(measured),
                     "note": "; ".join(notes)})
+    two_level(rows, keys, metric, out)
     return keys, out
+
+
+def two_level(rows: list[dict], keys: list[str], metric: str | None, out: list[dict]) -> dict[str, Any] | None:
+    """For a generation figure whose jobs share prompts and decoding: each setting's mean and
+    interval over seeds and prompts (rlhf.judge.paired) in place of the seeds-only ones, in
+    `out` (marked `two_level`); returns the analysis, or None (the seeds-only figures stay)."""
+    if not metric or not metric.startswith(PREFIX) or metric.startswith(PREFIX + "reference/"):
+        return None
+    if not all(row.get("path") is not None for row in rows):
+        return None
+    analysis = paired.analyse(rows, keys, metric[len(PREFIX):])
+    if analysis["reason"]:
+        for s in out:
+            s["not_paired"] = analysis["reason"]
+        return None
+    figures = dict(zip(analysis["settings"], analysis["figures"]))
+    for s in out:
+        figure = figures.get(tuple(s["setting"][k] for k in keys))
+        if figure is not None and s["n"]:
+            s.update(mean=figure["mean"], ci_low=figure["ci_low"], ci_high=figure["ci_high"], two_level=figure,
+                     prompts=analysis["prompts"])
+    return analysis
 
 
 def greater_is_better(rows: list[dict], metric: str | None) -> bool:
@@ -156,6 +180,10 @@ def method_text(stats: list[dict], level: float = LEVEL) -> str:
     if ns[-1] == 1:
         return "one seed per setting, so no intervals"
     n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+    if any(s.get("two_level") for s in stats):
+        prompts = max(s.get("prompts") or 0 for s in stats)
+        return (f"mean over seeds and prompts and its {level:.0%} CI from both levels ({n} seeds x {prompts} "
+                "prompts; two-level mixed model)")
     return f"mean and {level:.0%} CI (Student's t, {n} seeds)"
 
 
@@ -205,6 +233,80 @@ def best_setting(stats: list[dict], metric: str | None, greater: bool = True) ->
                        f"the intervals overlap ({RULE}){missing}.")
     return head + (f"{named} and separable from the runner-up {_label(runner['setting'])} "
                    f"({figure(runner, False)}): the intervals do not overlap ({RULE}){missing}.")
+
+
+HOLM = "paired, Holm-adjusted, 95%"
+COMPARISONS = (
+    "Each setting against the one with the best mean of `{metric}`: the difference of the means (setting less "
+    "best), estimated over prompts and seeds together and paired by prompt (every job answered the same "
+    "prompts with the same decoding seed), its 95% CI and p-value from a two-level mixed model (seed and "
+    "residual variance pooled over the sweep's settings by the method of moments, the prompt-by-setting "
+    "variance from the pair; Student's t with Satterthwaite degrees of freedom), and the p-value adjusted by "
+    "Holm's method over the family of every pair of settings, so that the chance of any false separation is "
+    "at most 5%. separable: the Holm-adjusted p is at most 0.05. A setting's own CI uses both levels too (a "
+    "Wilson score interval at its effective sample size for a figure in [0, 1]).")
+
+
+def _ranked(stats: list[dict], analysis: dict[str, Any], keys: list[str], greater: bool) -> list[tuple[int, dict]]:
+    """The measured settings with their index in the analysis, best mean first."""
+    index = {values: i for i, values in enumerate(analysis["settings"])}
+    found = [(index[tuple(s["setting"][k] for k in keys)], s) for s in stats
+             if s["n"] and tuple(s["setting"][k] for k in keys) in index]
+    return sorted(found, key=lambda item: -item[1]["mean"] if greater else item[1]["mean"])
+
+
+def paired_sentence(stats: list[dict], analysis: dict[str, Any], keys: list[str], metric: str,
+                    greater: bool = True) -> str | None:
+    """The best-setting sentence of the paired analysis: the setting with the best mean, and the
+    settings it is better than and those it cannot be separated from, each pair's difference
+    tested prompt by prompt and the family of every pair Holm-corrected (None when there is no
+    pair to compare: then `best_setting` says why)."""
+    ranked = _ranked(stats, analysis, keys, greater)
+    if len(ranked) < 2:
+        return None
+    sense = "higher is better" if greater else "lower is better"
+    pairs = len(analysis["pairs"])
+    head = (f"By {metric} ({sense}), {method_text(stats)}; every pair compared {paired.stats.PAIRED} "
+            f"(Holm-adjusted over the {pairs} pair{'s' if pairs > 1 else ''}, 95% family-wise): ")
+    best_index, best = ranked[0]
+    if all(math.isclose(s["mean"], best["mean"], rel_tol=1e-9, abs_tol=1e-12) for _, s in ranked):
+        return head + f"all {len(ranked)} settings have the same mean ({_g(best['mean'])}): none is better."
+    named = f"{_label(best['setting'])} has the best mean ({_g(best['mean'])}, 95% CI [{_g(best['ci_low'])}, " \
+            f"{_g(best['ci_high'])}])"
+    better, level = [], []
+    for index, s in ranked[1:]:
+        entry = paired.stats.between(analysis["pairs"], best_index, index)
+        text = (f"{_label(s['setting'])} (difference {_g(entry['difference'])} [{_g(entry['ci_low'])}, "
+                f"{_g(entry['ci_high'])}], Holm p={entry['p_holm']:.2g})")
+        (better if entry["separable"] else level).append(text)
+    if not level:
+        return head + f"{named} and is better than every other setting ({HOLM}): " + "; ".join(better) + "."
+    text = head + f"{named} but cannot be separated from " + "; ".join(level) + f" ({HOLM})"
+    if better:
+        text += "; it is better than " + "; ".join(better)
+    return text + "."
+
+
+def comparison_table(stats: list[dict], analysis: dict[str, Any], keys: list[str],
+                     greater: bool = True) -> tuple[list[str], list[list[Any]]]:
+    """Each setting against the best one: its mean and interval, the paired difference to the
+    best with its interval, p and Holm-adjusted p (the family of every pair), and whether it is
+    separable from the best."""
+    ranked = _ranked(stats, analysis, keys, greater)
+    header = [*keys, "mean", "ci_low", "ci_high", "difference_to_best", "diff_ci_low", "diff_ci_high", "p",
+              "p_holm", "separable"]
+    body = []
+    best_index = ranked[0][0] if ranked else None
+    for index, s in ranked:
+        row = [*(s["setting"][k] for k in keys), s["mean"], s["ci_low"], s["ci_high"]]
+        if index == best_index:
+            row += ["best", "", "", "", "", ""]
+        else:
+            e = paired.stats.between(analysis["pairs"], index, best_index)
+            row += [e["difference"], e["ci_low"], e["ci_high"], e["p"], e["p_holm"],
+                    "yes" if e["separable"] else "no"]
+        body.append(row)
+    return header, body
 
 
 def settings_table(keys: list[str], stats: list[dict]) -> tuple[list[str], list[list[Any]]]:
@@ -522,8 +624,15 @@ def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
     rows, swept, metric = collect(sweep_dir, metric)
     keys, stats = settings(rows, swept, metric)
     greater = greater_is_better(rows, metric)
+    analysis = two_level(rows, keys, metric, [])
+    sentence = paired_sentence(stats, analysis, keys, metric, greater) if analysis else None
+    if sentence is None:
+        sentence = best_setting(stats, metric, greater)
+        reason = next((s["not_paired"] for s in stats if s.get("not_paired")), None)
+        if reason and any(s["n"] for s in stats) and len(stats) > 1:
+            sentence += f" (Not compared prompt by prompt: {reason}; the seeds-only rule above instead.)"
     return {"rows": rows, "swept": swept, "metric": metric, "keys": keys, "stats": stats, "greater": greater,
-            "sentence": best_setting(stats, metric, greater)}
+            "sentence": sentence, "analysis": analysis}
 
 
 def verdict(sweep_dir: str | Path, metric: str | None = None) -> str:
@@ -539,6 +648,16 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     s_header, s_body = settings_table(judged["keys"], stats)
     paths = {"csv": sweep_dir / "report.csv", "settings": sweep_dir / "report_settings.csv",
              "md": sweep_dir / "report.md", "png": sweep_dir / "report.png"}
+    comparisons = ""
+    if judged["analysis"] and len(judged["analysis"]["settings"]) > 1:
+        c_header, c_body = comparison_table(stats, judged["analysis"], judged["keys"], judged["greater"])
+        paths["comparisons"] = sweep_dir / "report_comparisons.csv"
+        with open(paths["comparisons"], "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([c_header, *c_body])
+        comparisons = ("\n## Paired comparisons\n\n" + COMPARISONS.format(metric=metric) + "\n\n"
+                       + _markdown(c_header, c_body))
+    elif (sweep_dir / "report_comparisons.csv").exists():
+        (sweep_dir / "report_comparisons.csv").unlink()
     # The jobs' CSV also names each job's dir (<number>_<overrides>).
     jobs_table = ([*header, "dir"], [[*line, row["dir"]] for line, row in zip(body, rows)])
     for path, (head, lines) in ((paths["csv"], jobs_table), (paths["settings"], (s_header, s_body))):
@@ -582,7 +701,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
         f"Per setting (the jobs that differ only by `{SEED}`): `{metric}` over the seeds that finished with it, "
         + (f"{method_text(stats)}; std is the sample standard deviation (n-1).\n\n" if measured else
            "and none did.\n\n")
-        + _markdown(s_header, s_body) + sections + "\n## Jobs\n\n" + _markdown(header, body)
+        + _markdown(s_header, s_body) + comparisons + sections + "\n## Jobs\n\n" + _markdown(header, body)
         + "\n![plot](report.png)\n",
         encoding="utf-8")
     plot(rows, swept, metric, paths["png"], judged["greater"])
