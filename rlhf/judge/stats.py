@@ -165,7 +165,12 @@ def _terms(parts: Components, weight: float, spread: Any, prompts: int) -> list[
     residual = weight * parts.residual
     extra = np.asarray(spread) > residual
     scale = np.where(extra, 1 / prompts, 0.0)
-    return [(weight / prompts, parts.seed_ms, parts.seed_df), (scale, spread, max(prompts - 1, 1)),
+    # E[MS_seed] = P sigma_u^2 + sigma_e^2 >= sigma_e^2: a seed mean square below the residual's
+    # is raised to it (the seed variance estimated as 0, as in `components`): the seed means
+    # cannot vary by less than their own noise. Its degrees of freedom stay the seed level's
+    # (taking the residual's after such a pretest made the test liberal in simulation).
+    seed_ms = np.maximum(parts.seed_ms, parts.residual)
+    return [(weight / prompts, seed_ms, parts.seed_df), (scale, spread, max(prompts - 1, 1)),
             (-scale * weight, parts.residual, max(parts.residual_df, 1))]
 
 
