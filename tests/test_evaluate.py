@@ -27,7 +27,7 @@ from rlhf.judge.stats import t_quantile
 TINY = REPO / "rlhf" / "assets" / "models" / "tiny-chatml"
 PROMPTS = REPO / "rlhf" / "assets" / "data" / "topics_prompts.eval.jsonl"
 HEAVY = ("torch", "trl", "transformers")
-POLICY_KEYS = ("topic_reward", "win_rate", "kl", "length", "finished")
+POLICY_KEYS = ("topic_reward", "win_rate", "kl", "length", "finished", "empty")
 ROW_KEYS = ("prompt", "completion", "scores", "reference_completion", "reference_scores", "win")
 
 
@@ -82,7 +82,7 @@ def per_prompt_means(rows: list[dict], value) -> list[float]:
 def test_training_ends_judged_better_than_the_untrained_policy(trained):
     block = generation(trained / "metrics.json")
     metrics, intervals = block["metrics"], block["intervals"]
-    assert set(metrics) == {*POLICY_KEYS, "reference/topic_reward", "reference/length"}
+    assert set(metrics) == {*POLICY_KEYS, "reference/topic_reward", "reference/length", "length_controlled_win_rate"}
     assert block["step"] is None and block["completions"] == "completions.jsonl"
     assert block["prompts"]["count"] == 60 and block["prompts"]["source"].startswith(str(PROMPTS))
     assert [s["name"] for s in block["scorers"]] == ["topic_reward"]
@@ -126,6 +126,14 @@ def test_completions_hold_one_row_per_prompt_and_the_figures_come_from_them(trai
     check_interval(block, "length", [float(r["tokens"]) for r in rows])
     check_interval(block, "reference/length", [float(r["reference_tokens"]) for r in rows])
     check_interval(block, "kl", [r["kl"] for r in rows])
+    check_interval(block, "empty", [float(not r["completion"].strip()) for r in rows])
+    # The length-controlled win rate: the GLM of these rows' outcomes on their length difference.
+    from rlhf.judge.stats import length_controlled
+
+    controlled = length_controlled(wins, [r["tokens"] for r in rows], [r["reference_tokens"] for r in rows])
+    assert block["metrics"]["length_controlled_win_rate"] == pytest.approx(controlled["length_controlled"])
+    assert block["length_controlled"]["win_rate"] == pytest.approx(controlled["length_controlled"])
+    assert "AlpacaEval 2" in block["length_controlled"]["method"]
 
 
 # ------------------------------------------------------------------ python -m rlhf.evaluate

@@ -28,7 +28,8 @@ from rlhf.run.files import COMPLETIONS
 SHARE = (0.0, 1.0)
 # A figure's possible range: intervals never leave it. Scorers are the user's: unbounded.
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "win_rate": SHARE, "finished": SHARE, "empty": SHARE, "length": (0.0, None), "kl": (None, None)}
+    "win_rate": SHARE, "finished": SHARE, "empty": SHARE, "length_controlled_win_rate": SHARE,
+    "length": (0.0, None), "kl": (None, None)}
 EMPTY = "empty"
 
 _CACHE: dict[tuple[str, int], dict[str, Any]] = {}

@@ -65,6 +65,8 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[dict], lis
 
 
 WIN_RATE = PREFIX + "win_rate"
+LC = PREFIX + "length_controlled_win_rate"
+NOT_SCORES = ("kl", "length", "finished", "empty", "win_rate", "length_controlled_win_rate")
 
 
 def default_metric(rows: list[dict]) -> str | None:
@@ -110,7 +112,14 @@ def settings(rows: list[dict], swept: list[str], metric: str | None) -> tuple[li
         out.append({"setting": dict(zip(keys, values)), "jobs": [r["job"] for r in members],
                     "seeds": len(members), "values": measured, **summarize(measured),
                     "note": "; ".join(notes)})
-    two_level(rows, keys, metric, out)
+    if two_level(rows, keys, metric, out) is None and metric and metric.startswith(PREFIX):
+        low, high = paired.figure_range(metric[len(PREFIX):])
+        for s in out:  # seeds-only intervals, cut at the figure's possible range
+            if s["ci_low"] is not None and ((low is not None and s["ci_low"] < low)
+                                            or (high is not None and s["ci_high"] > high)):
+                s["ci_low"] = s["ci_low"] if low is None else max(s["ci_low"], low)
+                s["ci_high"] = s["ci_high"] if high is None else min(s["ci_high"], high)
+                s["note"] = "; ".join(filter(None, [s["note"], "interval cut at the figure's range"]))
     return keys, out
 
 
@@ -287,6 +296,36 @@ def paired_sentence(stats: list[dict], analysis: dict[str, Any], keys: list[str]
     return text + "."
 
 
+def _best(stats: list[dict], greater: bool = True) -> dict | None:
+    measured = [s for s in stats if s["n"]]
+    if len(measured) < 2:
+        return None
+    ranked = sorted(measured, key=lambda s: -s["mean"] if greater else s["mean"])
+    return None if math.isclose(ranked[0]["mean"], ranked[1]["mean"], rel_tol=1e-9, abs_tol=1e-12) else ranked[0]
+
+
+def disagreements(rows: list[dict], swept: list[str], metric: str | None) -> list[str]:
+    """Lines for what the average hides: the raw and the length-controlled win rate naming
+    different best settings ("length may be driving the win rate"), and scorers that rank the
+    settings differently from the sweep's metric."""
+    lines = []
+    names = generation_names(rows)
+    best_of = {name: _best(settings(rows, swept, name)[1]) for name in names
+               if name == WIN_RATE or name == LC or (name not in (PREFIX + n for n in NOT_SCORES))}
+    raw, controlled = best_of.get(WIN_RATE), best_of.get(LC)
+    if raw and controlled and raw["setting"] != controlled["setting"]:
+        lines.append(f"The raw win rate names {_label(raw['setting'])} best ({_g(raw['mean'])}), the length-controlled "
+                     f"win rate {_label(controlled['setting'])} ({_g(controlled['mean'])}): length may be driving the "
+                     "win rate.")
+    scorers = {n: b for n, b in best_of.items() if n not in (WIN_RATE, LC) and b is not None}
+    if metric in best_of and best_of[metric] is not None:
+        differ = {n: b for n, b in scorers.items() if n != metric and b["setting"] != best_of[metric]["setting"]}
+        if differ:
+            lines.append(f"The scorers rank the settings differently: by {metric} {_label(best_of[metric]['setting'])} "
+                         "is best, by " + "; by ".join(f"{n} {_label(b['setting'])}" for n, b in differ.items()) + ".")
+    return lines
+
+
 def comparison_table(stats: list[dict], analysis: dict[str, Any], keys: list[str],
                      greater: bool = True) -> tuple[list[str], list[list[Any]]]:
     """Each setting against the best one: its mean and interval, the paired difference to the
@@ -458,11 +497,12 @@ def read_back(line: Any, bars: Any, seeds: Any) -> dict[str, Any]:
 
 
 def generation_names(rows: list[dict]) -> list[str]:
-    """The policy-side generation metrics the jobs have: win rate, scorers, KL, length."""
+    """The policy-side generation metrics the jobs have: win rate (raw, length-controlled),
+    scorers, KL, length, the shares of finished and of empty completions."""
     present = [m for row in rows for m in row["metrics"] if m.startswith(PREFIX)
                and not m.startswith(PREFIX + "reference/")]
-    first = [WIN_RATE] if WIN_RATE in present else []
-    last = [PREFIX + n for n in ("kl", "length", "finished") if PREFIX + n in present]
+    first = [m for m in (WIN_RATE, LC) if m in present]
+    last = [PREFIX + n for n in ("kl", "length", "finished", "empty") if PREFIX + n in present]
     return list(dict.fromkeys([*first, *(m for m in present if m not in first and m not in last), *last]))
 
 
@@ -579,11 +619,16 @@ def _save_png(fig: Any, path: Path, plotted: dict[str, Any]) -> None:
     image.save(path, pnginfo=info)
 
 
+EMPTY_TEXT = "(empty completion)"
+
+
 def _short(value: Any, limit: int = 120) -> str:
     if isinstance(value, list):  # chat messages: the last user turn says what was asked
         users = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == "user"]
         value = users[-1] if users else json.dumps(value)
     text = " ".join(str(value).split())
+    if not text:
+        return EMPTY_TEXT
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -631,6 +676,8 @@ def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
         reason = next((s["not_paired"] for s in stats if s.get("not_paired")), None)
         if reason and any(s["n"] for s in stats) and len(stats) > 1:
             sentence += f" (Not compared prompt by prompt: {reason}; the seeds-only rule above instead.)"
+    if metric and metric.startswith(PREFIX):
+        sentence = " ".join([sentence, *disagreements(rows, swept, metric)])
     return {"rows": rows, "swept": swept, "metric": metric, "keys": keys, "stats": stats, "greater": greater,
             "sentence": sentence, "analysis": analysis}
 

@@ -28,7 +28,7 @@ from rlhf.judge import generate, prompts as prompt_rows, scorers as scoring
 from rlhf.judge.checks import enabled, judge_name
 from rlhf.core.locks import locked
 from rlhf.run.files import COMPLETIONS, GENERATION_HISTORY, generation_metrics
-from rlhf.judge.stats import LEVEL, summarize
+from rlhf.judge.stats import LENGTH_CONTROL, LEVEL, length_controlled, summarize
 
 log = logging.getLogger("rlhf")
 
@@ -40,7 +40,8 @@ INTERVALS = (f"{LEVEL:.0%} CI of the mean over prompts (Student's t, n-1 degrees
              "averaged first)")
 WIN_RULE = ("the policy's completion against the reference's for the same prompt and sample index, by the "
             "judge's score: higher wins, equal ties (counted half)")
-LENGTH = "generated tokens per completion, the end-of-sequence token included"
+LENGTH = ("generated tokens per completion, the end-of-sequence token included; empty: the share of completions "
+          "with no visible text")
 
 
 def prepare(run: Any, eval_data: Any, tokenizer: Any) -> Stage | None:
@@ -227,6 +228,7 @@ class Stage:
             series["kl"] = kl
         series["length"] = policy.lengths()
         series["finished"] = [float(c.finished) for c in policy.completions]
+        series["empty"] = [float(not c.text.strip()) for c in policy.completions]
         if reference is not None:
             series.update({f"reference/{k}": v for k, v in reference.scores.items()})
             series["reference/length"] = reference.lengths()
@@ -245,6 +247,12 @@ class Stage:
             "scorers": [{"name": s.name, "kind": s.kind, "source": s.source} for s in self.scorers],
             "length": LENGTH,
         }
+        if wins is not None and reference is not None:
+            controlled = length_controlled(wins, policy.lengths(), reference.lengths())
+            block["metrics"]["length_controlled_win_rate"] = controlled["length_controlled"]
+            block["length_controlled"] = {"win_rate": controlled["length_controlled"],
+                                          "length_coefficient": controlled["length_coefficient"],
+                                          "note": controlled["note"], "method": LENGTH_CONTROL}
         if wins is not None:
             block["win_rate"] = {"judge": self.judge, "wins": sum(w == 1.0 for w in wins),
                                  "ties": sum(w == 0.5 for w in wins), "losses": sum(w == 0.0 for w in wins),

@@ -422,3 +422,59 @@ def smallest_difference(seed: float, prompt: float, residual: float, seeds: int,
         low, high = (middle, high) if power(middle, seed, prompt, residual, seeds, prompts, level) < target \
             else (low, middle)
     return high
+
+
+# --- length control ----------------------------------------------------------------------------
+
+LENGTH_CONTROL = ("length-controlled win rate as AlpacaEval 2 makes it (Dubois et al. 2024, arXiv:2404.04475) "
+                  "without its per-prompt difficulty term: a logistic GLM (statsmodels, binomial family, ties as "
+                  "outcome 0.5) of the win on tanh(length difference / its standard deviation); the win rate it "
+                  "predicts at no length difference, sigmoid(intercept)")
+
+
+def length_controlled(wins: Sequence[float], lengths: Sequence[float], reference_lengths: Sequence[float]) \
+        -> dict[str, Any]:
+    """The length-controlled win rate of one set of outcomes.
+
+    Args:
+        wins: the outcomes (1 win, 0.5 tie, 0 loss; nan left out).
+        lengths: the policy's completion lengths, one per outcome.
+        reference_lengths: the reference's, one per outcome.
+
+    Returns:
+        win_rate (the raw mean), length_controlled (sigmoid of the intercept of the GLM
+        logit(win) = a + b tanh(d / sd(d)), d the length difference), length_coefficient (b)
+        and note (why the fit was left out: no length difference, or every outcome alike:
+        then the length-controlled rate is the raw one).
+    """
+    y = np.asarray(wins, dtype=float)
+    d = np.asarray(lengths, dtype=float) - np.asarray(reference_lengths, dtype=float)
+    keep = np.isfinite(y) & np.isfinite(d)
+    y, d = y[keep], d[keep]
+    raw = float(y.mean()) if len(y) else math.nan
+    out = {"win_rate": raw, "length_controlled": raw, "length_coefficient": 0.0, "n": int(len(y)), "note": ""}
+    if len(y) < 3 or np.all(y == y[0]):
+        out["note"] = "every outcome alike: nothing for length to explain"
+        return out
+    if not d.std() > 0:
+        out["note"] = "no length difference: nothing to control"
+        return out
+    import statsmodels.api as sm
+
+    x = sm.add_constant(np.tanh(d / d.std(ddof=1)))
+    import warnings
+
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PerfectSeparationWarning)
+        try:
+            fit = sm.GLM(y, x, family=sm.families.Binomial()).fit()
+        except Exception as error:  # noqa: BLE001  (a failed fit is said, not raised)
+            out["note"] = f"the length model could not be fit ({type(error).__name__}): the raw rate kept"
+            return out
+    if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
+        out["note"] = "the length difference alone decides the outcomes (perfect separation)"
+    intercept, slope = (float(v) for v in fit.params)
+    out.update(length_controlled=float(1 / (1 + math.exp(-intercept))), length_coefficient=slope)
+    return out
