@@ -271,19 +271,35 @@ def test_a_sweep_that_scored_generations_is_judged_on_them(tmp_path):
     assert "Metric: `generation/win_rate` (higher is better)" in markdown
     with open(sweep / "report_settings.csv") as f:
         settings = {r["method.beta"]: r for r in csv.DictReader(f)}
+    # Each setting's figure over seeds and prompts, recomputed here from the jobs' completions.jsonl
+    # (the two-level model of rlhf.judge.stats), inside [0, 1].
+    import numpy as np
+
+    tables = {}
+    for job in rundir.job_dirs(sweep):
+        beta = str(yaml.safe_load((job / "config.yaml").read_text())["method"]["beta"])
+        lines = [json.loads(x) for x in (job / "completions.jsonl").read_text().splitlines() if x.strip()]
+        tables.setdefault(beta, []).append([x["win"] for x in sorted(lines, key=lambda x: x["prompt_index"])])
+    tables = {beta: np.array(t) for beta, t in tables.items()}
+    parts = stats.components(list(tables.values()))
     for beta, row in settings.items():
         values = [b["metrics"]["win_rate"] for (bt, _), b in blocks.items() if str(bt) == beta]
-        expected = stats.summarize(values)
-        assert (int(row["n"]), float(row["mean"])) == (3, pytest.approx(expected["mean"]))
+        expected = stats.interval(tables[beta], parts, bounds=(0.0, 1.0))
+        assert (int(row["n"]), float(row["mean"])) == (3, pytest.approx(sum(values) / 3))
         assert float(row["ci_low"]) == pytest.approx(expected["ci_low"])
         assert float(row["ci_high"]) == pytest.approx(expected["ci_high"])
+        assert 0 <= float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"]) <= 1
     sentence = report.verdict(sweep)
-    assert sentence.startswith("By generation/win_rate (higher is better), mean and 95% CI (Student's t, n=3 seeds)")
+    assert sentence.startswith("By generation/win_rate (higher is better), mean over seeds and prompts and its 95% CI "
+                               "from both levels (n=3 seeds x 60 prompts; two-level mixed model)"), sentence
+    assert "Holm-adjusted over the 1 pair" in sentence
     assert sentence in markdown
+    assert (sweep / "report_comparisons.csv").is_file() and "## Paired comparisons" in markdown
     # The Generations table: each generation figure per setting, with its interval over seeds.
-    assert "| method.beta | win_rate | topic_reward | kl | length | finished |" in markdown
+    assert "| method.beta | win_rate | length_controlled_win_rate | topic_reward | kl | length | finished | empty |" \
+        in markdown
     kl_01 = stats.summarize([b["metrics"]["kl"] for (bt, _), b in blocks.items() if bt == 0.1])
-    assert f"{kl_01['mean']:.4g} [{kl_01['ci_low']:.4g}, {kl_01['ci_high']:.4g}]" in markdown
+    assert f"{kl_01['mean']:.4g} [" in markdown
     # Completions side by side: the reference's and each setting's answer to the first prompts.
     assert "| prompt | reference | method.beta=0.1 | method.beta=0.5 |" in markdown
     # The metric plot draws the win rate with error bars; the frontier, reward against KL.

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from scipy import stats as scipy_stats
 
-from rlhf.judge import report
-from rlhf.judge import stats
+from rlhf.judge import report, stats
 from rlhf.run import rundir
 
 PROMPTS = 60
@@ -158,7 +155,7 @@ def test_two_seeds_give_intervals_inside_0_1_in_every_table_and_plot(tmp_path):
     assert {"win_rate", "length_controlled_win_rate", "empty"} <= set(shares)
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| 0.05 |") or line.startswith("| 0.1 |"):
+        if line.startswith(("| 0.05 |", "| 0.1 |")):
             if len(cells) != len(names) or "[" not in cells[1]:
                 continue  # not a row of the Generations table
             for name in shares:

@@ -140,3 +140,24 @@ def test_the_batch_holm_of_simulations_is_statsmodels_holm():
     for row, r, a in zip(families, reject, adjusted):
         expected_reject, expected = stats.holm(list(row))
         assert list(r) == expected_reject and list(a) == pytest.approx(expected)
+
+
+def test_the_plan_is_confirmed_by_simulation_within_20_percent():
+    """From the components one simulated sweep measured, --plan's numbers (the prompts needed at
+    4 and 6 seeds for 80% power): simulated 400 times at those numbers with the true model, the
+    paired test separates the pair in 80% +- 20% (relative) of them; and at a quarter of the
+    prompts, clearly less often."""
+    rng = np.random.default_rng(9)
+    measured = sweeps(rng, 1, settings=4, seeds=3, prompts=200, binary=False)[0]
+    parts = stats.components(list(measured))
+    seed, prompt = float(parts.seed), stats.pair_prompt_variance(list(measured), parts)
+    residual = float(parts.residual)
+    difference = 0.8
+    for row in stats.plan(difference, seed, prompt, residual, seed_counts=(4, 6)):
+        assert row["prompts"] is not None and row["power"] >= 0.8
+        for prompts, low, high in ((row["prompts"], 0.64, 0.96), (max(2, row["prompts"] // 4), 0.0, 0.6)):
+            y = sweeps(rng, 400, settings=2, seeds=row["seeds"], prompts=prompts, binary=False, shift=(difference,))
+            found = float(np.mean(stats.pairwise(tables(y))[(0, 1)]["separable"]))
+            print(f"plan: {row['seeds']} seeds x {prompts} prompts for a difference of {difference}: separated in "
+                  f"{found:.0%} of 400 simulated pairs (planned {row['power']:.0%} at {row['prompts']} prompts)")
+            assert low <= found <= high

@@ -702,7 +702,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
         with open(paths["comparisons"], "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([c_header, *c_body])
         comparisons = ("\n## Paired comparisons\n\n" + COMPARISONS.format(metric=metric) + "\n\n"
-                       + _markdown(c_header, c_body))
+                       + _markdown(c_header, c_body) + "\n" + smallest_text(judged["analysis"], metric) + "\n")
     elif (sweep_dir / "report_comparisons.csv").exists():
         (sweep_dir / "report_comparisons.csv").unlink()
     # The jobs' CSV also names each job's dir (<number>_<overrides>).
@@ -755,10 +755,61 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
     return paths
 
 
+def measured_components(analysis: dict[str, Any]) -> dict[str, float]:
+    """The variance components a paired analysis measured, as rlhf.judge.stats.power takes them:
+    seed (sigma_u^2), prompt (a pair's prompt-by-setting variance, 2 sigma_sp^2, the mean over
+    the sweep's pairs) and residual (sigma_e^2)."""
+    parts = analysis["components"]
+    return {"seed": float(parts.seed), "prompt": paired.stats.pair_prompt_variance(analysis["tables"], parts),
+            "residual": float(parts.residual)}
+
+
+def smallest_text(analysis: dict[str, Any], metric: str) -> str:
+    """The line naming the smallest difference of the metric the sweep could have separated (80%
+    power, one pair at 5%) with its seeds and prompts."""
+    parts = measured_components(analysis)
+    seeds = min(f["seeds"] for f in analysis["figures"])
+    smallest = paired.stats.smallest_difference(parts["seed"], parts["prompt"], parts["residual"], seeds,
+                                                analysis["prompts"], settings=len(analysis["settings"]))
+    return (f"With {seeds} seeds per setting and {analysis['prompts']} prompts, this sweep could separate a "
+            f"difference of {metric} of {_g(smallest)} or more with 80% power (one pair, paired test at 5%; the "
+            f"variance components it measured: seed {_g(parts['seed'])}, prompt-by-setting {_g(parts['prompt'])}, "
+            f"residual {_g(parts['residual'])}). `python -m rlhf.report <sweep> --plan <difference>` says what "
+            "a smaller one needs.")
+
+
+def plan_text(sweep_dir: Path, difference: float, metric: str | None = None) -> str:
+    """What `--plan <difference>` prints: per number of seeds, the prompts needed to separate two
+    settings `difference` apart at 80% power, from the sweep's measured variance components."""
+    judged = _judged(sweep_dir, metric)
+    analysis, metric = judged["analysis"], judged["metric"]
+    if not analysis:
+        reason = next((s.get("not_paired") for s in judged["stats"] if s.get("not_paired")), None)
+        return (f"No plan: {metric} is not measured prompt by prompt in this sweep"
+                + (f" ({reason})" if reason else "") + ", so its variance components are unknown.")
+    parts = measured_components(analysis)
+    rows = paired.stats.plan(difference, parts["seed"], parts["prompt"], parts["residual"],
+                             settings=len(analysis["settings"]))
+    head = (f"Plan for {metric}: seeds per setting and prompts (shared by every job) with which the paired test "
+            f"(two-sided, 5%, one pair) separates two settings {_g(difference)} apart with 80% power in a sweep of "
+            f"{len(analysis['settings'])} settings, from the variance components this sweep measured "
+            f"({analysis['prompts']} prompts): seed {_g(parts['seed'])}, prompt-by-setting {_g(parts['prompt'])}, "
+            f"residual {_g(parts['residual'])}. Against every other of k settings with Holm, plan for a level of "
+            "5%/(k-1): more prompts.")
+    lines = [head, "", "seeds  prompts  power"]
+    for row in rows:
+        lines.append(f"{row['seeds']:>5}  " + (f"{row['prompts']:>7}  {row['power']:.2f}" if row["prompts"] else
+                                               "      -  not reachable: the seed variance alone is too large"))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rlhf.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun directory (multirun/<date>/<time>)")
     parser.add_argument("--metric", help="metric to plot (default: each method's learning metric)")
+    parser.add_argument("--plan", type=float, metavar="DIFFERENCE",
+                        help="print how many seeds and prompts would separate two settings this far apart (in the "
+                             "metric's units) at 80%% power, from the variance components the sweep measured")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     problem = None
@@ -771,6 +822,9 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if args.plan is not None:
+        print(plan_text(sweep_dir, args.plan, args.metric))
+        return
     for kind, path in write(sweep_dir, args.metric).items():
         print(f"{kind}: {path}")
     print(verdict(sweep_dir, args.metric))

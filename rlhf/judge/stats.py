@@ -344,25 +344,29 @@ def between(result: dict[tuple[int, int], dict[str, Any]], i: int, k: int) -> di
 
 
 def power(difference_: float, seed: float, prompt: float, residual: float, seeds: int, prompts: int,
-          level: float = LEVEL) -> float:
-    """The power of the paired two-sided test to separate two settings that differ by
-    `difference_`, with `seeds` seeds each and `prompts` shared prompts, for the variance
-    components seed (sigma_u^2), prompt (the variance over prompts of a pair's prompt-wise
-    difference, 2 sigma_sp^2) and residual (sigma_e^2); noncentral t, df from the seed level
-    pooled over the two settings and the prompt level (Satterthwaite)."""
+          level: float = LEVEL, settings: int = 2) -> float:
+    """The power of the paired two-sided test (`difference`) to separate two settings that
+    differ by `difference_`, with `seeds` seeds each and `prompts` shared prompts, in a sweep of
+    `settings` settings (the seed level's degrees of freedom, settings x (seeds - 1)), for the
+    variance components seed (sigma_u^2), prompt (the variance over prompts of a pair's
+    prompt-wise difference, 2 sigma_sp^2) and residual (sigma_e^2): the test's variance is
+    (2 / seeds) (sigma_u^2 + sigma_e^2 / prompts) + prompt / prompts, its df Satterthwaite's;
+    noncentral t."""
     from scipy import stats as scipy_stats
 
-    seed_part = 2 * seed / seeds
-    prompt_part = (prompt + 2 * residual / seeds) / prompts
+    seed_part = 2 / seeds * (seed + residual / prompts)
+    prompt_part = prompt / prompts
     variance = seed_part + prompt_part
     if variance <= 0:
         return 1.0
-    df = variance ** 2 / ((seed_part ** 2 / max(2 * (seeds - 1), 1) if seed_part else 0.0)
-                          + prompt_part ** 2 / max(prompts - 1, 1))
+    df = variance ** 2 / (seed_part ** 2 / max(settings * (seeds - 1), 1) + prompt_part ** 2 / max(prompts - 1, 1))
     df = max(df, 1.0)
     critical = scipy_stats.t.ppf((1 + level) / 2, df)
     shift = abs(difference_) / math.sqrt(variance)
-    return float(scipy_stats.nct.sf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift))
+    value = float(scipy_stats.nct.sf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift))
+    if not math.isfinite(value):  # scipy's noncentral t fails far out: the normal limit there
+        value = float(scipy_stats.norm.sf(critical - shift) + scipy_stats.norm.cdf(-critical - shift))
+    return min(1.0, value)
 
 
 def pair_prompt_variance(tables: Sequence[np.ndarray], parts: Components) -> float:
@@ -379,7 +383,7 @@ def pair_prompt_variance(tables: Sequence[np.ndarray], parts: Components) -> flo
 
 def plan(difference_: float, seed: float, prompt: float, residual: float, level: float = LEVEL,
          target: float = POWER, seed_counts: Sequence[int] = (2, 3, 4, 5, 6, 8, 10, 16),
-         max_prompts: int = 100_000) -> list[dict[str, Any]]:
+         max_prompts: int = 100_000, settings: int = 2) -> list[dict[str, Any]]:
     """For each number of seeds per setting, the fewest shared prompts with which the paired
     test separates two settings `difference_` apart with power `target` (None: not with any
     number of prompts up to max_prompts, the seed variance alone being too large).
@@ -389,37 +393,38 @@ def plan(difference_: float, seed: float, prompt: float, residual: float, level:
         seed, prompt, residual: the variance components (as `power` takes them).
         level: the test's level; target: the power wanted; seed_counts: the seed counts tried.
         max_prompts: the most prompts considered.
+        settings: the sweep's number of settings (they pool the seed level).
 
     Returns:
         One entry per seed count: seeds, prompts (or None) and the power reached.
     """
     rows = []
     for seeds in seed_counts:
-        if power(difference_, seed, prompt, residual, seeds, max_prompts, level) < target:
+        if power(difference_, seed, prompt, residual, seeds, max_prompts, level, settings) < target:
             rows.append({"seeds": seeds, "prompts": None, "power": None})
             continue
         low, high = 2, max_prompts
         while low < high:
             middle = (low + high) // 2
-            if power(difference_, seed, prompt, residual, seeds, middle, level) >= target:
+            if power(difference_, seed, prompt, residual, seeds, middle, level, settings) >= target:
                 high = middle
             else:
                 low = middle + 1
         rows.append({"seeds": seeds, "prompts": low,
-                     "power": power(difference_, seed, prompt, residual, seeds, low, level)})
+                     "power": power(difference_, seed, prompt, residual, seeds, low, level, settings)})
     return rows
 
 
 def smallest_difference(seed: float, prompt: float, residual: float, seeds: int, prompts: int,
-                        level: float = LEVEL, target: float = POWER) -> float:
+                        level: float = LEVEL, target: float = POWER, settings: int = 2) -> float:
     """The smallest difference the paired test separates with power `target` at `seeds` seeds
     per setting and `prompts` prompts (bisection on `power`)."""
     low, high = 0.0, 1.0
-    while power(high, seed, prompt, residual, seeds, prompts, level) < target and high < 1e9:
+    while power(high, seed, prompt, residual, seeds, prompts, level, settings) < target and high < 1e9:
         low, high = high, high * 2
     for _ in range(60):
         middle = (low + high) / 2
-        low, high = (middle, high) if power(middle, seed, prompt, residual, seeds, prompts, level) < target \
+        low, high = (middle, high) if power(middle, seed, prompt, residual, seeds, prompts, level, settings) < target \
             else (low, middle)
     return high
 
@@ -452,7 +457,7 @@ def length_controlled(wins: Sequence[float], lengths: Sequence[float], reference
     keep = np.isfinite(y) & np.isfinite(d)
     y, d = y[keep], d[keep]
     raw = float(y.mean()) if len(y) else math.nan
-    out = {"win_rate": raw, "length_controlled": raw, "length_coefficient": 0.0, "n": int(len(y)), "note": ""}
+    out = {"win_rate": raw, "length_controlled": raw, "length_coefficient": 0.0, "n": len(y), "note": ""}
     if len(y) < 3 or np.all(y == y[0]):
         out["note"] = "every outcome alike: nothing for length to explain"
         return out
