@@ -40,7 +40,7 @@ def write_job(sweep: Path, number: int, overrides: dict[str, str], wins, lengths
                      "finished": False, "scores": {"judge": float(win)}, "kl": 1.0,
                      "reference_completion": f"reference {i}", "reference_tokens": int(ref),
                      "reference_scores": {"judge": 0.5}, "win": float(win),
-                     **({"category": categories[i]} if categories else {})})
+                     "columns": {"category": categories[i]} if categories else {}})
     (job / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     controlled = stats.length_controlled(wins, lengths, reference_lengths)
     metrics = {"win_rate": float(np.mean(wins)), "length_controlled_win_rate": controlled["length_controlled"],
@@ -224,3 +224,37 @@ def test_length_control_of_a_judge_that_only_counts_length_is_a_tie_and_of_one_t
     assert ignored["length_controlled"] == pytest.approx(ignored["win_rate"], abs=0.05)
     same = stats.length_controlled(fair, reference, reference)
     assert same["length_controlled"] == same["win_rate"] and "no length difference" in same["note"]
+
+
+def test_a_category_whose_completions_are_all_empty_is_flagged_while_the_average_rises(tmp_path):
+    """Setting 0.5 wins more often on average, but answers every `colour` prompt with an empty
+    completion and loses there: the report gives each figure per category, says the colour
+    answers of 0.5 are all empty and that 0.5 is worse than 0.1 on them; the empty answers are
+    shown as such."""
+    rng = np.random.default_rng(8)
+    categories = ["colour" if i % 4 == 0 else ("animal" if i % 4 == 1 else "tool") for i in range(PROMPTS)]
+    colour = np.array([c == "colour" for c in categories])
+    number = 0
+    for beta in ("0.1", "0.5"):
+        for seed in (1, 2, 3):
+            if beta == "0.5":
+                wins = np.where(colour, 0.0, 1.0)
+                texts = ["" if c else "answer" for c in colour]
+            else:
+                wins = (rng.uniform(size=PROMPTS) < 0.6).astype(float)
+                texts = ["answer"] * PROMPTS
+            write_job(tmp_path, number, {"method.beta": beta, "seed": str(seed)}, wins, completions=texts,
+                      categories=categories)
+            number += 1
+    sentence = report.verdict(tmp_path)
+    assert "method.beta=0.5 has the best mean" in sentence
+    assert "In category=colour, every completion of method.beta=0.5 is empty" in sentence
+    assert "In category=colour, method.beta=0.5 (best on average) is worse than method.beta=0.1" in sentence
+    assert "category=animal, every" not in sentence
+    report.write(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    section = markdown.split("## By category")[1].split("\n## ")[0]
+    assert "| category | method.beta | win_rate | empty |" in section
+    assert "| colour | 0.5 | 0 [0, " in section and "| animal | 0.5 | 1 [" in section
+    examples = markdown.split("### What was generated")[1].split("\n## ")[0]
+    assert "(empty completion)" in examples  # prompt 0 is a colour prompt: 0.5's answer is empty

@@ -48,6 +48,7 @@ def read(path: Path) -> dict[str, Any]:
     if key in _CACHE:
         return _CACHE[key]
     prompts: dict[int, str] = {}
+    columns: dict[int, dict[str, Any]] = {}
     sums: dict[str, dict[int, list[float]]] = {}
 
     def add(name: str, index: int, value: Any) -> None:
@@ -60,6 +61,7 @@ def read(path: Path) -> dict[str, Any]:
         row = json.loads(line)
         index = int(row["prompt_index"])
         prompts[index] = json.dumps(row.get("prompt"), sort_keys=True)
+        columns[index] = row.get("columns") or {}
         add("win_rate", index, row.get("win"))
         for name, value in (row.get("scores") or {}).items():
             add(name, index, value)
@@ -68,7 +70,7 @@ def read(path: Path) -> dict[str, Any]:
         add("finished", index, row.get("finished"))
         add(EMPTY, index, not str(row.get("completion", "")).strip())
     figures = {name: {i: math.fsum(v) / len(v) for i, v in by.items()} for name, by in sums.items()}
-    _CACHE[key] = {"prompts": prompts, "figures": figures}
+    _CACHE[key] = {"prompts": prompts, "figures": figures, "columns": columns}
     return _CACHE[key]
 
 
@@ -96,7 +98,8 @@ def shared(rows: list[dict]) -> tuple[dict[str, dict], str | None]:
     return data, None
 
 
-def analyse(rows: list[dict], keys: list[str], name: str, level: float = stats.LEVEL) -> dict[str, Any]:
+def analyse(rows: list[dict], keys: list[str], name: str, level: float = stats.LEVEL,
+            prompts: set[int] | None = None) -> dict[str, Any]:
     """One generation figure of a sweep, per setting and per pair of settings, prompt by prompt.
 
     Args:
@@ -104,6 +107,7 @@ def analyse(rows: list[dict], keys: list[str], name: str, level: float = stats.L
         keys: the setting keys (the swept keys but seed).
         name: the figure (win_rate, a scorer's name, length, kl, finished, empty).
         level: the level of intervals and of the family of pairs.
+        prompts: only these prompt indices (a group of prompts); None: every prompt.
 
     Returns:
         {"reason": why it cannot be done, or None; "settings": the settings' key values, in
@@ -122,6 +126,8 @@ def analyse(rows: list[dict], keys: list[str], name: str, level: float = stats.L
         return {"reason": f"no job has per-prompt values of {name}"}
     jobs = [j for members in groups.values() for j in members]
     common = sorted(set.intersection(*(set(data[j]["figures"][name]) for j in jobs)))
+    if prompts is not None:
+        common = [i for i in common if i in prompts]
     if len(common) < 2:
         return {"reason": f"fewer than 2 prompts with a value of {name} in every job"}
     if max(len(m) for m in groups.values()) < 2:
@@ -134,3 +140,17 @@ def analyse(rows: list[dict], keys: list[str], name: str, level: float = stats.L
     return {"reason": None, "settings": settings, "figures": figures, "tables": tables,
             "pairs": stats.pairwise(tables, level, bounds), "prompts": len(common), "components": parts,
             "bounds": bounds}
+
+
+def groups(rows: list[dict], column: str) -> dict[str, set[int]]:
+    """The prompts of each value of a grouping column of the prompt rows ({} when the jobs'
+    completions do not carry it, or cannot be paired)."""
+    data, reason = shared(rows)
+    if reason or not data:
+        return {}
+    first = next(iter(data.values()))
+    out: dict[str, set[int]] = {}
+    for index, columns in first["columns"].items():
+        if column in columns:
+            out.setdefault(str(columns[column]), set()).add(index)
+    return out if len(out) > 1 else {}

@@ -326,6 +326,81 @@ def disagreements(rows: list[dict], swept: list[str], metric: str | None) -> lis
     return lines
 
 
+GROUP = "category"
+
+
+def by_group(rows: list[dict], swept: list[str], metric: str | None, greater: bool = True,
+             column: str | None = None) -> tuple[str, list[str]]:
+    """What the average hides, per value of a grouping column of the prompts (`column`, else the
+    prompts' `category` when they have one): the metric and the share of empty completions per
+    group and setting (two-level means and intervals on the group's prompts), and lines for a
+    group whose every completion of a setting is empty, and for a group in which the setting
+    with the best average is worse than another one (paired, Holm over every group's comparison
+    of the best with the others). Returns the report.md section ("" without groups) and the
+    lines. Long because the table and both checks walk the same per-group analyses."""
+    if not metric or not metric.startswith(PREFIX):
+        return "", []
+    column = column or GROUP
+    prompt_groups = paired.groups(rows, column)
+    if not prompt_groups:
+        return "", []
+    keys = [k for k in swept if k != SEED]
+    name = metric[len(PREFIX):]
+    figures = [name] + ([paired.EMPTY] if name != paired.EMPTY else [])
+    overall = paired.analyse(rows, keys, name)
+    if overall["reason"]:
+        return "", []
+    index = {values: i for i, values in enumerate(overall["settings"])}
+    means = [f["mean"] for f in overall["figures"]]
+    best = max(range(len(means)), key=lambda i: means[i] if greater else -means[i])
+    header = [column, *keys, *figures]
+    body, lines, family = [], [], []
+    for group in sorted(prompt_groups, key=_order):
+        analyses = {f: paired.analyse(rows, keys, f, prompts=prompt_groups[group]) for f in figures}
+        first = analyses[name]
+        if first["reason"]:
+            continue
+        for values in first["settings"]:
+            cells = []
+            for f in figures:
+                a = analyses[f]
+                figure = a["figures"][a["settings"].index(values)] if not a["reason"] else None
+                cells.append(f"{_g(figure['mean'])} [{_g(figure['ci_low'])}, {_g(figure['ci_high'])}]"
+                             if figure else "")
+            body.append([group, *values, *cells])
+        empty = analyses.get(paired.EMPTY)
+        if empty and not empty["reason"]:
+            for values, figure in zip(empty["settings"], empty["figures"]):
+                if figure["mean"] >= 1.0:
+                    lines.append(f"In {column}={group}, every completion of {_label(dict(zip(keys, values)))} is "
+                                 "empty (its average hides it).")
+        for values in first["settings"]:
+            k = first["settings"].index(values)
+            if index.get(values) is None or index[values] == best:
+                continue
+            b = first["settings"].index(overall["settings"][best]) if overall["settings"][best] in first["settings"] \
+                else None
+            if b is None:
+                continue
+            entry = paired.stats.between(first["pairs"], b, k)
+            family.append((group, values, entry))
+    if family:
+        reject, adjusted = paired.stats.holm([e["p"] for _, _, e in family])
+        for (group, values, entry), r, p in zip(family, reject, adjusted):
+            worse = entry["difference"] < 0 if greater else entry["difference"] > 0
+            if r and worse:
+                lines.append(f"In {column}={group}, {_label(dict(zip(keys, overall['settings'][best])))} (best on "
+                             f"average) is worse than {_label(dict(zip(keys, values)))}: difference "
+                             f"{_g(entry['difference'])} [{_g(entry['ci_low'])}, {_g(entry['ci_high'])}] (paired, "
+                             f"Holm-adjusted over the {len(family)} comparisons of the best setting within groups, "
+                             f"p={p:.2g}); the average hides it.")
+    text = (f"\n## By {column}\n\nEach figure per value of the prompts' `{column}` column and setting: the mean over "
+            "the group's prompts and the seeds, with its 95% CI from both levels; empty: the share of empty "
+            "completions.\n\n" + _markdown(header, body) + ("\n" + "\n".join(f"- {x}" for x in lines) + "\n"
+                                                           if lines else ""))
+    return text, lines
+
+
 def comparison_table(stats: list[dict], analysis: dict[str, Any], keys: list[str],
                      greater: bool = True) -> tuple[list[str], list[list[Any]]]:
     """Each setting against the best one: its mean and interval, the paired difference to the
@@ -665,7 +740,7 @@ def side_by_side(rows: list[dict], swept: list[str], prompts: int = 3) -> str:
             f"in brackets the judge's score.\n\n" + _markdown(header, body))
 
 
-def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
+def _judged(sweep_dir: Path, metric: str | None, group: str | None = None) -> dict[str, Any]:
     rows, swept, metric = collect(sweep_dir, metric)
     keys, stats = settings(rows, swept, metric)
     greater = greater_is_better(rows, metric)
@@ -676,20 +751,25 @@ def _judged(sweep_dir: Path, metric: str | None) -> dict[str, Any]:
         reason = next((s["not_paired"] for s in stats if s.get("not_paired")), None)
         if reason and any(s["n"] for s in stats) and len(stats) > 1:
             sentence += f" (Not compared prompt by prompt: {reason}; the seeds-only rule above instead.)"
+    groups_text, group_lines = by_group(rows, swept, metric, greater, group)
     if metric and metric.startswith(PREFIX):
-        sentence = " ".join([sentence, *disagreements(rows, swept, metric)])
+        sentence = " ".join([sentence, *disagreements(rows, swept, metric), *group_lines])
     return {"rows": rows, "swept": swept, "metric": metric, "keys": keys, "stats": stats, "greater": greater,
-            "sentence": sentence, "analysis": analysis}
+            "sentence": sentence, "analysis": analysis, "groups": groups_text}
 
 
-def verdict(sweep_dir: str | Path, metric: str | None = None) -> str:
+def verdict(sweep_dir: str | Path, metric: str | None = None, group: str | None = None) -> str:
     """The best-setting sentence of a sweep dir's report."""
-    return _judged(Path(sweep_dir), metric)["sentence"]
+    return _judged(Path(sweep_dir), metric, group)["sentence"]
 
 
-def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
+def write(sweep_dir: str | Path, metric: str | None = None, group: str | None = None) -> dict[str, Path]:
+    """The report of a sweep dir: report.md, report.csv, report_settings.csv, the comparisons
+    (report_comparisons.csv, when its jobs can be compared prompt by prompt) and the plots;
+    `group` names the prompts' grouping column (default: `category`). Returns the paths.
+    Long because it is the one place that assembles every table, section and plot of report.md."""
     sweep_dir = Path(sweep_dir)
-    judged = _judged(sweep_dir, metric)
+    judged = _judged(sweep_dir, metric, group)
     rows, swept, metric, stats = judged["rows"], judged["swept"], judged["metric"], judged["stats"]
     header, body = table(rows, swept, metric)
     s_header, s_body = settings_table(judged["keys"], stats)
@@ -748,7 +828,7 @@ def write(sweep_dir: str | Path, metric: str | None = None) -> dict[str, Path]:
         f"Per setting (the jobs that differ only by `{SEED}`): `{metric}` over the seeds that finished with it, "
         + (f"{method_text(stats)}; std is the sample standard deviation (n-1).\n\n" if measured else
            "and none did.\n\n")
-        + _markdown(s_header, s_body) + comparisons + sections + "\n## Jobs\n\n" + _markdown(header, body)
+        + _markdown(s_header, s_body) + comparisons + judged["groups"] + sections + "\n## Jobs\n\n" + _markdown(header, body)
         + "\n![plot](report.png)\n",
         encoding="utf-8")
     plot(rows, swept, metric, paths["png"], judged["greater"])
@@ -810,6 +890,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plan", type=float, metavar="DIFFERENCE",
                         help="print how many seeds and prompts would separate two settings this far apart (in the "
                              "metric's units) at 80%% power, from the variance components the sweep measured")
+    parser.add_argument("--group", metavar="COLUMN",
+                        help=f"the prompts' column that groups them, for per-group figures (default: {GROUP})")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     problem = None
@@ -825,6 +907,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.plan is not None:
         print(plan_text(sweep_dir, args.plan, args.metric))
         return
-    for kind, path in write(sweep_dir, args.metric).items():
+    for kind, path in write(sweep_dir, args.metric, args.group).items():
         print(f"{kind}: {path}")
-    print(verdict(sweep_dir, args.metric))
+    print(verdict(sweep_dir, args.metric, args.group))

@@ -267,8 +267,10 @@ class Stage:
                           wins: list[float] | None) -> None:
         lines = []
         for i, c in enumerate(policy.completions):
+            prompt_row = self.prompts.rows[c.prompt_index]
             row: dict[str, Any] = {"prompt_index": c.prompt_index, "sample": c.sample,
-                                   "prompt": self.prompts.rows[c.prompt_index][self.prompts.column],
+                                   "prompt": prompt_row[self.prompts.column],
+                                   "columns": group_columns(prompt_row, self.prompts.column),
                                    "completion": c.text, "tokens": len(c.ids), "finished": c.finished,
                                    "scores": {k: v[i] for k, v in policy.scores.items()}}
             if kl is not None:
@@ -307,6 +309,16 @@ class Stage:
                                         **generation_metrics(block)}) + "\n")
 
         return GenerationEval()
+
+
+GROUP_VALUE_CHARS = 64
+
+
+def group_columns(row: dict[str, Any], prompt_column: str) -> dict[str, Any]:
+    """The prompt row's other columns that can group prompts (a `category`, a task name): short
+    strings, numbers and booleans, for the report's per-group figures."""
+    return {k: v for k, v in row.items() if k != prompt_column and (
+        isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= GROUP_VALUE_CHARS))}
 
 
 def load_policy(run: Any, model_dir: str | Path) -> Any:
