@@ -145,8 +145,11 @@ def test_the_plot_draws_each_settings_mean_and_interval_one_line_per_other_key(t
         bars = [b for b in line["errorbars"] if b["x"] == x]
         assert bars == ([] if s["n"] == 1 else [{"x": x, "low": pytest.approx(s["ci_low"]),
                                                  "high": pytest.approx(s["ci_high"])}])
-        seeds = sorted(y for sx, y in zip(line["seeds"]["x"], line["seeds"]["y"]) if sx == x)
+        seeds = sorted(y for sx, y in zip(line["seeds"]["setting_x"], line["seeds"]["y"]) if sx == x)
         assert seeds == pytest.approx(sorted(s["values"]))
+        # The dots are jittered around their setting's x, a little: equal values stay apart.
+        drawn = [dx for dx, sx in zip(line["seeds"]["x"], line["seeds"]["setting_x"]) if sx == x]
+        assert len(set(drawn)) == len(drawn) and all(abs(dx - x) < 0.05 for dx in drawn)
 
 
 def test_sweep_over_seeds_reports_each_setting_with_its_interval_and_names_the_best(tmp_path):
@@ -206,8 +209,9 @@ def test_sweep_over_seeds_reports_each_setting_with_its_interval_and_names_the_b
     assert line["y"] == pytest.approx([float(settings[b]["mean"]) for b in ("0.05", "0.5")])
     assert line["errorbars"] == [{"x": float(b), "low": pytest.approx(float(settings[b]["ci_low"])),
                                   "high": pytest.approx(float(settings[b]["ci_high"]))} for b in ("0.05", "0.5")]
-    assert sorted(zip(line["seeds"]["x"], line["seeds"]["y"])) == sorted(
+    assert sorted(zip(line["seeds"]["setting_x"], line["seeds"]["y"])) == sorted(
         (float(r["method.beta"]), float(r[ACC])) for r in jobs)
+    assert plotted["horizontal_line"] is None  # not a win rate: no line at 0.5
 
 
 def test_report_lists_a_failed_job_with_its_error(tmp_path):
@@ -305,6 +309,7 @@ def test_a_sweep_that_scored_generations_is_judged_on_them(tmp_path):
     # The metric plot draws the win rate with error bars; the frontier, reward against KL.
     plotted = json.loads(Image.open(sweep / "report.png").text["rlhf:plotted"])
     assert plotted["metric"] == "generation/win_rate" and len(plotted["lines"][0]["errorbars"]) == 2
+    assert plotted["horizontal_line"] == 0.5
     frontier = json.loads(Image.open(sweep / "report_frontier.png").text["rlhf:plotted"])
     assert frontier["reward"] == "generation/topic_reward" and len(frontier["points"]) == 2
     for point in frontier["points"]:

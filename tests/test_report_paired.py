@@ -100,6 +100,12 @@ def test_a_clearly_better_setting_is_better_than_every_other_paired_and_holm_adj
         assert float(row["p"]) <= float(row["p_holm"]) <= 0.05 and row["separable"] == "yes"
     markdown = (tmp_path / "report.md").read_text()
     assert "## Paired comparisons" in markdown and sentence in markdown and "Holm" in markdown
+    # The frontier marks the best setting and those separable from it; the win-rate plot draws 0.5.
+    frontier = json.loads(Image.open(paths["frontier"]).text["rlhf:plotted"])
+    assert {p["label"]: p["mark"] for p in frontier["points"]} == {
+        "method.beta=0.1": "best", "method.beta=0.05": "separable", "method.beta=0.3": "separable",
+        "method.beta=0.5": "separable"}
+    assert json.loads(Image.open(paths["png"]).text["rlhf:plotted"])["horizontal_line"] == 0.5
 
 
 def test_the_paired_rule_separates_at_least_what_interval_overlap_does_and_in_the_means_direction(tmp_path):

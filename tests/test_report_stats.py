@@ -93,6 +93,9 @@ def test_one_setting_against_itself_on_other_seeds_is_not_separable(trained):
     print(sentence)
     assert "paired by prompt" in sentence and "cannot be separated from seeds=" in sentence, sentence
     assert "better than every other setting" not in sentence
+    paths = report.write(both)
+    marks = [p["mark"] for p in json.loads(Image.open(paths["frontier"]).text["rlhf:plotted"])["points"]]
+    assert sorted(marks) == ["best", "not separable"]
 
 
 def test_two_seeds_of_each_setting_keep_every_interval_of_a_win_rate_or_share_inside_0_1(trained):

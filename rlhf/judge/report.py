@@ -523,17 +523,21 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
     drawn = [draw_group(ax, label, members, x_of, position) for label, members in groups.items()]
     if not numeric:
         ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
+    chance = None
+    if metric in (WIN_RATE, LC):
+        chance = ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5: as good as the reference")
     ax.set_xlabel(x_key or "setting")
     sense = "" if greater is None else (" (higher is better)" if greater else " (lower is better)")
     ax.set_ylabel((metric or "metric") + sense)
     with_metric = sum(s["n"] for s in stats)
     ax.set_title(f"{metric}: {method_text(stats)}; dots: seeds\n{with_metric} of {len(rows)} job(s) "
                  "finished with it", fontsize=10)
-    if len(groups) > 1:
+    if len(groups) > 1 or chance is not None:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    plotted = {"metric": metric, "x": x_key, "lines": [read_back(*artists) for artists in drawn]}
+    plotted = {"metric": metric, "x": x_key, "lines": [read_back(*artists) for artists in drawn],
+               "horizontal_line": float(chance.get_ydata()[0]) if chance is not None else None}
     if not numeric:
         plotted["categories"] = categories
     _save_png(fig, path, plotted)
@@ -551,21 +555,34 @@ def draw_group(ax: Any, label: str, members: list[dict], x_of: Any, position: An
                        yerr=[[s["mean"] - s["ci_low"] for _, s in with_ci],
                              [s["ci_high"] - s["mean"] for _, s in with_ci]],
                        fmt="none", ecolor=line.get_color(), capsize=4) if with_ci else None
-    (seeds,) = ax.plot([x for x, s in zip(xs, members) for _ in s["values"]],
+    span = (max(xs) - min(xs)) if len(xs) > 1 else 1.0
+    setting_x = [x for x, s in zip(xs, members) for _ in s["values"]]
+    (seeds,) = ax.plot([x + offset for x, s in zip(xs, members) for offset in jitter(len(s["values"]), span)],
                        [v for s in members for v in s["values"]], linestyle="none", marker=".",
                        color=line.get_color(), alpha=0.45, label="_nolegend_")
-    return line, bars, seeds
+    return line, bars, seeds, setting_x
 
 
-def read_back(line: Any, bars: Any, seeds: Any) -> dict[str, Any]:
+JITTER = 0.012  # of the x axis' span, between neighbouring seeds' dots
+
+
+def jitter(count: int, span: float) -> list[float]:
+    """Offsets on the x axis for a setting's `count` seed dots, spread evenly around 0 so that
+    equal values stay apart (deterministic: the same report draws the same plot)."""
+    step = JITTER * (span or 1.0)
+    return [(k - (count - 1) / 2) * step for k in range(count)]
+
+
+def read_back(line: Any, bars: Any, seeds: Any, setting_x: list[float] | None = None) -> dict[str, Any]:
     """What one line of the plot shows, read from its artists: the means, the error bars' extents
-    and the seeds' dots."""
+    and the seeds' dots (drawn jittered: `setting_x` is the x of each dot's setting)."""
     segments = bars.lines[2][0].get_segments() if bars is not None else []
     return {"label": line.get_label(), "x": [float(v) for v in line.get_xdata()],
             "y": [float(v) for v in line.get_ydata()],
             "errorbars": [{"x": float(seg[0][0]), "low": float(seg[0][1]), "high": float(seg[1][1])}
                           for seg in segments],
-            "seeds": {"x": [float(v) for v in seeds.get_xdata()], "y": [float(v) for v in seeds.get_ydata()]}}
+            "seeds": {"x": [float(v) for v in seeds.get_xdata()], "y": [float(v) for v in seeds.get_ydata()],
+                      "setting_x": [float(v) for v in (setting_x or [])]}}
 
 
 # --- what the policies generated -----------------------------------------------------------
@@ -632,10 +649,30 @@ def generation_table(rows: list[dict], swept: list[str]) -> tuple[list[str], lis
     return [*keys, *(n[len(PREFIX):] for n in names)], body
 
 
-def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] | None:
+def separability(judged: dict[str, Any]) -> dict[str, str]:
+    """Per setting label, how it stands against the best setting by the sweep's metric in the
+    paired analysis: "best", "separable" or "not separable" ({} without a paired analysis)."""
+    analysis = judged.get("analysis")
+    if not analysis:
+        return {}
+    ranked = _ranked(judged["stats"], analysis, judged["keys"], judged["greater"])
+    if len(ranked) < 2:
+        return {}
+    best_index, best = ranked[0]
+    out = {_label(best["setting"]): "best"}
+    for index, s in ranked[1:]:
+        entry = paired.stats.between(analysis["pairs"], index, best_index)
+        out[_label(s["setting"])] = "separable" if entry["separable"] else "not separable"
+    return out
+
+
+def frontier(rows: list[dict], swept: list[str], path: Path, marks: dict[str, str] | None = None,
+             metric: str | None = None) -> dict[str, Any] | None:
     """The RLHF frontier: each setting's reward against its KL from the reference (means over
-    seeds, 95% intervals as error bars on both axes, seeds as dots, the reference at KL 0);
-    returns what was drawn. None when the jobs have no KL or reward."""
+    seeds and prompts, 95% intervals as error bars on both axes, seeds as dots, the reference at
+    KL 0); with `marks` (`separability`), the best setting by `metric` drawn as a star, those
+    separable from it filled and those not hollow. Returns what was drawn; None when the jobs
+    have no KL or reward."""
     reward, kl = reward_metric(rows), PREFIX + "kl"
     if reward is None or not any(kl in row["metrics"] for row in rows):
         return None
@@ -654,12 +691,17 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
         label = _label(sx["setting"])
         xerr = [[sx["mean"] - sx["ci_low"]], [sx["ci_high"] - sx["mean"]]] if sx["ci_low"] is not None else None
         yerr = [[sy["mean"] - sy["ci_low"]], [sy["ci_high"] - sy["mean"]]] if sy["ci_low"] is not None else None
-        bars = ax.errorbar([sx["mean"]], [sy["mean"]], xerr=xerr, yerr=yerr, fmt="o", capsize=4, label=label)
+        mark = (marks or {}).get(label)
+        style = {"best": {"fmt": "*", "markersize": 13}, "not separable": {"fmt": "o", "markerfacecolor": "white"}}
+        suffix = {"best": f" (best by {metric})", "separable": " (separable from the best)",
+                  "not separable": " (not separable from the best)"}.get(mark, "")
+        bars = ax.errorbar([sx["mean"]], [sy["mean"]], xerr=xerr, yerr=yerr, capsize=4, label=label + suffix,
+                           **style.get(mark, {"fmt": "o"}))
         jobs = [r for r in rows if r["job"] in sx["jobs"] and kl in r["metrics"] and reward in r["metrics"]]
         ax.plot([r["metrics"][kl] for r in jobs], [r["metrics"][reward] for r in jobs], linestyle="none",
                 marker=".", alpha=0.45, color=bars.lines[0].get_color(), label="_nolegend_")
         # Keyword keys: the plotted axis "reward" is not the method of that name (tests/test_architecture.py).
-        points.append(dict(label=label, kl=sx["mean"], reward=sy["mean"], kl_ci=[sx["ci_low"], sx["ci_high"]],
+        points.append(dict(label=label, mark=mark, kl=sx["mean"], reward=sy["mean"], kl_ci=[sx["ci_low"], sx["ci_high"]],
                            reward_ci=[sy["ci_low"], sy["ci_high"]],
                            seeds=[[r["metrics"][kl], r["metrics"][reward]] for r in jobs]))
     baseline = [r["metrics"][PREFIX + "reference/" + reward[len(PREFIX):]] for r in rows
@@ -669,8 +711,10 @@ def frontier(rows: list[dict], swept: list[str], path: Path) -> dict[str, Any] |
                 linestyle="none", label="reference (starting model)")
     ax.set_xlabel("KL(policy || reference), nats per completion (k1 estimate)")
     ax.set_ylabel(f"{reward} (higher is better)")
-    ax.set_title(f"Reward against KL: mean and 95% CI over seeds per setting; dots: seeds\n"
-                 f"{len(points)} setting(s)", fontsize=10)
+    marked = (f"; star: best by {metric}, filled: separable from it, hollow: not (paired, Holm)"
+              if marks else "")
+    ax.set_title(f"Reward against KL: mean and 95% CI per setting; dots: seeds\n"
+                 f"{len(points)} setting(s){marked}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -797,7 +841,8 @@ def write(sweep_dir: str | Path, metric: str | None = None, group: str | None = 
     sense = (" (higher is better)" if judged["greater"] else " (lower is better)") if metric else ""
     measured = any(s["n"] for s in stats)
     generation = generation_table(rows, swept)
-    drawn = frontier(rows, swept, sweep_dir / "report_frontier.png") if generation else None
+    drawn = (frontier(rows, swept, sweep_dir / "report_frontier.png", separability(judged), metric)
+             if generation else None)
     if drawn is not None:
         paths["frontier"] = sweep_dir / "report_frontier.png"
     elif (sweep_dir / "report_frontier.png").exists():
