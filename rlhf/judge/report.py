@@ -530,8 +530,10 @@ def plot(rows: list[dict], swept: list[str], metric: str | None, path: Path,
     sense = "" if greater is None else (" (higher is better)" if greater else " (lower is better)")
     ax.set_ylabel((metric or "metric") + sense)
     with_metric = sum(s["n"] for s in stats)
-    ax.set_title(f"{metric}: {method_text(stats)}; dots: seeds\n{with_metric} of {len(rows)} job(s) "
-                 "finished with it", fontsize=10)
+    import textwrap
+
+    ax.set_title(textwrap.fill(f"{metric}: {method_text(stats)}; dots: seeds", 85)
+                 + f"\n{with_metric} of {len(rows)} job(s) finished with it", fontsize=9)
     if len(groups) > 1 or chance is not None:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
