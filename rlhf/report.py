@@ -1,5 +1,6 @@
-"""python -m rlhf.report <sweep dir> [--metric NAME]: a sweep's tables, plot and best-setting
-sentence, written again (rlhf.judge.report)."""
+"""python -m rlhf.report <sweep dir> [--metric NAME] [--group COLUMN] [--plan DIFFERENCE]: a
+sweep's tables, plots and best-setting sentence, written again, or (--plan) the seeds and prompts
+a difference needs (rlhf.judge.report)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import run_cli
 from PIL import Image
 
 from rlhf.judge import report, stats
@@ -264,3 +265,32 @@ def test_a_category_whose_completions_are_all_empty_is_flagged_while_the_average
     assert "| colour | 0.5 | 0 [0, " in section and "| animal | 0.5 | 1 [" in section
     examples = markdown.split("### What was generated")[1].split("\n## ")[0]
     assert "(empty completion)" in examples  # prompt 0 is a colour prompt: 0.5's answer is empty
+
+
+def test_plan_prints_the_prompts_each_number_of_seeds_needs_from_the_measured_components(tmp_path):
+    simulated_sweep(tmp_path / "sweep", np.random.default_rng(6), {"0.05": 0.0, "0.1": 0.3, "0.3": 0.1})
+    out = run_cli("rlhf.report", str(tmp_path / "sweep"), "--plan", "0.1", cwd=tmp_path).stdout
+    assert out.startswith("Plan for generation/win_rate: ") and "apart with 80% power in a sweep of 3 settings" in out
+    rows, swept, metric = report.collect(tmp_path / "sweep")
+    analysis = report.two_level(rows, [k for k in swept if k != "seed"], metric, [])
+    parts = report.measured_components(analysis)
+    expected = stats.plan(0.1, parts["seed"], parts["prompt"], parts["residual"], settings=3)
+    table = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
+    assert [int(t[0]) for t in table] == [r["seeds"] for r in expected]
+    assert [None if t[1] == "-" else int(t[1]) for t in table] == [r["prompts"] for r in expected]
+    prompts = [r["prompts"] for r in expected if r["prompts"]]
+    assert prompts == sorted(prompts, reverse=True)  # more seeds, fewer prompts
+    assert not (tmp_path / "sweep" / "report.md").exists()  # --plan only prints
+
+
+def test_scorers_that_name_different_best_settings_are_said(tmp_path):
+    rng = np.random.default_rng(12)
+    for number, (beta, seed) in enumerate((b, s) for b in ("0.1", "0.5") for s in (1, 2, 3)):
+        wins = (rng.uniform(size=PROMPTS) < (0.8 if beta == "0.1" else 0.4)).astype(float)
+        job = write_job(tmp_path, number, {"method.beta": beta, "seed": str(seed)}, wins)
+        metrics = json.loads((job / "metrics.json").read_text())
+        metrics["generation"]["metrics"]["other_scorer"] = 0.9 if beta == "0.5" else 0.1
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    sentence = report.verdict(tmp_path)
+    assert ("The scorers rank the settings differently: by generation/win_rate method.beta=0.1 is best, by "
+            "generation/other_scorer method.beta=0.5.") in sentence

@@ -17,7 +17,8 @@ through `python -m rlhf.evaluate` (rlhf.judge.checkpoint). Modules:
 - `generate`: sampling completions and their token log-probs (transformers);
 - `stage`: the stage itself, the shared reference completions and the results;
 - `checkpoint`: the stage on a saved checkpoint (the Python side of `python -m rlhf.evaluate`);
-- `report`: a sweep's table, plot and best-setting sentence; `stats`: its intervals.
+- `report`: a sweep's table, plot and best-setting sentence; `paired`: a sweep's generation
+  figures prompt by prompt; `stats`: intervals, the two-level model, Holm, power, length control.
 
 May import: every side up to rlhf.data.
 """

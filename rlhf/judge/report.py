@@ -1,10 +1,14 @@
-"""python -m rlhf.report multirun/<sweep dir> [--metric NAME]
+"""python -m rlhf.report multirun/<sweep dir> [--metric NAME] [--group COLUMN] [--plan DIFFERENCE]
 
 Tables and one picture for a sweep: `report.csv` and `report.md` list every job's
 overrides, status, final metrics and time; `report_settings.csv` and `report.md` list each
 setting (the jobs that differ only by `seed`) with n, mean, sample std and the 95% confidence
 interval of the mean (Student's t, n-1 degrees of freedom), and report.md names the best
-setting and says whether its interval overlaps the runner-up's. `report.png` plots each
+setting and says whether its interval overlaps the runner-up's. A generation figure whose jobs
+answered the same prompts with the same decoding seed is judged prompt by prompt instead
+(rlhf.judge.paired, rlhf.judge.stats): each setting's interval from seeds and prompts, every
+pair of settings compared paired by prompt with Holm's correction (`report_comparisons.csv`),
+per-group figures, and `--plan` prints the seeds and prompts a given difference needs. `report.png` plots each
 setting's mean and interval of a metric (the method's learning metric by default) against
 the swept parameter(s), with every seed's value as a dot. Written automatically when a
 multirun ends, and on demand for any sweep dir (also one still running, or re-run later).
@@ -859,10 +863,14 @@ def write(sweep_dir: str | Path, metric: str | None = None, group: str | None = 
     if generation:
         g_header, g_body = generation
         sections += ("\n## Generations\n\nWhat each setting's policies generated for the evaluate prompts "
-                     "(rlhf.evaluate), per setting: the mean over its seeds and, with two or more seeds, the 95% "
-                     "CI of that mean (Student's t). win_rate: against the reference policy's completions, ties "
-                     "counted half; kl: k1 estimate of KL(policy || reference) per completion; length: tokens per "
-                     "completion.\n\n" + _markdown(g_header, g_body))
+                     "(rlhf.evaluate), per setting: the mean over its seeds and prompts with its 95% CI from both "
+                     "levels when the jobs can be compared prompt by prompt (a figure in [0, 1]: Wilson score "
+                     "interval at the effective sample size), else the mean over seeds with Student's t over them, "
+                     "cut at the figure's range. win_rate: against the reference policy's completions, ties "
+                     "counted half; length_controlled_win_rate: the win rate at no length difference (AlpacaEval 2's "
+                     "logistic model); kl: k1 estimate of KL(policy || reference) per completion; length: tokens per "
+                     "completion; finished, empty: the shares of completions that ended with an end-of-sequence "
+                     "token and that are empty.\n\n" + _markdown(g_header, g_body))
         if drawn is not None:
             sections += "\n![reward against KL](report_frontier.png)\n"
         examples = side_by_side(rows, swept)
