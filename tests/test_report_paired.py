@@ -101,6 +101,13 @@ def test_a_clearly_better_setting_is_better_than_every_other_paired_and_holm_adj
         assert float(row["p"]) <= float(row["p_holm"]) <= 0.05 and row["separable"] == "yes"
     markdown = (tmp_path / "report.md").read_text()
     assert "## Paired comparisons" in markdown and sentence in markdown and "Holm" in markdown
+    # Any two settings: every pair in report_pairs.csv, the same figures as against the best.
+    pairs = read_csv(paths["pairs"])
+    assert len(pairs) == 6
+    against_best = {(r["a:method.beta"], r["b:method.beta"]): r for r in pairs}
+    row = against_best.get(("0.05", "0.1"))
+    assert float(row["difference"]) == pytest.approx(float(table["0.05"]["difference_to_best"]))
+    assert float(row["p_holm"]) == pytest.approx(float(table["0.05"]["p_holm"]))
     # The frontier marks the best setting and those separable from it; the win-rate plot draws 0.5.
     frontier = json.loads(Image.open(paths["frontier"]).text["rlhf:plotted"])
     assert {p["label"]: p["mark"] for p in frontier["points"]} == {

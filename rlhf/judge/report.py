@@ -257,7 +257,8 @@ COMPARISONS = (
     "variance from the pair; Student's t with Satterthwaite degrees of freedom), and the p-value adjusted by "
     "Holm's method over the family of every pair of settings, so that the chance of any false separation is "
     "at most 5%. separable: the Holm-adjusted p is at most 0.05. A setting's own CI uses both levels too (a "
-    "Wilson score interval at its effective sample size for a figure in [0, 1]).")
+    "Wilson score interval at its effective sample size for a figure in [0, 1]). Any two settings: "
+    "report_pairs.csv holds every pair.")
 
 
 def _ranked(stats: list[dict], analysis: dict[str, Any], keys: list[str], greater: bool) -> list[tuple[int, dict]]:
@@ -424,6 +425,18 @@ def comparison_table(stats: list[dict], analysis: dict[str, Any], keys: list[str
             row += [e["difference"], e["ci_low"], e["ci_high"], e["p"], e["p_holm"],
                     "yes" if e["separable"] else "no"]
         body.append(row)
+    return header, body
+
+
+def pairs_table(analysis: dict[str, Any], keys: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """Every pair of settings (a less b): the paired difference, its interval, p, the Holm-adjusted
+    p over the family of every pair, and whether it is separable; report_pairs.csv."""
+    header = [*(f"a:{k}" for k in keys), *(f"b:{k}" for k in keys), "difference", "ci_low", "ci_high", "p",
+              "p_holm", "separable"]
+    body = []
+    for (i, k), e in analysis["pairs"].items():
+        body.append([*analysis["settings"][i], *analysis["settings"][k], e["difference"], e["ci_low"], e["ci_high"],
+                     e["p"], e["p_holm"], "yes" if e["separable"] else "no"])
     return header, body
 
 
@@ -829,12 +842,17 @@ def write(sweep_dir: str | Path, metric: str | None = None, group: str | None = 
     if judged["analysis"] and len(judged["analysis"]["settings"]) > 1:
         c_header, c_body = comparison_table(stats, judged["analysis"], judged["keys"], judged["greater"])
         paths["comparisons"] = sweep_dir / "report_comparisons.csv"
-        with open(paths["comparisons"], "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([c_header, *c_body])
+        paths["pairs"] = sweep_dir / "report_pairs.csv"
+        for path, (head, lines) in ((paths["comparisons"], (c_header, c_body)),
+                                    (paths["pairs"], pairs_table(judged["analysis"], judged["keys"]))):
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows([head, *lines])
         comparisons = ("\n## Paired comparisons\n\n" + COMPARISONS.format(metric=metric) + "\n\n"
                        + _markdown(c_header, c_body) + "\n" + smallest_text(judged["analysis"], metric) + "\n")
-    elif (sweep_dir / "report_comparisons.csv").exists():
-        (sweep_dir / "report_comparisons.csv").unlink()
+    else:
+        for name in ("report_comparisons.csv", "report_pairs.csv"):
+            if (sweep_dir / name).exists():
+                (sweep_dir / name).unlink()
     # The jobs' CSV also names each job's dir (<number>_<overrides>).
     jobs_table = ([*header, "dir"], [[*line, row["dir"]] for line, row in zip(body, rows)])
     for path, (head, lines) in ((paths["csv"], jobs_table), (paths["settings"], (s_header, s_body))):
