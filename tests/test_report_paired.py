@@ -268,8 +268,11 @@ def test_a_category_whose_completions_are_all_empty_is_flagged_while_the_average
     report.write(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     section = markdown.split("## By category")[1].split("\n## ")[0]
-    assert "| category | method.beta | win_rate | empty |" in section
+    assert "| category | method.beta | win_rate | judge | kl | length | finished | empty |" in section
     assert "| colour | 0.5 | 0 [0, " in section and "| animal | 0.5 | 1 [" in section
+    colour = next(line for line in section.splitlines() if line.startswith("| colour | 0.5 |"))
+    win_rate = colour.split("|")[3].replace("[", " ").replace("]", " ").replace(",", " ").split()
+    assert [float(v) for v in win_rate][0] == 0 and 0 < float(win_rate[2]) < 0.3  # all lost: [0, small], not [0, 1]
     examples = markdown.split("### What was generated")[1].split("\n## ")[0]
     assert "(empty completion)" in examples  # prompt 0 is a colour prompt: 0.5's answer is empty
 

@@ -337,8 +337,9 @@ GROUP = "category"
 def by_group(rows: list[dict], swept: list[str], metric: str | None, greater: bool = True,
              column: str | None = None) -> tuple[str, list[str]]:
     """What the average hides, per value of a grouping column of the prompts (`column`, else the
-    prompts' `category` when they have one): the metric and the share of empty completions per
-    group and setting (two-level means and intervals on the group's prompts), and lines for a
+    prompts' `category` when they have one): every per-prompt figure (the metric first, the
+    share of empty completions last) per group and setting (two-level means and intervals on
+    the group's prompts), and lines for a
     group whose every completion of a setting is empty, and for a group in which the setting
     with the best average is worse than another one (paired, Holm over every group's comparison
     of the best with the others). Returns the report.md section ("" without groups) and the
@@ -351,7 +352,10 @@ def by_group(rows: list[dict], swept: list[str], metric: str | None, greater: bo
         return "", []
     keys = [k for k in swept if k != SEED]
     name = metric[len(PREFIX):]
-    figures = [name] + ([paired.EMPTY] if name != paired.EMPTY else [])
+    data, _ = paired.shared(rows)
+    available = set(next(iter(data.values()))["figures"]) if data else set()
+    order = ["win_rate", *sorted(available - set(paired.RANGES)), "kl", "length", "finished", paired.EMPTY]
+    figures = list(dict.fromkeys([name, *(f for f in order if f in available)]))
     overall = paired.analyse(rows, keys, name)
     if overall["reason"]:
         return "", []
