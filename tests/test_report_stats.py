@@ -77,6 +77,11 @@ def test_the_paired_rule_separates_at_least_the_pairs_interval_overlap_does_in_t
     assert "Holm-adjusted over the 6 pairs" in sentence and "n=3 seeds x 60 prompts" in sentence
     markdown = (sweep / "report.md").read_text()
     assert "## Paired comparisons" in markdown and "could separate a difference of generation/win_rate of" in markdown
+    # The embedded prompts' category: every figure per category and setting.
+    first = json.loads((rundir.job_dirs(sweep)[0] / "completions.jsonl").read_text().splitlines()[0])
+    assert "category" in first["columns"]
+    section = markdown.split("## By category")[1].split("\n## ")[0]
+    assert "| category | method.beta | win_rate | topic_reward | kl | length | finished | empty |" in section
 
 
 def test_one_setting_against_itself_on_other_seeds_is_not_separable(trained):
