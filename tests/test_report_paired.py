@@ -304,3 +304,19 @@ def test_scorers_that_name_different_best_settings_are_said(tmp_path):
     sentence = report.verdict(tmp_path)
     assert ("The scorers rank the settings differently: by generation/win_rate method.beta=0.1 is best, by "
             "generation/other_scorer method.beta=0.5.") in sentence
+
+
+def test_jobs_without_completions_keep_the_seeds_only_rule_with_intervals_cut_at_0_1(tmp_path):
+    """Jobs of an older run (no completions.jsonl): the seeds-only rule, said, and Student's t over
+    two seed means cut at the win rate's range, with a note."""
+    for number, (beta, seed, mean) in enumerate((("0.1", 1, 0.97), ("0.1", 2, 0.6), ("0.5", 1, 0.5),
+                                                 ("0.5", 2, 0.55))):
+        job = write_job(tmp_path, number, {"method.beta": beta, "seed": str(seed)},
+                        np.array([1.0] * round(mean * PROMPTS) + [0.0] * (PROMPTS - round(mean * PROMPTS))))
+        (job / "completions.jsonl").unlink()
+    sentence = report.verdict(tmp_path)
+    assert "Not compared prompt by prompt: jobs 0, 1, 2, 3 left no completions.jsonl" in sentence, sentence
+    paths = report.write(tmp_path)
+    rows = {r["method.beta"]: r for r in read_csv(paths["settings"])}
+    assert float(rows["0.1"]["ci_high"]) == 1.0 and "interval cut at the figure's range" in rows["0.1"]["note"]
+    assert all(0 <= float(r["ci_low"]) <= float(r["ci_high"]) <= 1 for r in rows.values())
