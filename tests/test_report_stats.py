@@ -18,6 +18,8 @@ from rlhf.judge import report, stats
 from rlhf.run import rundir
 
 BETAS = ("0.05", "0.1", "0.3", "0.5")
+# 15 short jobs trained by the module's fixture: about 10 minutes on 2 free cores, more on a busy machine.
+pytestmark = pytest.mark.timeout(2700)
 
 
 @pytest.fixture(scope="module")
