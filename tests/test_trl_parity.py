@@ -44,7 +44,9 @@ CASES = {
               "method.loss_type=bnpo", "method.micro_batch_size=8"],
              "trl:GRPOConfig", "trl:GRPOTrainer",
              dict(num_generations=4, max_completion_length=6, temperature=0.7, epsilon=0.3, beta=0.02,
-                  scale_rewards="batch", loss_type="bnpo", per_device_train_batch_size=8)),
+                  scale_rewards="batch", loss_type="bnpo", per_device_train_batch_size=8,
+                  # the tiny model's GRPO tuning (conf/tuning/tiny_grpo.yaml), not set by the command
+                  gradient_accumulation_steps=2, num_iterations=2)),
     "rloo": (["method=rloo", "method.num_generations=4", "method.max_completion_length=6", "method.temperature=0.7",
               "method.top_p=0.9", "method.beta=0.02", "method.epsilon=0.3", "method.normalize_advantages=true",
               "method.reward_clip_range=[0.0,0.5]", "method.micro_batch_size=8"],
