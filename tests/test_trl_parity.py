@@ -235,7 +235,10 @@ OPTIONS: dict[str, Option] = {
         Knob("beta", 0.05),
         Knob("scale_rewards", "batch"),
         Knob("epsilon", 0.1),
-        Knob("epsilon_high", 0.5),
+        # No mutation here: in these steps no ratio with a positive advantage exceeds 1, so
+        # even 0 shows nothing (TODO: a setting where the high bound acts). Its way to TRL is
+        # GROUP_TRL_FIELDS', shown on the bnpo, dr_grpo and dapo presets' epsilon_high.
+        Knob("epsilon_high", 0.5, lost=None),
         Knob("importance_sampling_level", "sequence"),
         Knob("mask_truncated_completions", True),
     )),
@@ -274,7 +277,10 @@ OPTIONS: dict[str, Option] = {
         *group(steps=3),
         Knob("beta", 0.02),
         Knob("epsilon", 0.1),
-        Knob("epsilon_high", 0.5),
+        # No mutation here: in these steps no ratio with a positive advantage exceeds 1, so
+        # even 0 shows nothing (TODO: a setting where the high bound acts). Its way to TRL is
+        # GROUP_TRL_FIELDS', shown on the bnpo, dr_grpo and dapo presets' epsilon_high.
+        Knob("epsilon_high", 0.5, lost=None),
         Knob("normalize_advantages", True),
         Knob("reward_clip_range", [0.0, 0.3], trl=(0.0, 0.3)),  # the weighted reward reaches 2
         Knob("mask_truncated_completions", True),
