@@ -154,7 +154,8 @@ def group(accumulation: int = 1, steps: int = 2, mutate: bool = False) -> tuple[
     completions of six tokens per prompt, each generation trained on twice, at a learning
     rate (1e-2) that takes the second pass's ratios well out of the clipping range."""
     lost = DROP if mutate else None
-    return (*schedule(1e-2, accumulation=accumulation, steps=steps, mutate=mutate), *sampling(mutate),
+    # The schedule's knobs go to TRL through the table every method shares: mutated on dpo.
+    return (*schedule(1e-2, accumulation=accumulation, steps=steps), *sampling(mutate),
             Knob("num_generations", 4, lost=lost), Knob("max_completion_length", 6, lost=lost and 12),
             Knob("num_iterations", 2, lost=lost))
 
@@ -246,20 +247,22 @@ OPTIONS: dict[str, Option] = {
     "bnpo": Option("trl:GRPOConfig", "trl:GRPOTrainer", online=True, knobs=(
         *group(accumulation=2),
         Knob("loss_type", PRESET, trl="bnpo"),
-        Knob("beta", PRESET, trl=0.0, lost=0.05),
-        Knob("scale_rewards", PRESET, trl="group", lost="batch"),
-        Knob("epsilon", PRESET, trl=0.2, lost=0.1),
-        Knob("epsilon_high", PRESET, trl=None, lost=1.0),
-        Knob("mask_truncated_completions", False, lost=True),
+        # Compared, not mutated here: the same GROUP_TRL_FIELDS entries whose mutations dapo and grpo show.
+        Knob("beta", PRESET, trl=0.0, lost=None),
+        Knob("scale_rewards", PRESET, trl="group", lost=None),
+        Knob("epsilon", PRESET, trl=0.2, lost=None),
+        Knob("epsilon_high", PRESET, trl=None, lost=None),
+        Knob("mask_truncated_completions", False, lost=None),
     )),
     "dr_grpo": Option("trl:GRPOConfig", "trl:GRPOTrainer", online=True, knobs=(
         *group(),
         Knob("loss_type", PRESET, trl="dr_grpo"),
-        Knob("beta", PRESET, trl=0.0, lost=0.05),
         Knob("scale_rewards", PRESET, trl="none"),
-        Knob("epsilon", PRESET, trl=0.2, lost=0.1),
-        Knob("epsilon_high", PRESET, trl=None, lost=1.0),
-        Knob("mask_truncated_completions", False, lost=True),
+        # Compared, not mutated here: the same GROUP_TRL_FIELDS entries whose mutations dapo and grpo show.
+        Knob("beta", PRESET, trl=0.0, lost=None),
+        Knob("epsilon", PRESET, trl=0.2, lost=None),
+        Knob("epsilon_high", PRESET, trl=None, lost=None),
+        Knob("mask_truncated_completions", False, lost=None),
     )),
     "dapo": Option("trl:GRPOConfig", "trl:GRPOTrainer", online=True, knobs=(
         *group(accumulation=2),
