@@ -89,3 +89,10 @@ def test_another_checkpoint_leaves_the_tiny_tuning_unless_the_command_names_it(t
     proc = run_cli("rlhf.train", f"model.name_or_path={copy}", cache, "--cfg", "job", cwd=tmp_path)
     assert "so tuning=tiny_dpo (conf/tuning/tiny_dpo.yaml" in proc.stderr and "does not apply" in proc.stderr
     assert yaml.safe_load(proc.stdout)["method"]["learning_rate"] == 5e-7
+    # The job's own log says it too (a SLURM job's log is read far from the launching terminal).
+    train(tmp_path, f"model.name_or_path={copy}", cache, "method.max_steps=1", "dataset.num_rows=16",
+          "dataset.eval=[]", "evaluate.enabled=false", run_dir=tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "tuning: none, left by this command (made for that model option's checkpoint)" in log, log
+    assert "evaluate: embedded (conf/evaluate/embedded.yaml)" in log
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]["learning_rate"] == 5e-7

@@ -198,11 +198,20 @@ def test_the_final_generation_eval_of_a_zero3_run_loads_its_models_whole(zero3_r
 
     run = validate(compose_job(["hardware=gpu_zero3_8"]))
     seen = []
+    monkeypatch.setattr(runner, "free_training_state",
+                        lambda trainer, keep=None: seen.append(("training state freed", keep)))
     monkeypatch.setattr(stage, "load_policy", lambda run, path: seen.append(("policy", is_deepspeed_zero3_enabled())))
-    monkeypatch.setattr(stage, "Reference", lambda run, policy: seen.append(("reference", is_deepspeed_zero3_enabled())))
+
+    def reference(run, policy):
+        seen.append(("reference", is_deepspeed_zero3_enabled()))
+        return SimpleNamespace(release=lambda: seen.append(("reference released", None)))
+
+    monkeypatch.setattr(stage, "Reference", reference)
     judge = SimpleNamespace(evaluate_policy=lambda policy, reference, out_dir: {"zero3": is_deepspeed_zero3_enabled()})
     assert runner.judge_final(run, judge, SimpleNamespace(args=zero3_registered), tmp_path) == {"zero3": False}
-    assert seen == [("policy", False), ("reference", False)]
+    # Sharded: the training state is freed first (the model too), then the saved policy loads.
+    assert seen == [("training state freed", None), ("policy", False), ("reference", False),
+                    ("reference released", None)]
     assert is_deepspeed_zero3_enabled()
 
 

@@ -49,7 +49,11 @@ def test_online_rl_against_a_trained_reward_model_alone_raises_the_known_reward(
     run_dir = tmp_path / method
     # The policy is a fine-tune of the tiny model: the command names the tiny tuning, which a
     # checkpoint other than the option's own leaves otherwise (rlhf.launch.companions).
-    train(tmp_path, f"method={method}", f"tuning=tiny_{method}", f"method.reward_funcs=[{reward_run}]",
+    # GRPO with one pass per generation batch: the tiny GRPO tuning's second pass (there to make
+    # the GRPO presets' trajectories differ) moved this policy too far on the reward model's score
+    # alone (topic reward 0.34 against 0.35 at the start, where one pass reached 0.69).
+    passes = ["method.num_iterations=1"] if method == "grpo" else []
+    train(tmp_path, f"method={method}", f"tuning=tiny_{method}", *passes, f"method.reward_funcs=[{reward_run}]",
           f"model.name_or_path={policy_run / 'model'}", "method.beta=0.1", "method.learning_rate=3e-4",
           run_dir=run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -34,7 +34,7 @@ def test_kto_held_out_reward_margin_grows_positive(tmp_path):
     assert margins[-1] > 0.1 and margins[-1] > margins[0] + 0.1, margins
 
 
-@pytest.mark.parametrize("method", ["grpo", "dr_grpo"])
+@pytest.mark.parametrize("method", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_grpo_reward_rises_on_the_topics_task(tmp_path, method):
     metrics = run_method(tmp_path, method)
     learning = metrics["learning"]

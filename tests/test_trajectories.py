@@ -2,7 +2,8 @@
 
 `tests/trajectories.json` holds, for each option in `conf/method/` (the embedded default of
 `python -m rlhf.train method=<m>`), the loss and gradient norm of its first STEPS optimizer steps
-(and, for the GRPO family, the mean reward of the sampled completions), together with the
+(and, for the GRPO family, the mean reward of the completions sampled at that step; null at a
+step that reused the previous step's completions, as with num_iterations 2), together with the
 environment they were recorded in: the versions of the packages that compute them, Python, and
 torch's CPU kernel level. The slow test retrains all of them in one Hydra sweep and compares:
 
@@ -13,10 +14,14 @@ torch's CPU kernel level. The slow test retrains all of them in one Hydra sweep 
   names every package whose version differs, old -> new. A TRL or transformers upgrade that
   changes results is seen, not guessed.
 
-Why the gradient norm too: on-policy with one iteration per batch, GRPO's clipped surrogate
-is minus the mean of zero-mean group advantages, so the loss of bnpo, dr_grpo and dapo (no KL
-term) is 0 up to rounding (0.0, 1.5e-08, ...) whatever the trainer does; a 1% change of the
-learning rate leaves it unchanged. Their gradient norm moves with it.
+Why the gradient norm too: on-policy (the first pass over a generation batch), GRPO's clipped
+surrogate is minus the mean of zero-mean group advantages, so the loss of bnpo, dr_grpo and dapo
+(no KL term) is 0 up to rounding (0.0, 1.5e-08, ...) whatever the trainer does; a 1% change of
+the learning rate leaves it unchanged. Their gradient norm moves with it.
+
+The GRPO loss presets (grpo, bnpo, dr_grpo, dapo) share the tiny model's tuning, so their
+trajectories differ only by each preset's own settings; the record must tell them apart
+(test_the_grpo_presets_train_differently).
 
 After an intended change (a new TRL, a new default, a new method option), regenerate and
 commit the file (about 30 s):
@@ -95,11 +100,16 @@ def train_all(tmp: Path) -> dict:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
         steps = [h for h in read_history(job) if "loss" in h][:STEPS]
-        methods[method] = {k: [h[k] for h in steps] for k in KEYS if k in steps[0]}
+        methods[method] = {k: [h.get(k) for h in steps] for k in KEYS if any(k in h for h in steps)}
         job_env = json.loads((job / "env.json").read_text())  # what the training process imported
         env = {**{p: job_env["packages"][p] for p in PACKAGES}, "python": job_env["python"],
                "machine": platform.machine(), "torch_cpu_capability": cpu_capability(), "cpu": cpu_host()}
     return {"environment": env, "methods": methods}
+
+
+def close(x: float | None, y: float | None) -> bool:
+    """Equal within TOLERANCE; a step with no value (null) matches only another."""
+    return x is None and y is None or x is not None and y is not None and y == pytest.approx(x, **TOLERANCE)
 
 
 def environment_changes(old: dict, new: dict) -> list[str]:
@@ -125,9 +135,9 @@ def compare(recorded: dict, current: dict) -> str | None:
                 problems.append(f"{method} {key}: recorded {a}, now {b}")
                 continue
             for step, (x, y) in enumerate(zip(a, b), start=1):
-                same = x == y if not changes else y == pytest.approx(x, **TOLERANCE)
+                same = close(x, y) if changes else x == y
                 if not same:
-                    rel = abs(y - x) / abs(x) if x else math.inf
+                    rel = abs(y - x) / abs(x) if x and y is not None else math.inf
                     problems.append(f"{method} {key} step {step}: recorded {x!r}, now {y!r} (rel {rel:.1e})")
     if not problems:
         return None
@@ -159,7 +169,7 @@ ENV = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "trl": "1.16.0", "python
 RECORD = {"recorded": "2026-12-02", "environment": ENV,
           "methods": {"dpo": {"loss": [0.6931471824645996, 0.6947898268699646], "grad_norm": [0.52, 0.40]},
                       "bnpo": {"loss": [0.0, 1.4901161193847656e-08], "grad_norm": [2.237, 1.117],
-                               "reward": [0.0677, 0.0156]}}}
+                               "reward": [0.0677, None]}}}
 
 
 def current(env: dict = ENV, *changes: tuple[str, str, list]) -> dict:
@@ -200,6 +210,14 @@ def test_every_differing_package_and_the_cpu_level_are_named():
     assert "bnpo grad_norm step 2" in message
 
 
+def test_a_step_without_a_value_matches_only_another():
+    """A GRPO step that reused the previous step's completions logs no reward (null)."""
+    assert compare(RECORD, current({**ENV, "trl": "1.17.0"})) is None
+    for env in (ENV, {**ENV, "trl": "1.17.0"}):
+        message = compare(RECORD, current(env, ("bnpo", "reward", [0.0677, 0.0156])))
+        assert message is not None and "bnpo reward step 2: recorded None, now 0.0156" in message
+
+
 def test_a_method_missing_on_either_side_fails():
     trained = current()
     trained["methods"]["kto"] = {"loss": [0.5]}
@@ -215,6 +233,42 @@ def test_the_record_covers_every_method_option_for_every_step():
         assert {"loss", "grad_norm"} <= set(values), method
         assert all(len(v) == STEPS for v in values.values()), method
     assert set(PACKAGES) | {"python", "machine", "torch_cpu_capability", "cpu"} == set(recorded["environment"])
+
+
+# The GRPO loss presets (conf/method/), each its paper's settings on top of method=grpo.
+GRPO_PRESETS = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def same_trajectory(a: dict, b: dict) -> bool:
+    """Two recorded trajectories no value of which differs by more than rounding (TOLERANCE)."""
+    return all(key in a and key in b and len(a[key]) == len(b[key])
+               and all(close(x, y) for x, y in zip(a[key], b[key]))
+               for key in set(a) | set(b))
+
+
+def test_same_trajectory_is_equal_up_to_rounding():
+    bnpo = RECORD["methods"]["bnpo"]
+    assert same_trajectory(bnpo, {**bnpo, "loss": [3e-8, 0.0]})
+    assert not same_trajectory(bnpo, {**bnpo, "grad_norm": [2.237, 1.118]})
+    assert not same_trajectory(bnpo, {k: v for k, v in bnpo.items() if k != "reward"})
+
+
+def test_the_grpo_presets_train_differently():
+    """Each GRPO preset's own settings reach TRL on the embedded task: no two of grpo, bnpo,
+    dr_grpo and dapo leave the same trajectory (beyond rounding). When two do, one preset trains
+    as the other there and nothing shows that its settings act (as bnpo and dapo did with one
+    pass per generation batch, where the ratio is 1 and nothing is clipped).
+
+    What tells them apart in the record (conf/tuning/tiny_grpo.yaml): grpo's KL term (beta 0.04)
+    from step 2 (at step 1 the policy is its reference); dr_grpo's advantages, not divided by
+    the group's std, from step 1's gradient norm; dapo's clip-higher (0.28 against 0.2) from
+    step 2, the first that trains on completions sampled before the policy moved. Not shown by these trajectories: DAPO's overlong masking (off on
+    the tiny model, conf/tuning/tiny_dapo.yaml) and the length normalisers of dapo and dr_grpo
+    (equal to bnpo's while every completion runs to max_completion_length, as all recorded do)."""
+    methods = json.loads(TRAJECTORIES.read_text())["methods"]
+    same = [f"{a} == {b}" for i, a in enumerate(GRPO_PRESETS) for b in GRPO_PRESETS[i + 1:]
+            if same_trajectory(methods[a], methods[b])]
+    assert not same, f"recorded trajectories that do not tell the presets apart: {', '.join(same)}"
 
 
 def update() -> None:

@@ -44,7 +44,9 @@ def evaluating(model: Any):
 
     was_training = model.training
     model.eval()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    # The CUDA random state is forked only where CUDA was initialised: a CPU job on a GPU host
+    # never starts the driver (torch.cuda.is_available() or current_device() would).
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             yield
@@ -91,8 +93,12 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], decoding: dict[str, A
 def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], completions: list[Completion],
                    temperature: float, batch_size: int) -> list[float]:
     """Per completion, the sum of its tokens' log-probs under `model`, from logits divided by
-    the sampling temperature (1 for greedy): the distribution the tokens were drawn from."""
+    the sampling temperature (1 for greedy): the distribution the tokens were drawn from. The
+    log-probs come from TRL's fused head (rlhf.trl.fused_logps): the output layer is applied in
+    tiles, never as the batch's whole (batch, length, vocabulary) logits."""
     import torch
+
+    from rlhf.trl.fused_logps import token_logps
 
     scale = temperature if temperature > 0 else 1.0
     totals: list[float] = []
@@ -111,8 +117,6 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], completions: 
                 mask[row, pad:] = 1
                 scored[row, pad + len(p):] = True
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device)).logits[:, :-1].float() / scale
-            logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            totals += (logps * scored[:, 1:].to(device)).sum(1).tolist()
+            logps = token_logps(model, ids.to(device), mask.to(device), positions.to(device), scored.to(device), scale)
+            totals += logps.float().sum(1).tolist()
     return totals

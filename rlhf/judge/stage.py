@@ -59,7 +59,11 @@ def prepare(run: Any, eval_data: Any, tokenizer: Any) -> Stage | None:
 
 class Reference:
     """The reference policy: the policy with its adapter disabled when it has one and no other
-    reference is named, else `evaluate.reference` or the run's starting model, loaded once."""
+    reference is named, else `evaluate.reference` or the run's starting model, loaded once, as a
+    frozen copy of the policy (rlhf.models.loading.frozen_copy_dtype: the autocast dtype under
+    bf16/fp16, the dtype the policy trained in otherwise), so both sides hold one dtype.
+    On a GPU it is there only while it computes: between two mid-training evals it waits on the
+    CPU, and `release` frees it when the stage is done with it."""
 
     def __init__(self, run: Any, policy: Any = None):
         self.run = run
@@ -77,14 +81,18 @@ class Reference:
         if self.loaded is None:
             import dataclasses
 
-            from rlhf.models.loading import load_model
+            from rlhf.models.loading import frozen_copy_dtype, load_model
 
             config = dataclasses.replace(self.run.model, name_or_path=self.name,
                                          revision=None if self.run.evaluate.reference else self.run.model.revision)
-            self.loaded = load_model(config, self.run.hardware, "reference policy")
-            if self.run.hardware.accelerator == "cuda":
-                self.loaded = self.loaded.to("cuda")
-        yield self.loaded
+            self.loaded = load_model(config, self.run.hardware, "reference policy",
+                                     dtype=frozen_copy_dtype(config, self.run.hardware, self.run.peft.adapter))
+        with on_device(self.loaded, self.run.hardware):
+            yield self.loaded
+
+    def release(self) -> None:
+        """Drop the loaded copy (the policy's own adapter-disabled self is the caller's)."""
+        self.loaded = None
 
     def identity(self) -> dict[str, Any]:
         """What the reference's completions depend on, for the cache key."""
@@ -137,9 +145,11 @@ class Stage:
             decoding settings.
         """
         started = time.perf_counter()
-        for scorer in self.scorers:
-            if scorer.model is not None:  # reward models score where the policy is
-                scorer.model.to(generate.device_of(policy))
+        with self.autocast():
+            return self._evaluate(policy, reference, out_dir, step, started)
+
+    def _evaluate(self, policy: Any, reference: Reference, out_dir: Path | None, step: int | None,
+                  started: float) -> dict[str, Any]:
         texts = self.prompts.texts
         policy_side = self.side(generate.sample(policy, self.tokenizer, texts, self.decoding))
         needs_reference = self.judge is not None or self.evaluate.kl
@@ -159,8 +169,27 @@ class Stage:
                  block["seconds"])
         return block
 
+    def autocast(self):
+        """The stage's forward passes in the run's autocast dtype (hardware.precision bf16/fp16), as
+        training computed, for the policy and the reference alike (their weights share a dtype:
+        the policy as saved, the reference a frozen copy); the output layer of the log-probs stays
+        fp32 (rlhf.trl.fused_logps). Without autocast (fp32), nothing changes."""
+        import torch
+
+        from rlhf.models.loading import PRECISION_DTYPES, torch_dtype
+
+        dtype = PRECISION_DTYPES.get(self.run.hardware.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda" if self.run.hardware.accelerator == "cuda" else "cpu", dtype=torch_dtype(dtype))
+
     def side(self, completions: list[Any]) -> Side:
-        scores = {s.name: scoring.score(s, self.prompts, completions, self.evaluate.batch_size) for s in self.scorers}
+        """The completions with each scorer's scores; a reward model is on the run's GPU only
+        while it scores (it waits on the CPU, where it was loaded)."""
+        scores = {}
+        for scorer in self.scorers:
+            with on_device(scorer.model, self.run.hardware):
+                scores[scorer.name] = scoring.score(scorer, self.prompts, completions, self.evaluate.batch_size)
         return Side(completions, scores)
 
     def reference_completions(self, reference: Reference) -> tuple[list[Any], dict[str, str]]:
@@ -329,12 +358,32 @@ def load_policy(run: Any, model_dir: str | Path) -> Any:
     from rlhf.models.loading import load_model
 
     model_dir = Path(model_dir)
+    # A QLoRA run's base loads quantised, as it trained (4-bit on this process's GPU): a 70B base
+    # in bf16 would not fit the one GPU the stage has. A LoRA base: the checkpoint's dtype.
+    adapter = "qlora" if run.peft.adapter == "qlora" else None
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_model(run.model, run.hardware, "base model")
+        hardware = dataclasses.replace(run.hardware, distributed="none") if adapter else run.hardware
+        base = load_model(run.model, hardware, "base model", adapter=adapter)
         policy = PeftModel.from_pretrained(base, str(model_dir))
     else:
         policy = load_model(dataclasses.replace(run.model, name_or_path=str(model_dir), revision=None),
                             run.hardware, "policy")
-    return policy.to("cuda") if run.hardware.accelerator == "cuda" else policy
+    if run.hardware.accelerator == "cuda" and adapter is None:  # bitsandbytes placed its 4-bit model itself
+        policy = policy.to("cuda")
+    return policy
+
+
+@contextlib.contextmanager
+def on_device(model: Any, hardware: Any):
+    """`model` on the run's GPU for the duration, back on the CPU afterwards (a CPU run, or no
+    model: nothing moves)."""
+    if model is None or hardware.accelerator != "cuda":
+        yield model
+        return
+    model.to("cuda")
+    try:
+        yield model
+    finally:
+        model.to("cpu")

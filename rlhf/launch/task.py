@@ -49,6 +49,7 @@ def train_job(cfg: Any) -> float | None:
         resolved = resolved_config(cfg)
         run = validated(resolved)
         name_the_run(resolved, run, hydra, run_dir)
+        log_companions(hydra)
         if rundir.is_finished(run_dir):
             rundir.check_same_config(run_dir, resolved)
             log.info("%s is already finished (%s exists): nothing to do", run_dir, rundir.SUCCESS)
@@ -69,6 +70,22 @@ def train_job(cfg: Any) -> float | None:
         if rank == 0 and owns_run_dir:
             rundir.mark_failed(run_dir, error)
         return report_failure(error, sweeping)
+
+
+def log_companions(hydra: Any) -> None:
+    """Which companion options the job uses (rlhf.launch.companions), in its own log: a tuning or
+    evaluate block the command left (its `~group` override) is said here too, not only on the
+    terminal that launched it."""
+    from rlhf.launch.companions import COMPANIONS
+
+    dropped = {override.lstrip("~").split("=", 1)[0] for override in hydra.overrides.task if override.startswith("~")}
+    for companion in COMPANIONS:
+        option = hydra.runtime.choices.get(companion.group)
+        if option is not None:
+            log.info("%s: %s (conf/%s/%s.yaml)", companion.group, option, companion.group, option)
+        elif companion.group in dropped:
+            log.info("%s: none, left by this command (made for %s): %s", companion.group, companion.made_for,
+                     companion.without)
 
 
 def validated(resolved: dict) -> RunSpec:

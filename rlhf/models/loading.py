@@ -233,7 +233,7 @@ def load_skeleton(model: ModelConfig, shape: dict[str, Any], what: str = "model"
     (accelerator.py:1713-1765), which is 0 for every meta tensor."""
     import torch
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = from_pretrained(AutoConfig, what, model.name_or_path, CHECKPOINT_FIX, revision=model.revision,
                              trust_remote_code=model.trust_remote_code)
@@ -263,11 +263,19 @@ def load_skeleton(model: ModelConfig, shape: dict[str, Any], what: str = "model"
             owner, _, leaf = name.rpartition(".")
             built.get_submodule(owner)._buffers[leaf] = buffer.to(getattr(torch, dtypes[name]))
     if built.can_generate():
-        try:
-            built.generation_config = GenerationConfig.from_pretrained(model.name_or_path, revision=model.revision)
-        except OSError:
-            pass  # the checkpoint has none: from_pretrained keeps the one made from the config too
+        built.generation_config = saved_generation_config(model) or built.generation_config
     if pad_token_id is not None:
         built.config.pad_token_id = pad_token_id
     built.config.dtype = getattr(torch, shape["config_dtype"])
     return built.train(shape["training"])
+
+
+def saved_generation_config(model: ModelConfig) -> Any:
+    """The checkpoint's own generation_config.json, or None when it has none (from_pretrained then
+    keeps the one made from the model config, as the skeleton already has)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model.name_or_path, revision=model.revision)
+    except OSError:
+        return None

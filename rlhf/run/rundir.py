@@ -83,7 +83,16 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def git_state() -> dict[str, Any]:
+def git_state(leaving_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The repository's commit and whether its tracked files differ from it (None for either
+    when git or the checkout is missing: an installed copy).
+
+    Args:
+        leaving_out: paths below the repository whose changes do not count (a tool's outputs).
+
+    Returns:
+        {"commit": <sha> | None, "dirty": bool | None}.
+    """
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
@@ -92,7 +101,7 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    changes = git("status", "--porcelain", "--untracked-files=no")
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in leaving_out))
     return {"commit": commit, "dirty": bool(changes) if changes is not None else None}
 
 

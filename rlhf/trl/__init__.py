@@ -6,7 +6,8 @@ internals, fenced here, each module naming the library versions it was written a
 - `tokenize_row`: ORPO's and CPO's own `tokenize_row`, called on an instance built with __new__;
 - `shared_reference`: DPOTrainer's reference log-probs precomputed once and shared by a sweep;
 - `run_totals`: the train loss and TRL's token count of a whole run, across resumes;
-- `fsdp_on_cpu`: accelerate's FSDP set-up applied to CPU ranks (it drops the plugin there).
+- `fsdp_on_cpu`: accelerate's FSDP set-up applied to CPU ranks (it drops the plugin there);
+- `fused_logps`: TRL's fused LM head, scoped to one call, for log-probs without full logits.
 
 Each module's `WRITTEN_FOR` is `written_for(trl=..., ...)`: the installed versions outside the
 range are logged once when the module is imported, as a warning that the adapter may no longer

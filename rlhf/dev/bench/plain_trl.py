@@ -102,8 +102,11 @@ def main() -> None:
 
         from rlhf.rewards import topic_reward
 
-        common["warmup_steps"] = 0.0
-        args = Config(loss_type="grpo", beta=0.04, num_generations=8, max_completion_length=8, **common)
+        # The tiny GRPO tuning (conf/tuning/tiny_grpo.yaml): 8 completions per micro-batch, two
+        # micro-batches per step, each generation batch trained on twice.
+        common.update(warmup_steps=0.0, per_device_train_batch_size=8, gradient_accumulation_steps=2)
+        args = Config(loss_type="grpo", beta=0.04, num_generations=8, max_completion_length=8, num_iterations=2,
+                      **common)
         data = datasets.load_dataset("json", data_files=asset_path("data/topics_prompts.train.jsonl"), split="train")
         kwargs = dict(train_dataset=data, reward_funcs=[topic_reward])
     elif trainer == "RLOOTrainer":

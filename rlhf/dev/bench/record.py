@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from rlhf.config.tree import REPO
 from rlhf.core.versions import installed_versions
+from rlhf.run import rundir
 
 RECORDS = "benchmarks"  # the records' directory, under the output directory (the repository's root)
 DOCUMENT = "BENCHMARKS.md"
@@ -33,15 +32,7 @@ def git_state() -> dict[str, Any]:
     """The commit measured and whether the tree differed from it (tracked files only, the bench's
     own outputs left out: a section run after another, before its record is committed, still
     measures the commit)."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in OUTPUTS))
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changes) if changes is not None else None}
+    return rundir.git_state(leaving_out=OUTPUTS)
 
 
 def machine() -> dict[str, Any]:

@@ -612,8 +612,9 @@ def render_lora_memory(figures: dict) -> list[str]:
 # A model of Qwen2.5's vocabulary size (151936 output rows) and a small body: what the stage holds
 # per token is the vocabulary's, as on a real model, and the body's weights stay small beside it.
 EVAL_MODEL = {"hidden": 256, "layers": 2, "heads": 4, "intermediate": 512, "vocab_size": 151936}
-# The stage's code before its memory work (issue 25): the section measures it beside the current code.
-EVAL_MEMORY_BEFORE = None
+# The stage's code before its memory work (issue 25: the stage measured, nothing changed yet): the
+# section measures it beside the current code, each in its own checkout of the repository.
+EVAL_MEMORY_BEFORE = "e401b093fe716027d3091222a873101679bbcafd"
 
 
 def bench_eval_memory(work: Path, steps: int) -> dict:
@@ -635,7 +636,10 @@ def bench_eval_memory(work: Path, steps: int) -> dict:
         for name, (code, commit) in codes.items():
             run_dir = work / f"run-{name}"
             command = [sys.executable, "-m", "rlhf.train", f"model.name_or_path={model_dir}", "tuning=tiny_dpo",
+                       # Training is not measured: a few steps on 64 rows, no eval set (the stage's
+                       # prompts are the embedded evaluate prompts, as shipped).
                        f"method.max_steps={steps}", "method.micro_batch_size=2", "method.eval_batch_size=2",
+                       "dataset.num_rows=64", "dataset.eval=[]",
                        f"hydra.run.dir={run_dir}", f"cache_dir={work / f'cache-{name}'}"]
             measured = run_together([command], work, None, [{"PYTHONPATH": str(code)}])[0]
             metrics = json.loads((run_dir / "metrics.json").read_text())
