@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli_env, run_cli, train
-from rlhf.judge.stats import t_quantile
+from rlhf.judge.stats import over_prompts, t_quantile
 
 TINY = REPO / "rlhf" / "assets" / "models" / "tiny-chatml"
 PROMPTS = REPO / "rlhf" / "assets" / "data" / "topics_prompts.eval.jsonl"
@@ -58,14 +58,21 @@ def evaluate_cli(cwd: Path, target: Path | str, *overrides: str, out: Path, chec
     return run_cli("rlhf.evaluate", str(target), *overrides, "--out", str(out), cwd=cwd, check=check)
 
 
-def check_interval(block: dict, name: str, per_prompt: list[float]) -> None:
-    """The block's mean and 95% t-interval of `name` are those of these per-prompt values."""
+def check_interval(block: dict, name: str, per_prompt: list[float], share: bool = False) -> None:
+    """The block's mean and 95% interval of `name` are those of these per-prompt values: the
+    t-interval, or for a share (a win rate, the empty share) the Wilson-type interval of
+    rlhf.judge.stats.over_prompts (tested in test_stats), inside [0, 1] and around the mean."""
     n, mean = len(per_prompt), statistics.fmean(per_prompt)
-    half = t_quantile(n - 1) * statistics.stdev(per_prompt) / math.sqrt(n)
     interval = block["intervals"][name]
     assert interval["n"] == n and block["metrics"][name] == pytest.approx(mean, abs=1e-12), name
-    assert interval["ci_low"] == pytest.approx(mean - half, abs=1e-9), name
-    assert interval["ci_high"] == pytest.approx(mean + half, abs=1e-9), name
+    if share:
+        expected = over_prompts(per_prompt, (0.0, 1.0))
+        assert 0.0 <= interval["ci_low"] <= mean <= interval["ci_high"] <= 1.0, (name, interval)
+    else:
+        half = t_quantile(n - 1) * statistics.stdev(per_prompt) / math.sqrt(n)
+        expected = {"ci_low": mean - half, "ci_high": mean + half}
+    assert interval["ci_low"] == pytest.approx(expected["ci_low"], abs=1e-9), name
+    assert interval["ci_high"] == pytest.approx(expected["ci_high"], abs=1e-9), name
 
 
 def per_prompt_means(rows: list[dict], value) -> list[float]:
@@ -122,11 +129,11 @@ def test_completions_hold_one_row_per_prompt_and_the_figures_come_from_them(trai
     # Every figure is the mean over prompts of these rows, with its t-interval.
     check_interval(block, "topic_reward", [r["scores"]["topic_reward"] for r in rows])
     check_interval(block, "reference/topic_reward", [r["reference_scores"]["topic_reward"] for r in rows])
-    check_interval(block, "win_rate", wins)
+    check_interval(block, "win_rate", wins, share=True)
     check_interval(block, "length", [float(r["tokens"]) for r in rows])
     check_interval(block, "reference/length", [float(r["reference_tokens"]) for r in rows])
     check_interval(block, "kl", [r["kl"] for r in rows])
-    check_interval(block, "empty", [float(not r["completion"].strip()) for r in rows])
+    check_interval(block, "empty", [float(not r["completion"].strip()) for r in rows], share=True)
     # The length-controlled win rate: the GLM of these rows' outcomes on their length difference.
     from rlhf.judge.stats import length_controlled
 
@@ -189,7 +196,7 @@ def test_several_samples_per_prompt_are_each_judged_and_averaged_per_prompt(trai
     assert block["win_rate"]["wins"] + block["win_rate"]["ties"] + block["win_rate"]["losses"] == 16
     assert block["win_rate"]["wins"] == wins.count(1.0)
     # A prompt's two samples are averaged first: the interval is over the 8 prompts.
-    check_interval(block, "win_rate", per_prompt_means(rows, lambda r: r["win"]))
+    check_interval(block, "win_rate", per_prompt_means(rows, lambda r: r["win"]), share=True)
     check_interval(block, "topic_reward", per_prompt_means(rows, lambda r: r["scores"]["topic_reward"]))
 
 

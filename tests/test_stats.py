@@ -188,3 +188,32 @@ def test_a_bootstrap_over_3_seeds_declares_too_many_a_over_a_differences_the_mix
     print(f"A/A, 3 seeds (seed sd 0.5): two-level bootstrap declares {bootstrap:.1%}, mixed model {mixed:.1%} "
           "of 300 pairs")
     assert bootstrap > 0.07 and mixed <= 0.05
+
+
+def test_one_jobs_interval_of_a_win_rate_near_1_stays_in_0_1_where_students_t_leaves_it():
+    """A job's own figure over its prompts (the stage's intervals): 59 wins of 60 prompts give a
+    t-interval above 1; the job's interval is Wilson-type, inside [0, 1] and around the mean,
+    while an unbounded figure keeps Student's t."""
+    wins = [1.0] * 59 + [0.0]
+    t_high = stats.summarize(wins)["ci_high"]
+    figure = stats.over_prompts(wins, (0.0, 1.0))
+    print(f"59/60 wins: t-interval up to {t_high:.4f}, the job's [{figure['ci_low']:.4f}, {figure['ci_high']:.4f}]")
+    assert t_high > 1.0
+    assert 0.0 <= figure["ci_low"] < figure["mean"] < figure["ci_high"] <= 1.0
+    assert stats.over_prompts(wins) == stats.summarize(wins)
+    none = stats.over_prompts([0.0] * 60, (0.0, 1.0))
+    assert none["ci_low"] == 0.0 and 0.0 < none["ci_high"] < 0.1
+
+
+def test_one_jobs_interval_of_a_share_covers_it_near_the_bound():
+    """Over 2000 simulated jobs of 60 prompts with a true win rate of 0.95 (half-wins for ties
+    included), the job's interval covers 0.95 in at least 92% and stays in [0, 1] always."""
+    rng = np.random.default_rng(11)
+    covered, inside = 0, True
+    for _ in range(2000):
+        wins = rng.choice([1.0, 0.5, 0.0], size=60, p=[0.93, 0.04, 0.03])
+        figure = stats.over_prompts(list(wins), (0.0, 1.0))
+        covered += figure["ci_low"] <= 0.95 <= figure["ci_high"]
+        inside &= 0.0 <= figure["ci_low"] and figure["ci_high"] <= 1.0
+    print(f"true win rate 0.95, 60 prompts: covered in {covered / 2000:.1%} of 2000 jobs")
+    assert inside and covered / 2000 >= 0.92

@@ -5,7 +5,8 @@ against the reference policy's, with the KL between the two and the completions'
     block = stage.evaluate_policy(policy, Reference(run, policy))  # the `generation` block of metrics.json
 
 Every figure is a mean over the prompts (a prompt's samples averaged first) with its 95%
-confidence interval by Student's t over the prompts. The reference policy's completions
+confidence interval over the prompts: Wilson's score interval for a figure that lives in [0, 1]
+(a win rate, a share), Student's t for the others (rlhf.judge.stats.over_prompts). The reference policy's completions
 depend only on the reference model, the prompts and the decoding settings, so they are
 generated once and kept under `<cache_dir>/generations/`, shared by every job of a sweep that
 starts from the same model (as the reference log-probs are).
@@ -28,7 +29,8 @@ from rlhf.judge import generate, prompts as prompt_rows, scorers as scoring
 from rlhf.judge.checks import enabled, judge_name
 from rlhf.core.locks import locked
 from rlhf.run.files import COMPLETIONS, GENERATION_HISTORY, generation_metrics
-from rlhf.judge.stats import LENGTH_CONTROL, LEVEL, length_controlled, summarize
+from rlhf.judge.paired import figure_range
+from rlhf.judge.stats import LENGTH_CONTROL, LEVEL, length_controlled, over_prompts
 
 log = logging.getLogger("rlhf")
 
@@ -36,8 +38,9 @@ KL_ESTIMATOR = ("k1: the mean over the policy's sampled completions of sum_t [lo
                 "both from logits divided by the sampling temperature; an unbiased estimate of the sequence-level "
                 "KL(pi || pi_ref) of the distribution sampled from when top_p=1 (with top_p < 1 the samples come "
                 "from the truncated distribution and the estimate is approximate)")
-INTERVALS = (f"{LEVEL:.0%} CI of the mean over prompts (Student's t, n-1 degrees of freedom; a prompt's samples "
-             "averaged first)")
+INTERVALS = (f"{LEVEL:.0%} CI of the mean over prompts (a prompt's samples averaged first): a figure in [0, 1] "
+             "(win rate, finished, empty) by the Wilson score interval at the effective sample size s^2/n "
+             "(Korn-Graubard df correction), so it stays in [0, 1]; the others by Student's t, n-1 degrees of freedom")
 WIN_RULE = ("the policy's completion against the reference's for the same prompt and sample index, by the "
             "judge's score: higher wins, equal ties (counted half)")
 LENGTH = ("generated tokens per completion, the end-of-sequence token included; empty: the share of completions "
@@ -264,7 +267,8 @@ class Stage:
         stats = {}
         for name, values in series.items():
             completions = reference.completions if name.startswith("reference/") else policy.completions
-            stats[name] = summarize(self.per_prompt(values, completions))
+            stats[name] = over_prompts(self.per_prompt(values, completions),
+                                       figure_range(name.removeprefix("reference/")))
         block: dict[str, Any] = {
             "metrics": {name: s["mean"] for name, s in stats.items() if s["mean"] is not None},
             "intervals": {name: {"n": s["n"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}

@@ -238,46 +238,87 @@ def interval(y: np.ndarray, parts: Components, level: float = LEVEL,
         (at most seeds x prompts), made smaller by (z / t_df)^2 (Korn and Graubard 1998), so
         the interval stays inside the range; else mean +- t_df se, cut at a bound it has.
     """
-    from scipy import stats as scipy_stats
-
     prompts, seeds = y.shape[-1], y.shape[-2]
     by_prompt = y.mean(axis=-2)
     terms = _terms(parts, 1 / seeds, by_prompt.var(axis=-1, ddof=1), prompts)
     variance, df = _satterthwaite(terms)
     mean = by_prompt.mean(axis=-1)
-    se = np.sqrt(variance)
+    low, high, how = _inside(mean, variance, df, seeds * prompts, bounds, level)
+    out = _floats({"mean": mean, "se": np.sqrt(variance), "df": df, "ci_low": low, "ci_high": high})
+    out["interval"] = f"{how}, from the two-level variance (Satterthwaite df)"
+    return out
+
+
+def _inside(mean: Any, variance: Any, df: Any, observations: int,
+            bounds: tuple[float | None, float | None], level: float) -> tuple[Any, Any, str]:
+    """The interval of a mean with this variance and degrees of freedom that stays in the
+    figure's range.
+
+    Args:
+        mean, variance, df: the estimate, its variance and the variance's degrees of freedom.
+        observations: the most observations the mean can stand for (its effective size's cap).
+        bounds: the figure's possible range (low, high; None: unbounded on that side).
+        level: the interval's level.
+
+    Returns:
+        (low, high, how). Bounded on both sides: the Wilson score interval at the effective
+        sample size mean(1-mean)/variance (at most `observations`), made smaller by
+        (z / t_df)^2 (Korn and Graubard 1998); at a bound (every value 0, or 1) the variance
+        says nothing of the effective size, so the number of observations is taken. Else mean
+        +- t_df se, cut at a bound it has.
+    """
+    from scipy import stats as scipy_stats
+
     quantile = scipy_stats.t.ppf((1 + level) / 2, df)
     low_bound, high_bound = bounds
-    if low_bound is not None and high_bound is not None:
-        from statsmodels.stats.proportion import proportion_confint
-
-        width = high_bound - low_bound
-        share = np.clip((mean - low_bound) / width, 0.0, 1.0)
-        scaled = variance / width ** 2
-        # At a bound (every value 0, or 1) the variance says nothing of the effective size: the
-        # number of observations then, as Korn and Graubard take it.
-        inside = (scaled > 0) & (share > 0) & (share < 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            effective = np.where(inside, share * (1 - share) / np.where(inside, scaled, 1.0), np.inf)
-        z = scipy_stats.norm.ppf((1 + level) / 2)
-        effective = np.minimum(effective, seeds * prompts) * (z / quantile) ** 2
-        effective = np.maximum(effective, 1e-9)
-        low, high = proportion_confint(share * effective, effective, alpha=1 - level, method="wilson")
-        low, high = low_bound + width * np.asarray(low), low_bound + width * np.asarray(high)
-        # Rounding aside, the Wilson interval holds its mean and stays in [0, 1].
-        low = np.clip(np.minimum(low, mean), low_bound, high_bound)
-        high = np.clip(np.maximum(high, mean), low_bound, high_bound)
-        how = "Wilson score interval at the two-level effective sample size (Korn-Graubard df correction)"
-    else:
+    if low_bound is None or high_bound is None:
+        se = np.sqrt(variance)
         low, high = mean - quantile * se, mean + quantile * se
         if low_bound is not None:
             low = np.maximum(low, low_bound)
         if high_bound is not None:
             high = np.minimum(high, high_bound)
-        how = "mean +- t se (Satterthwaite df)"
-    out = _floats({"mean": mean, "se": se, "df": df, "ci_low": low, "ci_high": high})
-    out["interval"] = how
-    return out
+        return low, high, "mean +- t se"
+    from statsmodels.stats.proportion import proportion_confint
+
+    width = high_bound - low_bound
+    share = np.clip((mean - low_bound) / width, 0.0, 1.0)
+    scaled = np.asarray(variance) / width ** 2
+    inside = (scaled > 0) & (share > 0) & (share < 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        effective = np.where(inside, share * (1 - share) / np.where(inside, scaled, 1.0), np.inf)
+    z = scipy_stats.norm.ppf((1 + level) / 2)
+    effective = np.maximum(np.minimum(effective, observations) * (z / quantile) ** 2, 1e-9)
+    low, high = proportion_confint(share * effective, effective, alpha=1 - level, method="wilson")
+    low, high = low_bound + width * np.asarray(low), low_bound + width * np.asarray(high)
+    # Rounding aside, the Wilson interval holds its mean and stays in the range.
+    low = np.clip(np.minimum(low, mean), low_bound, high_bound)
+    high = np.clip(np.maximum(high, mean), low_bound, high_bound)
+    return low, high, "Wilson score interval at the effective sample size (Korn-Graubard df correction)"
+
+
+def over_prompts(values: Sequence[float], bounds: tuple[float | None, float | None] = (None, None),
+                 level: float = LEVEL) -> dict[str, Any]:
+    """One job's figure: the mean over its prompts (a prompt's samples averaged first), with an
+    interval that stays in the figure's range.
+
+    Args:
+        values: one value per prompt.
+        bounds: the figure's possible range (None: unbounded on that side).
+        level: the interval's level.
+
+    Returns:
+        n, mean, std and ci_low, ci_high: the variance of the mean over prompts (s^2 / n, n-1
+        degrees of freedom) put through the Wilson score interval at its effective size when the
+        figure is bounded on both sides (a win rate, a share), else Student's t; with fewer than
+        two prompts no interval (None).
+    """
+    n = len(values)
+    out = summarize(list(values), level)
+    if n < 2:
+        return out
+    low, high, _ = _inside(out["mean"], out["std"] ** 2 / n, n - 1, n, bounds, level)
+    return {**out, "ci_low": float(low), "ci_high": float(high)}
 
 
 def _floats(values: dict[str, Any]) -> dict[str, Any]:
