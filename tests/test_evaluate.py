@@ -141,6 +141,40 @@ def test_completions_hold_one_row_per_prompt_and_the_figures_come_from_them(trai
     assert block["metrics"]["length_controlled_win_rate"] == pytest.approx(controlled["length_controlled"])
     assert block["length_controlled"]["win_rate"] == pytest.approx(controlled["length_controlled"])
     assert "AlpacaEval 2" in block["length_controlled"]["method"]
+    # What the average hides: each figure per value of the prompts' category, from these rows.
+    groups = block["groups"]
+    categories = sorted({r["columns"]["category"] for r in rows})
+    assert groups["column"] == "category" and sorted(groups["figures"]) == categories and len(categories) > 1
+    for category in categories:
+        mine = [r for r in rows if r["columns"]["category"] == category]
+        figures = groups["figures"][category]
+        assert figures["prompts"] == len(mine)
+        assert figures["topic_reward"] == pytest.approx(statistics.fmean(r["scores"]["topic_reward"] for r in mine))
+        assert figures["win_rate"] == pytest.approx(statistics.fmean(r["win"] for r in mine))
+        assert figures["empty"] == pytest.approx(statistics.fmean(float(not r["completion"].strip()) for r in mine))
+    assert groups["all_empty"] == [c for c in categories
+                                   if all(not r["completion"].strip() for r in rows if r["columns"]["category"] == c)]
+
+
+def test_a_group_whose_every_completion_is_empty_is_flagged_and_logged(caplog):
+    """The stage's per-group figures on made-up completions: the `tool` prompts' answers are all
+    empty while the others are not; the block names `tool` and the log warns of it."""
+    from types import SimpleNamespace
+
+    from rlhf.judge.prompts import Prompts
+    from rlhf.judge.stage import Stage
+
+    rows = [{"prompt": f"p{i}", "category": c} for i, c in enumerate(["tool", "tool", "fruit", "fruit"])]
+    stage = Stage.__new__(Stage)
+    stage.prompts = Prompts(rows=rows, texts=[r["prompt"] for r in rows], column="prompt", source="made up",
+                            group="category")
+    completions = [SimpleNamespace(prompt_index=i, text=t) for i, t in enumerate(["", " ", "kiwi", ""])]
+    series = {"empty": [float(not c.text.strip()) for c in completions], "win_rate": [0.0, 0.0, 1.0, 0.5]}
+    with caplog.at_level("WARNING", logger="rlhf"):
+        groups = stage.by_group(series, completions)
+    assert groups["all_empty"] == ["tool"]
+    assert groups["figures"]["fruit"] == {"prompts": 2, "empty": 0.5, "win_rate": 0.75}
+    assert "category=tool is empty (2 prompts)" in caplog.text and "fruit" not in caplog.text
 
 
 # ------------------------------------------------------------------ python -m rlhf.evaluate
@@ -260,6 +294,9 @@ BAD = {
     "judge without a win rate": (
         ["evaluate.win_rate=false", "evaluate.judge=topic_reward"],
         ["evaluate.judge='topic_reward'", "evaluate.win_rate=false"]),
+    "grouping column that the prompts do not have": (
+        ["evaluate.group_by=categry"],
+        ["evaluate.group_by='categry'", "did you mean 'category'", "topics_prompts.eval.jsonl"]),
     "decoding out of range": (
         ["evaluate.temperature=-1", "evaluate.top_p=0", "evaluate.max_new_tokens=0", "evaluate.samples_per_prompt=0"],
         ["evaluate.temperature=-1", "evaluate.top_p=0", "evaluate.max_new_tokens=0", "evaluate.samples_per_prompt=0"]),

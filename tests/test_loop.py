@@ -70,3 +70,20 @@ def test_online_rl_against_a_trained_reward_model_alone_raises_the_known_reward(
     # And far above the untrained model's answers (the embedded evaluate's cached reference).
     base = json.loads((policy_run / "metrics.json").read_text())["generation"]["metrics"]["reference/topic_reward"]
     assert figures["topic_reward"] > base + 2 * MARGIN
+    # What the average hides: each figure per category of the prompts, and the categories whose
+    # every completion is empty named (read back from the completions themselves; seen from
+    # outside once: after RLOO every `tool` answer was empty while the average rose).
+    rows = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines() if line.strip()]
+    categories = sorted({r["columns"]["category"] for r in rows})
+    groups = block["groups"]
+    assert groups["column"] == "category" and sorted(groups["figures"]) == categories == \
+        ["animal", "colour", "fruit", "tool"]
+    for category in categories:
+        mine = [r for r in rows if r["columns"]["category"] == category]
+        assert groups["figures"][category]["prompts"] == len(mine)
+        assert groups["figures"][category]["empty"] == pytest.approx(
+            sum(not r["completion"].strip() for r in mine) / len(mine))
+    empty = [c for c in categories if all(not r["completion"].strip() for r in rows if r["columns"]["category"] == c)]
+    assert groups["all_empty"] == empty
+    for category in empty:
+        assert f"every completion for the prompts with category={category} is empty" in log

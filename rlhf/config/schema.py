@@ -179,6 +179,9 @@ class EvaluateConfig:
                                                        "finished reward run dir")
     reward_models: list[str] = knob(factory=list, help="sequence-classification reward models only: a model "
                                                         "dir, a finished reward run dir or a hub id")
+    group_by: str | None = knob(None, "a column of the prompt rows whose values group the prompts: every figure "
+                                      "per group in metrics.json and a warning for a group whose completions are "
+                                      "all empty (None: `category` when the rows have one)")
     win_rate: bool = knob(True, "judge each completion against the reference policy's for the same prompt")
     judge: str | None = knob(None, "the scorer that judges the win rate (None: the first scorer)")
     kl: bool = knob(True, "estimate KL(policy || reference) on the policy's own completions")

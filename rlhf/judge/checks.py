@@ -147,10 +147,13 @@ def check_prompts(run: Any) -> list[str]:
         columns = prompt_file_columns(path)
     except (OSError, ValueError) as error:
         return [f"evaluate.prompts={evaluate.prompts}: cannot be read: {error}"]
-    if evaluate.prompt_column not in columns:
-        return [f"evaluate.prompt_column={evaluate.prompt_column!r} is not a column of {path}"
-                f"{did_you_mean(evaluate.prompt_column, columns)}; its columns: {', '.join(columns) or 'none'}"]
-    return []
+    problems = []
+    for key in ("prompt_column", "group_by"):
+        value = getattr(evaluate, key, None)
+        if value is not None and value not in columns:
+            problems.append(f"evaluate.{key}={value!r} is not a column of {path}{did_you_mean(value, columns)}; "
+                            f"its columns: {', '.join(columns) or 'none'}")
+    return problems
 
 
 def check_evaluate(run: Any) -> list[str]:

@@ -23,6 +23,7 @@ class Prompts:
     texts: list[str]  # each prompt rendered for generation
     column: str
     source: str  # where they came from, as the results say it
+    group: str | None = None  # the column that groups the prompts (evaluate.group_by, or `category`)
 
     @property
     def conversational(self) -> bool:
@@ -82,8 +83,36 @@ def load_rows(evaluate: Any, eval_data: Any) -> tuple[list[dict], str]:
     return rows, f"{where} ({len(rows)} rows)"
 
 
+DEFAULT_GROUP = "category"
+
+
+def grouping(evaluate: Any, rows: list[dict], source: str) -> str | None:
+    """The column whose values group the prompts: `evaluate.group_by`, which every row must
+    have, or `category` when the rows have one (None: no groups)."""
+    named = getattr(evaluate, "group_by", None)
+    if named is None:
+        return DEFAULT_GROUP if rows and all(DEFAULT_GROUP in row for row in rows) else None
+    columns = list(rows[0]) if rows else []
+    missing = next((i for i, row in enumerate(rows) if named not in row), None)
+    if missing is not None:
+        raise DataError(f"evaluate.group_by={named!r}: row {missing} of {source} has no such column"
+                        f"{did_you_mean(named, columns)}; its columns: {', '.join(map(str, columns))}")
+    return named
+
+
 def load(evaluate: Any, eval_data: Any, tokenizer: Any) -> Prompts:
+    """The prompts of the stage.
+
+    Args:
+        evaluate: the run's EvaluateConfig.
+        eval_data: the run's eval rows (the prompts when evaluate.prompts is None).
+        tokenizer: renders a list of messages with its chat template.
+
+    Returns:
+        Prompts: the rows, their rendered texts, the prompt column, where they came from and
+        the column that groups them.
+    """
     rows, source = load_rows(evaluate, eval_data)
     column = evaluate.prompt_column if evaluate.prompts is not None else "prompt"
     texts = [render(row[column], tokenizer, f"{source}, prompt {i}") for i, row in enumerate(rows)]
-    return Prompts(rows=rows, texts=texts, column=column, source=source)
+    return Prompts(rows=rows, texts=texts, column=column, source=source, group=grouping(evaluate, rows, source))

@@ -334,10 +334,20 @@ def disagreements(rows: list[dict], swept: list[str], metric: str | None) -> lis
 GROUP = "category"
 
 
+def grouped_by(rows: list[dict]) -> str:
+    """The column the jobs grouped their prompts by (their evaluate.group_by, in the generation
+    block), else `category`."""
+    for row in rows:
+        column = ((row["generation"] or {}).get("groups") or {}).get("column")
+        if column:
+            return column
+    return GROUP
+
+
 def by_group(rows: list[dict], swept: list[str], metric: str | None, greater: bool = True,
              column: str | None = None) -> tuple[str, list[str]]:
     """What the average hides, per value of a grouping column of the prompts (`column`, else the
-    prompts' `category` when they have one): every per-prompt figure (the metric first, the
+    jobs' evaluate.group_by, else `category`): every per-prompt figure (the metric first, the
     share of empty completions last) per group and setting (two-level means and intervals on
     the group's prompts), and lines for a
     group whose every completion of a setting is empty, and for a group in which the setting
@@ -346,7 +356,7 @@ def by_group(rows: list[dict], swept: list[str], metric: str | None, greater: bo
     lines. Long because the table and both checks walk the same per-group analyses."""
     if not metric or not metric.startswith(PREFIX):
         return "", []
-    column = column or GROUP
+    column = column or grouped_by(rows)
     prompt_groups = paired.groups(rows, column)
     if not prompt_groups:
         return "", []
@@ -968,7 +978,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="print how many seeds and prompts would separate two settings this far apart (in the "
                              "metric's units) at 80%% power, from the variance components the sweep measured")
     parser.add_argument("--group", metavar="COLUMN",
-                        help=f"the prompts' column that groups them, for per-group figures (default: {GROUP})")
+                        help="the prompts' column that groups them, for per-group figures (default: the jobs' "
+                             f"evaluate.group_by, else {GROUP})")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     problem = None

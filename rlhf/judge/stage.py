@@ -294,7 +294,42 @@ class Stage:
             block["kl_estimator"] = KL_ESTIMATOR
         if reference is not None:
             block["reference"] = {"model": str(ref.name), **(cached or {})}
+        if self.prompts.group is not None:
+            block["groups"] = self.by_group({k: v for k, v in series.items() if not k.startswith("reference/")},
+                                            policy.completions)
         return block
+
+    def by_group(self, series: dict[str, list[float]], completions: list[Any]) -> dict[str, Any]:
+        """What the average hides: each figure per value of the prompts' grouping column.
+
+        Args:
+            series: each figure's value per completion (the policy's).
+            completions: the policy's completions, in the order of the values.
+
+        Returns:
+            {"column", "figures": {value: {"prompts": n, name: the mean over the group's prompts}},
+            "all_empty": the values whose every completion is empty}, each such group also said
+            in the log as a warning (the average can rise while one group collapses).
+        """
+        column = self.prompts.group
+        value_of = {i: str(row.get(column)) for i, row in enumerate(self.prompts.rows)}
+        members: dict[str, list[int]] = {}
+        for position, completion in enumerate(completions):
+            members.setdefault(value_of[completion.prompt_index], []).append(position)
+        figures: dict[str, dict[str, Any]] = {}
+        for value, positions in sorted(members.items()):
+            chosen = [completions[i] for i in positions]
+            entry: dict[str, Any] = {"prompts": len({c.prompt_index for c in chosen})}
+            for name, values in series.items():
+                means = self.per_prompt([values[i] for i in positions], chosen)
+                if means:
+                    entry[name] = math.fsum(means) / len(means)
+            figures[value] = entry
+        all_empty = [value for value, entry in figures.items() if entry.get("empty") == 1.0]
+        for value in all_empty:
+            log.warning("generation eval: every completion for the prompts with %s=%s is empty (%d prompts)",
+                        column, value, figures[value]["prompts"])
+        return {"column": column, "figures": figures, "all_empty": all_empty}
 
     def write_completions(self, path: Path, policy: Side, reference: Side | None, kl: list[float] | None,
                           wins: list[float] | None) -> None:
