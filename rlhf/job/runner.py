@@ -25,7 +25,7 @@ from rlhf.cluster import devices, distributed
 from rlhf.config.validate import RunSpec, validate
 from rlhf.core.errors import RlhfError, did_you_mean
 from rlhf.core.usercode import import_object
-from rlhf.job import progress
+from rlhf.job import progress, rungs
 from rlhf.job.process import start_process
 from rlhf.models import reference
 from rlhf.models.heads import LORA_TASK_TYPES
@@ -48,10 +48,13 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
         `{"stopped_at_step": N}` when a preemption stopped it after saving a checkpoint.
     """
     job = prepare(Path(run_dir), run)
-    trainer = build(job, callbacks or [])
+    trainer = build(job, [*(callbacks or []), *([rungs.stopper(job.stop_at)] if job.stop_at else [])])
     result = fit(job, trainer)
-    if result is None:
-        return {"stopped_at_step": trainer.state.global_step}  # preempted: saved, not finished
+    if result is None:  # preempted, or at a halving sweep's rung: saved, not finished
+        step = trainer.state.global_step
+        if step == job.stop_at and trainer.is_world_process_zero():
+            rungs.record(job.run_dir, trainer, step, job.data.eval is not None)
+        return {"stopped_at_step": step}
     metrics = finish(job, trainer, result)
     release(trainer)
     return metrics
@@ -73,6 +76,7 @@ class Job:
     shared: dict | None = None  # per split: the shared reference log-probs computed or reused
     ranks: list = field(default_factory=list)  # where each rank runs
     totals: Any = None  # rlhf.trl.run_totals.RunTotals
+    stop_at: int | None = None  # a halving sweep's rung: the step the job stops at (rlhf.job.rungs)
 
 
 def prepare(run_dir: Path, run: RunSpec | None) -> Job:
@@ -87,7 +91,7 @@ def prepare(run_dir: Path, run: RunSpec | None) -> Job:
     run = run or validate(config)
     EXTRA_DIRS[:] = [Path(d) for d in run.code_path]
     start_process(run)
-    job = Job(run_dir, config, run, started=time.perf_counter())
+    job = Job(run_dir, config, run, started=time.perf_counter(), stop_at=rungs.stop_step())
     job.tokenizer = load_tokenizer(run.model)
     job.data = prepare_data(run, job.tokenizer, run_config=config, run_dir=run_dir)
     job.judge = generation_stage(run, job.data, job.tokenizer)
@@ -283,12 +287,13 @@ def trainer_kwargs(job: Job, model: Any, args: Any, method_inputs: dict[str, Any
     log history, the caller's, the mid-training generation eval), the adapter, the method's own
     inputs (an online method's rewards) and the reference model where the method takes one."""
     run = job.run
-    evaluating = job.judge is not None and run.evaluate.every_n_steps
+    evaluating = job.judge is not None and (run.evaluate.every_n_steps or job.stop_at)
     kwargs: dict[str, Any] = dict(
         model=model, args=args, train_dataset=job.data.train, eval_dataset=job.data.eval,
         processing_class=job.tokenizer,
         callbacks=[history_writer(job.run_dir / rundir.HISTORY), *callbacks,
-                   *([job.judge.callback(job.run_dir, lambda policy: generation_reference(run, policy))]
+                   *([job.judge.callback(job.run_dir, lambda policy: generation_reference(run, policy),
+                                         also_at=job.stop_at)]
                      if evaluating else [])],
         peft_config=peft_config(run), **method_inputs,
     )

@@ -356,18 +356,23 @@ class Stage:
 
     # ------------------------------------------------------------------------------ mid-training
 
-    def callback(self, run_dir: Path, policy_reference: Any) -> Any:
-        """A TrainerCallback that runs the stage every `evaluate.every_n_steps` optimizer steps on
-        rank 0 and appends its figures to generation_history.jsonl (and the train log)."""
+    def callback(self, run_dir: Path, policy_reference: Any, also_at: int | None = None) -> Any:
+        """A TrainerCallback that runs the stage on rank 0 every `evaluate.every_n_steps`
+        optimizer steps (0: never) and at step `also_at` (a halving sweep's rung), and appends
+        its figures to generation_history.jsonl (and the train log). The last step is the
+        end-of-run stage's."""
         from transformers import TrainerCallback
 
         stage, every = self, self.evaluate.every_n_steps
+
+        def due(step: int, last: int) -> bool:
+            return step != last and ((every > 0 and step % every == 0) or step == also_at)
 
         class GenerationEval(TrainerCallback):
             reference: Reference | None = None
 
             def on_step_end(self, args, state, control, model=None, **kwargs):
-                if not state.is_world_process_zero or state.global_step % every or state.global_step == state.max_steps:
+                if not state.is_world_process_zero or not due(state.global_step, state.max_steps):
                     return
                 if self.reference is None:
                     self.reference = policy_reference(model)

@@ -125,6 +125,7 @@ def preflight(argv: list[str]) -> Any:
     DROPPED[:] = _settle_companions(jobs)
     if not args.cfg:  # --cfg only prints: nothing will run here
         _check_machine(jobs, args, extra, config_dir, config_name)
+        _check_halving(jobs, args)
         _check_rows(jobs, args.multirun)
         _VALIDATED.update((_key(job.resolved), job.run) for job in jobs)
     return jobs[0].run
@@ -251,6 +252,29 @@ class _Launcher:
         finally:
             GlobalHydra.instance().clear()
         return str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").rsplit(".", 1)[-1]
+
+
+def _check_halving(jobs: list[_Job], args: Any) -> None:
+    """A halving sweep (hydra/sweeper=halving) planned before any job starts: its rungs, metric
+    and settings checked against every job (rlhf.launch.halving.plan), the plan kept for the
+    sweeper. Only the command line selects it, so nothing is composed for other commands."""
+    if not any(o.startswith("hydra/sweeper=halving") for o in args.overrides):
+        return
+    from rlhf.launch import halving
+
+    if not args.multirun:
+        raise ConfigError("hydra/sweeper=halving runs a sweep: add -m (python -m rlhf.train -m hydra/sweeper=halving "
+                          "...)")
+    params = halving.Params()
+    for override in _parse_overrides(args.overrides):
+        key = override.get_key_element()
+        if key.startswith("hydra.sweeper."):
+            name = key[len("hydra.sweeper."):]
+            if name not in params.__dataclass_fields__:
+                raise ConfigError(f"{key}: the halving sweeper has no such setting; its settings: "
+                                  f"{', '.join(params.__dataclass_fields__)}")
+            setattr(params, name, override.value())
+    halving.PLANNED[:] = [halving.plan(params, [job.overrides for job in jobs], [job.run for job in jobs])]
 
 
 def _check_rows(jobs: list[_Job], multirun: bool) -> None:

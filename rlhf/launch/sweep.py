@@ -31,8 +31,10 @@ class SweepSummary(Callback):
         statuses = {job: rundir.status(job) for job in jobs}
         failed = [j for j in jobs if statuses[j] == rundir.FAILED_STATUS]
         unfinished = [j for j in jobs if statuses[j] == rundir.UNFINISHED]
-        done = len(jobs) - len(failed) - len(unfinished)
-        log.info("sweep %s: %d of %d jobs finished", sweep_dir, done, len(jobs))
+        stopped = [j for j in jobs if statuses[j] == rundir.STOPPED]
+        done = len(jobs) - len(failed) - len(unfinished) - len(stopped)
+        log.info("sweep %s: %d of %d jobs finished%s", sweep_dir, done, len(jobs),
+                 f", {len(stopped)} stopped at a rung of the halving sweep" if stopped else "")
         for job in failed:
             log.error("job %s failed: %s", job.name, rundir.failure(job, first_line=True) or "(no message)")
         for job in unfinished:

@@ -54,6 +54,8 @@ def train_job(cfg: Any) -> float | None:
             rundir.check_same_config(run_dir, resolved)
             log.info("%s is already finished (%s exists): nothing to do", run_dir, rundir.SUCCESS)
             return rundir.objective(run_dir, run)
+        if judged_at_its_rung(run_dir, resolved):
+            return None
         if rank == 0:
             rundir.check_same_config(run_dir, resolved, only_if_resumable=True)
             rundir.prepare(run_dir, resolved)
@@ -70,6 +72,19 @@ def train_job(cfg: Any) -> float | None:
         if rank == 0 and owns_run_dir:
             rundir.mark_failed(run_dir, error)
         return report_failure(error, sweeping)
+
+
+def judged_at_its_rung(run_dir: Path, resolved: dict) -> bool:
+    """Whether a halving sweep launched this job at a rung it has reached already (its record in
+    rungs.jsonl): then there is nothing to do, and a re-run of the sweep retrains nothing."""
+    from rlhf.job import rungs
+
+    step = rungs.stop_step()
+    if step is None or not any(r["step"] >= step for r in rundir.read_rungs(run_dir)):
+        return False
+    rundir.check_same_config(run_dir, resolved)
+    log.info("%s was judged at the rung at step %d already (%s): nothing to do", run_dir, step, rundir.RUNGS)
+    return True
 
 
 def log_companions(hydra: Any) -> None:

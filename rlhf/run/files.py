@@ -23,6 +23,7 @@ EVALUATIONS = "evaluations"  # python -m rlhf.evaluate on a run dir writes under
 PREPARED = ".prepared_data.json"  # several ranks: where rank 0 put the prepared data
 SERVER_LOG = "vllm_server.log"  # a job's own vLLM server
 WANDB_ID = "wandb_id"  # the W&B run this run dir logs to, so a resumed job continues it
+RUNGS = "rungs.jsonl"  # a halving sweep's judgements of the job at each rung it reached
 
 # metrics.json's `generation` block (the generation eval stage): its figures' metric names.
 GENERATION_PREFIX = "generation/"
@@ -44,15 +45,29 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / SUCCESS).is_file()
 
 
-FINISHED, FAILED_STATUS, UNFINISHED = "finished", "failed", "unfinished"
-STATUSES = (FINISHED, FAILED_STATUS, UNFINISHED)
+FINISHED, FAILED_STATUS, STOPPED, UNFINISHED = "finished", "failed", "stopped", "unfinished"
+STATUSES = (FINISHED, FAILED_STATUS, STOPPED, UNFINISHED)
 
 
 def status(run_dir: Path) -> str:
-    """finished (SUCCESS), failed (FAILED) or unfinished (neither: running, killed or preempted)."""
+    """finished (SUCCESS), failed (FAILED), stopped (a halving sweep judged it at a rung and did
+    not promote it: RUNGS, its checkpoint kept) or unfinished (none of these: running, killed or
+    preempted)."""
     if is_finished(run_dir):
         return FINISHED
-    return FAILED_STATUS if (Path(run_dir) / FAILED).is_file() else UNFINISHED
+    if (Path(run_dir) / FAILED).is_file():
+        return FAILED_STATUS
+    return STOPPED if (Path(run_dir) / RUNGS).is_file() else UNFINISHED
+
+
+def read_rungs(run_dir: Path) -> list[dict[str, Any]]:
+    """A job's rung records, in the order it reached them: {"step", "metrics": flat metrics}."""
+    import json
+
+    path = Path(run_dir) / RUNGS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def failure(run_dir: Path, first_line: bool = False) -> str:

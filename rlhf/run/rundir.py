@@ -54,8 +54,10 @@ from rlhf.run.files import (  # noqa: F401 (part of this module's API)
     METRICS,
     MODEL_DIR,
     PREPARED,
+    RUNGS,
     SERVER_LOG,
     STATUSES,
+    STOPPED,
     SUCCESS,
     UNFINISHED,
     WANDB_ID,
@@ -63,6 +65,7 @@ from rlhf.run.files import (  # noqa: F401 (part of this module's API)
     generation_metrics,
     is_finished,
     read_config,
+    read_rungs,
     status,
 )
 from rlhf.run.naming import job_number
