@@ -351,6 +351,23 @@ INTERRUPTED = ("interrupted (Ctrl-C). Re-run the same command to go on: finished
                "checkpoint resumes from it")
 
 
+def plugins_visible() -> None:
+    """Hydra finds sweepers only by walking the `hydra_plugins` namespace package's path, once,
+    the first time it needs a plugin; an editable install (pip install -e) puts rlhf's own
+    (hydra_plugins/rlhf_halving, beside the rlhf package) on no such path. Added here, before
+    anything of Hydra's runs; an installed copy has it in site-packages already."""
+    import hydra_plugins
+
+    import rlhf
+
+    own = str(Path(rlhf.__file__).resolve().parent.parent / "hydra_plugins")
+    if Path(own).is_dir() and own not in [str(Path(p).resolve()) for p in hydra_plugins.__path__]:
+        hydra_plugins.__path__.append(own)
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # the scan, now, while the path holds it
+
+
 def launch(task: Callable[[Any], Any]) -> None:
     """Validate the whole command, then let Hydra run `task` once per job. Ctrl-C at any point is
     one line and exit 130 (a training job first saves a checkpoint: rlhf.job.preemption)."""
@@ -362,6 +379,7 @@ def launch(task: Callable[[Any], Any]) -> None:
 
             print(render(conf_dir(), [a for a in argv if not a.startswith("-")]))
             return
+        plugins_visible()
         _checked(argv)
         _run_hydra(task, argv)
     except KeyboardInterrupt:

@@ -13,6 +13,11 @@ puts TRL's count back where TRL keeps counting, and reports the whole run's figu
 GRPO-family trainers count tokens into TrainerState.num_input_tokens_seen, which the Trainer
 checkpoints itself; ORPO and CPO (SimPO) count none.
 
+A checkpoint also holds the Trainer's logging window (the loss summed since the last log, and
+that log's step), which a resumed Trainer would start afresh: restored, the first log after a
+resume averages the same steps as an uninterrupted run's, bit for bit (a halving sweep's
+promoted points resume at every rung).
+
 Its cost is a gather of one scalar when a checkpoint is saved; nothing per step.
 """
 
@@ -53,6 +58,16 @@ def _restore_trl_tokens(trainer: Any, tokens: int) -> None:
     setattr(trainer, TRL_TOKENS, tokens)
 
 
+def _reopen_logging_window(trainer: Any, loss: float, last_logged: int) -> None:
+    """The Trainer's logging window as it was at the checkpoint: the loss summed since the last
+    log, and that log's step (the Trainer starts a new window at a resume: its first log after
+    it would average only the steps after the resume)."""
+    import torch
+
+    trainer._tr_loss = torch.tensor(loss, device=trainer._tr_loss.device, dtype=trainer._tr_loss.dtype)
+    trainer._globalstep_last_logged = last_logged
+
+
 class RunTotals(TrainerCallback, ExportableState):
     """Attach with `RunTotals.attach(trainer)` before `trainer.train()`; after it, `metrics(...)`
     gives the run-level `train_loss` and `num_tokens`.
@@ -88,7 +103,9 @@ class RunTotals(TrainerCallback, ExportableState):
         if self.carried_loss is not None:
             loss_sum = self.carried_loss + self.logged_loss + self._unlogged_now(trainer)
         return {"args": {}, "attributes": {"loss_sum": loss_sum,
-                                           "trl_tokens": _trl_tokens(trainer) if trainer is not None else None}}
+                                           "trl_tokens": _trl_tokens(trainer) if trainer is not None else None,
+                                           "unlogged_loss": self._unlogged_now(trainer),
+                                           "last_logged_step": self.last_logged_step}}
 
     def _unlogged_now(self, trainer: Any) -> float:
         if trainer is None or not self.training:  # the TrainerState being created, before training
@@ -104,13 +121,23 @@ class RunTotals(TrainerCallback, ExportableState):
             log.warning("the checkpoint holds no run totals: train_loss and num_tokens cover this session only")
             self.carried_loss = None
             state.stateful_callbacks[type(self).__name__] = self.state()  # _save_checkpoint expects the key
-        else:
+        last_logged = state.global_step
+        if saved is not None:
             attributes = saved["attributes"]
             self.carried_loss = attributes["loss_sum"]
             tokens, trainer = attributes.get("trl_tokens"), self.trainer
             if tokens is not None and trainer is not None and _trl_tokens(trainer) is not None:
                 _restore_trl_tokens(trainer, tokens)  # TRL counts on from the checkpoint's count
-        self.start_step = self.last_logged_step = state.global_step
+            unlogged = attributes.get("unlogged_loss")
+            if unlogged is not None and attributes.get("last_logged_step") is not None and trainer is not None \
+                    and state.global_step > 0:
+                # The window the checkpoint fell in goes on: the first log after the resume averages
+                # the same steps as an uninterrupted run's (its loss is then counted when logged).
+                last_logged = attributes["last_logged_step"]
+                _reopen_logging_window(trainer, unlogged, last_logged)
+                if self.carried_loss is not None:
+                    self.carried_loss -= unlogged
+        self.start_step, self.last_logged_step = state.global_step, last_logged
         self.logged_loss, self.unlogged, self.training = 0.0, None, True
 
     def on_train_end(self, args, state, control, **kwargs):

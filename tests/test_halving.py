@@ -1,0 +1,157 @@
+"""Halving sweeps (hydra/sweeper=halving, rlhf.launch.halving): the schedule and the promotion
+rule, bad input refused before any job starts, a point stopped at its rungs training exactly as
+an uninterrupted run, and a sweep through the real CLI that stops its losers, records what it
+did, and retrains nothing when run again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import cli_env, read_history, run_cli, train
+
+from rlhf.launch import halving
+from rlhf.run import rundir
+
+
+def test_the_rungs_are_min_steps_times_eta_powers_below_max_steps_then_max_steps():
+    assert halving.rungs_of(halving.Params(min_steps=4, eta=3), 90) == [4, 12, 36, 90]
+    assert halving.rungs_of(halving.Params(min_steps=10, eta=3), 90) == [10, 30, 90]
+    assert halving.rungs_of(halving.Params(rungs=[5, 20], eta=2), 40) == [5, 20, 40]
+    assert halving.rungs_of(halving.Params(rungs=[5, 40], eta=2), 40) == [5, 40]
+
+
+def test_the_best_floor_n_over_eta_settings_are_promoted_in_the_metrics_sense():
+    scores = {("a",): 0.5, ("b",): 0.9, ("c",): 0.7, ("d",): None, ("e",): 0.6, ("f",): 0.1}
+    assert halving.survivors(scores, 3, "maximize") == [("b",), ("c",)]
+    assert halving.survivors(scores, 3, "minimize") == [("f",), ("a",)]
+    assert halving.survivors(scores, 2, "maximize") == [("b",), ("c",), ("e",)]
+    # At least one goes on; a setting whose every seed failed never does.
+    assert halving.survivors({("a",): 0.5, ("b",): None}, 3, "maximize") == [("a",)]
+    assert halving.survivors({("a",): None, ("b",): None}, 3, "maximize") == []
+
+
+def test_a_setting_is_its_overrides_without_the_seed_and_scores_the_mean_over_seeds():
+    assert halving.setting_of(["method.beta=0.1", "seed=2"]) == ("method.beta=0.1",)
+    assert halving.score([0.5, None, 0.7]) == pytest.approx(0.6)
+    assert halving.score([None]) is None
+
+
+POINTS = ["method.beta=0.1,0.5", "seed=1"]
+BAD = {  # overrides, what the message names; POINTS unless the case brings its own
+    "rungs beyond max_steps": (
+        ["method.max_steps=12", "hydra.sweeper.rungs=[4,20]"], ["hydra.sweeper.rungs=[4, 20]", "20 beyond method.max_steps=12"]),
+    "eta below 2": (
+        ["method.max_steps=12", "hydra.sweeper.min_steps=4", "hydra.sweeper.eta=1"], ["hydra.sweeper.eta=1", "at least 2"]),
+    "a metric no job produces": (
+        ["method.max_steps=12", "hydra.sweeper.min_steps=4", "hydra.sweeper.metric=generation/nosuch"],
+        ["hydra.sweeper.metric=generation/nosuch", "cannot give it", "generation/win_rate"]),
+    "one setting": (
+        ["method.max_steps=12", "hydra.sweeper.min_steps=4", "method.beta=0.3", "seed=1,2"],
+        ["a halving sweep with 1 setting has nothing to stop"]),
+    "no fixed length": (
+        ["hydra.sweeper.min_steps=4"], ["method.max_steps=-1", "one positive number of optimizer steps"]),
+    "no rungs": (["method.max_steps=12"], ["hydra.sweeper.rungs=[10,30]", "hydra.sweeper.min_steps=10"]),
+    "a setting it does not have": (
+        ["method.max_steps=12", "hydra.sweeper.min_step=4"], ["hydra.sweeper.min_step", "min_steps"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_halving_input_is_one_message_before_any_job_starts(case, tmp_path):
+    overrides, expected = BAD[case]
+    sweep = tmp_path / "sweep"
+    points = [] if any(o.startswith("seed=") for o in overrides) else POINTS
+    args = ["-m", "hydra/sweeper=halving", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+            *points, *overrides]
+    proc = subprocess.run([sys.executable, "-m", "rlhf.train", *args], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and lines[0].startswith("error: "), proc.stderr[-3000:]
+    for part in expected:
+        assert part in proc.stderr, f"{part!r} not in:\n{proc.stderr}"
+    assert not sweep.exists()
+
+
+LENGTH = ["method.max_steps=12", "evaluate.enabled=false"]
+
+
+def test_a_point_stopped_at_every_rung_trains_exactly_as_an_uninterrupted_run(tmp_path):
+    """The same config and seed run to step 12 at once, and stopped at the rungs 4 and 8 (what
+    the sweep sets, through the real CLI): every logged loss and learning rate, the eval figures
+    and the run's train loss are equal bit for bit, and the stopped run dir ends as an ordinary
+    finished one. (Before the Trainer's logging window was restored at a resume, the logs at
+    steps 5 and 10 averaged the steps after the resume only: 0.7339 against 0.6985.)"""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    train(tmp_path, *LENGTH, run_dir=whole)
+    for step in (4, 8):
+        train(tmp_path, *LENGTH, run_dir=stopped, env=cli_env(RLHF_STOP_AT_STEP=str(step)))
+        assert rundir.status(stopped) == rundir.STOPPED
+        assert [r["step"] for r in rundir.read_rungs(stopped)] == [4, 8][:[4, 8].index(step) + 1]
+        assert rundir.latest_checkpoint(stopped).endswith(f"checkpoint-{step}")
+    # Launched again at a rung it has reached: nothing to do.
+    again = train(tmp_path, *LENGTH, run_dir=stopped, env=cli_env(RLHF_STOP_AT_STEP="8"))
+    assert "judged at the rung at step 8 already" in again.stderr + again.stdout
+    train(tmp_path, *LENGTH, run_dir=stopped)
+    assert rundir.status(stopped) == rundir.FINISHED
+    logged = [{k: h[k] for k in ("step", "loss", "learning_rate", "grad_norm") if k in h}
+              for h in read_history(whole) if "loss" in h]
+    assert len(logged) >= 3
+    assert [{k: h[k] for k in ("step", "loss", "learning_rate", "grad_norm") if k in h}
+            for h in read_history(stopped) if "loss" in h] == logged
+    a, b = rundir.read_metrics(whole), rundir.read_metrics(stopped)
+    timing = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+    assert {k: v for k, v in a["eval"].items() if k not in timing} == \
+        {k: v for k, v in b["eval"].items() if k not in timing}
+    assert a["train"]["train_loss"] == b["train"]["train_loss"]
+    # The rung record holds the eval set's figures at that step.
+    first = rundir.read_rungs(stopped)[0]
+    assert first["step"] == 4 and "eval_loss" in first["metrics"]
+
+
+@pytest.fixture(scope="module")
+def halved(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("halving")
+    sweep = tmp / "sweep"
+    args = ["-m", "hydra/sweeper=halving", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp / 'cache'}",
+            "method.max_steps=12", "hydra.sweeper.rungs=[4,8]", "hydra.sweeper.eta=3",
+            "method.beta=0.03,0.5,3.0", "seed=1"]
+    first = run_cli("rlhf.train", *args, cwd=tmp, timeout=1200)
+    return tmp, sweep, args, first
+
+
+def test_a_halving_sweep_stops_its_losers_and_finishes_the_best(halved):
+    tmp, sweep, _, first = halved
+    record = json.loads((sweep / halving.RECORD).read_text())
+    assert record["metric"] == "generation/win_rate" and record["direction"] == "maximize"
+    assert [r["step"] for r in record["rungs"]] == [4, 8, 12]
+    first_rung = record["rungs"][0]["settings"]
+    assert len(first_rung) == 3 and all(s["score"] is not None for s in first_rung)
+    promoted = [s for s in first_rung if s["promoted"]]
+    assert len(promoted) == 1 and promoted[0]["score"] == max(s["score"] for s in first_rung)
+    # Each job's score is its own rung record's win rate.
+    for entry in first_rung:
+        (job,) = entry["jobs"]
+        assert rundir.read_rungs(sweep / job)[0]["metrics"]["generation/win_rate"] == entry["score"]
+    winner = promoted[0]["jobs"][0]
+    assert rundir.status(sweep / winner) == rundir.FINISHED
+    losers = [s["jobs"][0] for s in first_rung if not s["promoted"]]
+    assert all(rundir.status(sweep / j) == rundir.STOPPED for j in losers)
+    assert [r["step"] for r in rundir.read_rungs(sweep / winner)] == [4, 8]
+    # Steps: 3 jobs to 4, the winner on to 8 and 12: 20 of a full sweep's 36.
+    assert record["steps"] == {"trained": 20, "full_sweep": 36, "share": pytest.approx(20 / 36)}
+    assert "2 stopped at a rung of the halving sweep" in first.stderr + first.stdout
+
+
+def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):
+    tmp, sweep, args, _ = halved
+    before = {p.name: (p / rundir.HISTORY).stat().st_mtime_ns for p in rundir.job_dirs(sweep)}
+    again = run_cli("rlhf.train", *args, cwd=tmp, timeout=600)
+    output = again.stderr + again.stdout
+    assert output.count("nothing to do") == 3 + 1 + 1, output[-3000:]  # every launch of every rung
+    assert "resuming from" not in output and "step 1/" not in output
+    assert {p.name: (p / rundir.HISTORY).stat().st_mtime_ns for p in rundir.job_dirs(sweep)} == before
