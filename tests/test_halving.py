@@ -145,6 +145,11 @@ def test_a_halving_sweep_stops_its_losers_and_finishes_the_best(halved):
     # Steps: 3 jobs to 4, the winner on to 8 and 12: 20 of a full sweep's 36.
     assert record["steps"] == {"trained": 20, "full_sweep": 36, "share": pytest.approx(20 / 36)}
     assert "2 stopped at a rung of the halving sweep" in first.stderr + first.stdout
+    # The report tells it: every setting at every rung it reached, what it cost, the rung plot.
+    section = (sweep / "report.md").read_text().split("## Halving")[1].split("\n## ")[0]
+    assert "Trained 20 optimizer steps of the 36 a full sweep of every point would (56%)" in section
+    assert section.count("| stopped |") == 2 and section.count("| promoted |") == 2 and section.count("| finished |") == 1
+    assert (sweep / "report_rungs.png").is_file()
 
 
 def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):

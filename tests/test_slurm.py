@@ -12,6 +12,8 @@ import pytest
 
 from conftest import cli_env, job_dir, read_history, run_cli, train
 
+from rlhf.run import rundir
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
@@ -90,3 +92,28 @@ def test_two_task_slurm_job_matches_a_single_process(slurm_cluster, tmp_path):
     single = [h["loss"] for h in read_history(tmp_path / "single") if "loss" in h]
     ranks = [h["loss"] for h in read_history(job_dir(sweep, 0)) if "loss" in h]
     assert ranks == pytest.approx(single, rel=1e-5, abs=1e-6)
+
+
+def test_a_halving_sweep_is_one_job_array_per_rung_and_a_rerun_retrains_nothing(slurm_cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=halving", *LAUNCHER, f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+            "method.max_steps=6", "hydra.sweeper.rungs=[2,4]", "method.beta=0.03,0.5,3.0"]
+    run_cli("rlhf.train", *args, cwd=tmp_path, env=slurm_env(slurm_cluster), timeout=1500)
+    record = json.loads((sweep / "halving.json").read_text())
+    assert [r["step"] for r in record["rungs"]] == [2, 4, 6]
+    first = [entry["jobs"][0] for entry in record["rungs"][0]["settings"]]
+    (winner,) = [entry["jobs"][0] for entry in record["rungs"][0]["settings"] if entry["promoted"]]
+    # Rung 1: the three jobs are the tasks of one array; rung 2: the winner alone, in another.
+    rung1 = {rundir.read_rungs(sweep / job)[0]["slurm"]["SLURM_ARRAY_JOB_ID"] for job in first}
+    rung2 = rundir.read_rungs(sweep / winner)[1]["slurm"]["SLURM_ARRAY_JOB_ID"]
+    last = json.loads((sweep / winner / "env.json").read_text())["slurm"]["SLURM_ARRAY_JOB_ID"]
+    assert len(rung1) == 1 and len({*rung1, rung2, last}) == 3
+    assert rundir.status(sweep / winner) == rundir.FINISHED
+    assert sorted(rundir.status(sweep / job) for job in first) == [rundir.FINISHED, rundir.STOPPED, rundir.STOPPED]
+    before = {job: (sweep / job / rundir.HISTORY).stat().st_mtime_ns for job in first}
+    run_cli("rlhf.train", *args, cwd=tmp_path, env=slurm_env(slurm_cluster), timeout=900)
+    assert {job: (sweep / job / rundir.HISTORY).stat().st_mtime_ns for job in first} == before
+    def decisions(rec):
+        return [[(s["setting"], s["score"], s["promoted"]) for s in rung["settings"]] for rung in rec["rungs"]]
+
+    assert decisions(json.loads((sweep / "halving.json").read_text())) == decisions(record)

@@ -33,6 +33,7 @@ from rlhf.run import rundir
 log = logging.getLogger("rlhf")
 
 STOP_AT = "RLHF_STOP_AT_STEP"
+SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")  # which array judged the rung
 
 
 def stop_step(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -92,7 +93,8 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool) -> dict[str, 
 
     Returns:
         The record: {"step", "metrics": the stage's figures at this step (generation/<name>)
-        and the eval set's (eval_<name>), "time"}.
+        and the eval set's (eval_<name>), "time", "slurm": the SLURM job and array task that
+        ran it, under SLURM}.
     """
     metrics: dict[str, Any] = {}
     if has_eval:
@@ -103,7 +105,8 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool) -> dict[str, 
             entry = json.loads(line) if line.strip() else {}
             if entry.get("step") == step:
                 metrics.update({k: v for k, v in entry.items() if k not in ("step", "time")})
-    entry = {"step": step, "metrics": metrics, "time": time.time()}
+    entry = {"step": step, "metrics": metrics, "time": time.time(),
+             "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ}}
     with open(Path(run_dir) / rundir.RUNGS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
     log.info("stopped at the rung at step %d: checkpoint saved, judged: %s", step,

@@ -33,7 +33,7 @@ import yaml
 from rlhf.run import rundir
 from rlhf.run.files import GENERATION_PREFIX as PREFIX
 from rlhf.run.naming import job_number
-from rlhf.judge import paired
+from rlhf.judge import halving_report, paired
 from rlhf.judge.stats import LEVEL, summarize
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -107,7 +107,11 @@ def settings(rows: list[dict], swept: list[str], metric: str | None) -> tuple[li
         finished = [r for r in members if r["status"] == rundir.FINISHED]
         measured = [v for v in (_value(r, metric) for r in finished) if v is not None and math.isfinite(v)]
         notes = []
-        if len(finished) < len(members):
+        stopped = [r for r in members if r["status"] == rundir.STOPPED]
+        if stopped:  # a halving sweep stopped them at a rung: judged there, not at the end
+            steps = sorted({rung["step"] for r in stopped for rung in rundir.read_rungs(r["path"])})
+            notes.append(f"{len(stopped)} of {len(members)} seeds stopped by halving at step {steps[-1] if steps else '?'}")
+        if len(finished) + len(stopped) < len(members):
             notes.append(f"{len(finished)} of {len(members)} seeds finished")
         if len(measured) < len(finished):
             notes.append(f"{len(finished) - len(measured)} finished without a finite {metric}")
@@ -909,6 +913,9 @@ def write(sweep_dir: str | Path, metric: str | None = None, group: str | None = 
         if examples:
             sections += "\n### What was generated\n\n" + examples
     sections += generation_off_text(rows)
+    sections += halving_report.section(sweep_dir)
+    if (sweep_dir / halving_report.PLOT).is_file():
+        paths["rungs"] = sweep_dir / halving_report.PLOT
     paths["md"].write_text(
         f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {summary}. Metric: `{metric}`{sense}.\n\n"
         f"## Settings\n\n{judged['sentence']}\n\n"

@@ -38,7 +38,7 @@ from rlhf.run.files import GENERATION_PREFIX
 log = logging.getLogger("rlhf")
 
 SWEEPER = "HalvingSweeper"  # the class name of hydra_plugins.rlhf_halving's sweeper
-RECORD = "halving.json"  # in the sweep dir: the rungs, each setting's scores, what was spent
+RECORD = rundir.HALVING  # in the sweep dir: the rungs, each setting's scores, what was spent
 STOP_AT = "RLHF_STOP_AT_STEP"  # rlhf.job.rungs.STOP_AT (the job's side reads it)
 SEED = "seed"
 # The plan rlhf.launch.cli.preflight made for this command, before Hydra started (one at most).

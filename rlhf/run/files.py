@@ -24,6 +24,7 @@ PREPARED = ".prepared_data.json"  # several ranks: where rank 0 put the prepared
 SERVER_LOG = "vllm_server.log"  # a job's own vLLM server
 WANDB_ID = "wandb_id"  # the W&B run this run dir logs to, so a resumed job continues it
 RUNGS = "rungs.jsonl"  # a halving sweep's judgements of the job at each rung it reached
+HALVING = "halving.json"  # in a halving sweep's dir: its rungs, each setting's scores, what was spent
 
 # metrics.json's `generation` block (the generation eval stage): its figures' metric names.
 GENERATION_PREFIX = "generation/"

@@ -50,6 +50,7 @@ from rlhf.run.files import (  # noqa: F401 (part of this module's API)
     FAILED_STATUS,
     FINISHED,
     GENERATION_HISTORY,
+    HALVING,
     HISTORY,
     METRICS,
     MODEL_DIR,
