@@ -34,16 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.tree import REPO
-from rlhf.dev.bench import data_large, record
+from rlhf.dev.bench import data_large, halving, record
 from rlhf.dev.bench.settings import compared, run_settings, settings_lines
 
-SECTIONS = ("methods", "config", "data", "data_large", "sweep", "generation", "lora_memory", "eval_memory")
+SECTIONS = ("methods", "config", "data", "data_large", "sweep", "halving", "generation", "lora_memory", "eval_memory")
 TITLES = {
     "methods": "Platform against a plain TRL script (same model, data, settings)",
     "config": "Configuration speed",
     "data": "Data preparation",
     "data_large": "Data stage on a large dataset: time to first step against a plain TRL script",
     "sweep": "A DPO beta sweep against independent runs",
+    "halving": "A halving sweep against the full sweep of the same points",
     "generation": "The generation eval stage (the default run: embedded DPO)",
     "lora_memory": "LoRA DPO peak memory",
     "eval_memory": "The end-of-run generation eval stage's peak memory, on a real vocabulary size",
@@ -55,6 +56,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"rows": 100_000},
     "data_large": {"rows": 100_000},
     "sweep": {"betas": [0.05, 0.1, 0.2, 0.4], "steps": None},
+    # The embedded DPO run as shipped is 204 optimizer steps (816 pairs, batch 16, 4 epochs).
+    "halving": {"betas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "seeds": [1, 2], "max_steps": 204, "min_steps": 24,
+                "eta": 3},
     "generation": {"repeats": 5, "steps": None},
     "lora_memory": {"steps": 6},
     "eval_memory": {"steps": 4},
@@ -678,8 +682,8 @@ def render_eval_memory(figures: dict) -> list[str]:
 
 
 RUNNERS = {"methods": bench_methods, "config": bench_config, "data": bench_data, "data_large": bench_data_large,
-           "sweep": bench_sweep, "generation": bench_generation, "lora_memory": bench_lora_memory,
+           "sweep": bench_sweep, "halving": halving.bench, "generation": bench_generation, "lora_memory": bench_lora_memory,
            "eval_memory": bench_eval_memory}
 RENDERERS = {"methods": render_methods, "config": render_config, "data": render_data, "data_large": render_data_large,
-             "sweep": render_sweep, "generation": render_generation, "lora_memory": render_lora_memory,
+             "sweep": render_sweep, "halving": halving.render, "generation": render_generation, "lora_memory": render_lora_memory,
              "eval_memory": render_eval_memory}
