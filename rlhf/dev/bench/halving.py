@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 
-def _command(work: Path, name: str, points: list[str], extra: list[str]) -> dict:
+def _command(work: Path, environment: dict[str, str], name: str, points: list[str], extra: list[str]) -> dict:
     """Run one sweep command; its wall seconds and the CPU seconds of it and its children."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
-    from rlhf.dev.bench.suite import env
-
     subprocess.run([sys.executable, "-m", "rlhf.train", "-m", *points, *extra, f"hydra.sweep.dir={work / name}",
-                    f"cache_dir={work / (name + '_cache')}"], cwd=work, env=env(), capture_output=True, check=True)
+                    f"cache_dir={work / (name + '_cache')}"], cwd=work, env=environment, capture_output=True,
+                   check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"wall_s": round(time.time() - start, 1),
             "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1)}
@@ -53,12 +52,14 @@ def _separable(full: Path, pick: str, key: str = "method.beta") -> dict:
             "holm_p": None if mine is best else float(mine["p_holm"])}
 
 
-def bench(work: Path, betas: list[float], seeds: list[int], max_steps: int, min_steps: int, eta: int) -> dict:
-    """The two sweeps and what they decided (the section's record)."""
+def bench(work: Path, environment: dict[str, str], betas: list[float], seeds: list[int], max_steps: int,
+          min_steps: int, eta: int) -> dict:
+    """The two sweeps and what they decided (the section's record); `environment`: the bench's
+    environment for the commands (rlhf.dev.bench.suite.env)."""
     points = [f"method.beta={','.join(map(str, betas))}", f"seed={','.join(map(str, seeds))}",
               f"method.max_steps={max_steps}"]
-    full = _command(work, "full", points, [])
-    halving = _command(work, "halving", points, ["hydra/sweeper=halving", f"hydra.sweeper.min_steps={min_steps}",
+    full = _command(work, environment, "full", points, [])
+    halving = _command(work, environment, "halving", points, ["hydra/sweeper=halving", f"hydra.sweeper.min_steps={min_steps}",
                                                  f"hydra.sweeper.eta={eta}"])
     record = json.loads((work / "halving" / "halving.json").read_text())
     (pick,) = [e["setting"] for r in record["rungs"] if r["last"] for e in r["settings"]]

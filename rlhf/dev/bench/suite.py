@@ -463,6 +463,11 @@ def render_sweep(figures: dict) -> list[str]:
             f"{figures['ratio']:.2f}. Identical eval metrics per beta: {figures['identical_results']}."]
 
 
+def bench_halving(work: Path, **params: Any) -> dict:
+    """Section `halving` (rlhf.dev.bench.halving), its commands in the bench's environment."""
+    return halving.bench(work, env(), **params)
+
+
 # ---------------------------------------------------------------------------- generation
 
 
@@ -682,7 +687,7 @@ def render_eval_memory(figures: dict) -> list[str]:
 
 
 RUNNERS = {"methods": bench_methods, "config": bench_config, "data": bench_data, "data_large": bench_data_large,
-           "sweep": bench_sweep, "halving": halving.bench, "generation": bench_generation, "lora_memory": bench_lora_memory,
+           "sweep": bench_sweep, "halving": bench_halving, "generation": bench_generation, "lora_memory": bench_lora_memory,
            "eval_memory": bench_eval_memory}
 RENDERERS = {"methods": render_methods, "config": render_config, "data": render_data, "data_large": render_data_large,
              "sweep": render_sweep, "halving": halving.render, "generation": render_generation, "lora_memory": render_lora_memory,
