@@ -105,5 +105,5 @@ def render(figures: dict) -> list[str]:
             *[f"| {beta} | {mean:.3f} | " + " | ".join(
                 (f"{r['scores'][f'method.beta={beta}']:.3f}" if r["scores"].get(f"method.beta={beta}") is not None
                  else "") for r in figures["rungs"]) + " |" for beta, mean in figures["full_means"].items()],
-            "", "Both sweeps ran on this machine while another benchmark ran on it (the load averages above): the "
-            "wall and CPU times are the commands' own under that load; the optimizer steps are exact."]
+            "", "The wall and CPU times are the commands' own, under the machine's load stated above (load slows "
+            "the sweep that meets more of it); the optimizer steps are exact."]
