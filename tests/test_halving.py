@@ -143,13 +143,19 @@ def test_a_halving_sweep_stops_its_losers_and_finishes_the_best(halved):
     assert all(rundir.status(sweep / j) == rundir.STOPPED for j in losers)
     assert [r["step"] for r in rundir.read_rungs(sweep / winner)] == [4, 8]
     # Steps: 3 jobs to 4, the winner on to 8 and 12: 20 of a full sweep's 36.
-    assert record["steps"] == {"trained": 20, "full_sweep": 36, "share": pytest.approx(20 / 36)}
+    assert {k: record["steps"][k] for k in ("trained", "full_sweep", "share")} == \
+        {"trained": 20, "full_sweep": 36, "share": pytest.approx(20 / 36)}
     assert "2 stopped at a rung of the halving sweep" in first.stderr + first.stdout
     # The report tells it: every setting at every rung it reached, what it cost, the rung plot.
     section = (sweep / "report.md").read_text().split("## Halving")[1].split("\n## ")[0]
     assert "Trained 20 optimizer steps of the 36 a full sweep of every point would (56%)" in section
     assert section.count("| stopped |") == 2 and section.count("| promoted |") == 2 and section.count("| finished |") == 1
     assert (sweep / "report_rungs.png").is_file()
+    # CPU seconds: each rung's the sum of its jobs' sessions, as their records and metrics say.
+    cpu = [rundir.read_rungs(sweep / s["jobs"][0])[0]["cpu_seconds"] for s in first_rung]
+    assert record["rungs"][0]["cpu_seconds"] == pytest.approx(sum(cpu)) and all(c > 0 for c in cpu)
+    assert record["rungs"][2]["cpu_seconds"] == rundir.read_metrics(sweep / winner)["cpu_seconds"] > 0
+    assert record["steps"]["cpu_seconds"] == pytest.approx(sum(r["cpu_seconds"] for r in record["rungs"]))
 
 
 def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):

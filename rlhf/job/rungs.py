@@ -82,7 +82,8 @@ def stopper(step: int) -> Any:
     return StopAtRung()
 
 
-def record(run_dir: Path, trainer: Any, step: int, has_eval: bool) -> dict[str, Any]:
+def record(run_dir: Path, trainer: Any, step: int, has_eval: bool, seconds: float = 0.0,
+           cpu_seconds: float = 0.0) -> dict[str, Any]:
     """Rank 0's record of the rung the job stopped at, appended to rungs.jsonl.
 
     Args:
@@ -90,6 +91,8 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool) -> dict[str, 
         trainer: the stopped trainer, its policy as it was at `step`.
         step: the rung's step.
         has_eval: the job has an eval set (its figures are part of the record).
+        seconds, cpu_seconds: the wall and CPU seconds of this session of the job (from its
+            start, or its resume, to the rung), before the eval set runs.
 
     Returns:
         The record: {"step", "metrics": the stage's figures at this step (generation/<name>)
@@ -105,7 +108,8 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool) -> dict[str, 
             entry = json.loads(line) if line.strip() else {}
             if entry.get("step") == step:
                 metrics.update({k: v for k, v in entry.items() if k not in ("step", "time")})
-    entry = {"step": step, "metrics": metrics, "time": time.time(),
+    entry = {"step": step, "metrics": metrics, "time": time.time(), "seconds": round(seconds, 2),
+             "cpu_seconds": round(cpu_seconds, 2),
              "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ}}
     with open(Path(run_dir) / rundir.RUNGS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

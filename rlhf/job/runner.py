@@ -53,7 +53,8 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if result is None:  # preempted, or at a halving sweep's rung: saved, not finished
         step = trainer.state.global_step
         if step == job.stop_at and trainer.is_world_process_zero():
-            rungs.record(job.run_dir, trainer, step, job.data.eval is not None)
+            rungs.record(job.run_dir, trainer, step, job.data.eval is not None,
+                         seconds=time.perf_counter() - job.started, cpu_seconds=time.process_time() - job.cpu_started)
         return {"stopped_at_step": step}
     metrics = finish(job, trainer, result)
     release(trainer)
@@ -77,6 +78,7 @@ class Job:
     ranks: list = field(default_factory=list)  # where each rank runs
     totals: Any = None  # rlhf.trl.run_totals.RunTotals
     stop_at: int | None = None  # a halving sweep's rung: the step the job stops at (rlhf.job.rungs)
+    cpu_started: float = 0.0  # process_time when the job started (this process's CPU seconds, every thread)
 
 
 def prepare(run_dir: Path, run: RunSpec | None) -> Job:
@@ -91,7 +93,8 @@ def prepare(run_dir: Path, run: RunSpec | None) -> Job:
     run = run or validate(config)
     EXTRA_DIRS[:] = [Path(d) for d in run.code_path]
     start_process(run)
-    job = Job(run_dir, config, run, started=time.perf_counter(), stop_at=rungs.stop_step())
+    job = Job(run_dir, config, run, started=time.perf_counter(), stop_at=rungs.stop_step(),
+              cpu_started=time.process_time())
     job.tokenizer = load_tokenizer(run.model)
     job.data = prepare_data(run, job.tokenizer, run_config=config, run_dir=run_dir)
     job.judge = generation_stage(run, job.data, job.tokenizer)
@@ -220,6 +223,7 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
                    **({"precomputed": job.shared} if job.shared is not None else {})},
         distributed=strategy,
         seconds=round(time.perf_counter() - job.started, 2),
+        cpu_seconds=round(time.process_time() - job.cpu_started, 2),
         ranks=job.ranks,
     )
     metrics.update(devices.job_peak_memory(run.hardware, at_least=job_peak))  # the whole job's, save and eval included

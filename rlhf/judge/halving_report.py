@@ -40,8 +40,11 @@ def section(sweep_dir: Path) -> str:
     steps = record.get("steps") or {}
     rungs = record["rungs"]
     lines = ["", "## Halving", ""]
+    cpu = steps.get("cpu_seconds")
     spent = (f" Trained {steps['trained']} optimizer steps of the {steps['full_sweep']} a full sweep of every point "
-             f"would ({steps['share']:.0%}), in {sum(r.get('seconds', 0) for r in rungs):.0f} s of rungs."
+             f"would ({steps['share']:.0%}), in {sum(r.get('seconds', 0) for r in rungs):.0f} s of rungs"
+             + (f" and {cpu:.0f} CPU s of the jobs' own processes (a full sweep at the same CPU s per step: about "
+                f"{cpu / steps['trained'] * steps['full_sweep']:.0f})" if cpu and steps["trained"] else "") + "."
              if steps.get("share") is not None else " The sweep did not reach its last rung.")
     lines.append(f"Successive halving by `{record['metric']}` ({record['direction']}), eta {record['eta']}: every "
                  f"setting judged at step {rungs[0]['step'] if rungs else 'n/a'}, the best 1/{record['eta']} (the mean "
@@ -54,12 +57,12 @@ def section(sweep_dir: Path) -> str:
                      "settings stopped earlier were judged after fewer steps, so this sweep does not say how they "
                      "would have ended: the comparison above is among the settings that finished, and a setting "
                      "stopped at a rung lost there by the rung's score alone (no interval, no correction).")
-    lines += ["", "| rung | step | setting | score | outcome | seconds |", "|---|---|---|---|---|---|"]
+    lines += ["", "| rung | step | setting | score | outcome | rung s | rung CPU s |", "|---|---|---|---|---|---|---|"]
     for number, rung in enumerate(rungs, 1):
         for entry in rung["settings"]:
             outcome = ("finished" if rung["last"] else "promoted" if entry["promoted"] else "stopped")
             lines.append(f"| {number} | {rung['step']} | {entry['setting']} | {_g(entry['score'])} | {outcome} | "
-                         f"{rung.get('seconds', '')} |")
+                         f"{rung.get('seconds', '')} | {_g(rung.get('cpu_seconds'))} |")
     if draw(record, Path(sweep_dir) / PLOT):
         lines += ["", f"![score at each rung]({PLOT})"]
     return "\n".join(lines) + "\n"

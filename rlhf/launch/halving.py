@@ -210,6 +210,17 @@ def value_at(run_dir: Path, step: int, last: bool, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def cpu_at(run_dir: Path | None, step: int, last: bool) -> float | None:
+    """The CPU seconds a job's session spent to reach a rung (None: unknown, e.g. it failed)."""
+    if run_dir is None or not Path(run_dir).is_dir():
+        return None
+    if last:
+        value = rundir.read_metrics(run_dir).get("cpu_seconds") if rundir.is_finished(run_dir) else None
+    else:
+        value = next((r.get("cpu_seconds") for r in rundir.read_rungs(run_dir) if r["step"] == step), None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def label(setting: tuple[str, ...], shared: frozenset[str] = frozenset()) -> str:
     """A setting as its overrides (those every setting shares left out when given)."""
     return " ".join(o for o in setting if o not in shared) or "(no overrides)"
@@ -240,8 +251,10 @@ class Driver:
             scores = {s: score([value_at(self.run_dir(i), step, last, self.schedule.metric)
                                 for i in self.schedule.settings[s]]) for s in alive}
             promoted = [] if last else survivors(scores, self.schedule.eta, self.schedule.direction)
+            cpu = [cpu_at(self.run_dir(i), step, last) for s in alive for i in self.schedule.settings[s]]
             self.record["rungs"].append({
                 "step": step, "last": last, "seconds": round(seconds, 2),
+                "cpu_seconds": round(sum(c for c in cpu if c is not None), 2) if all(c is not None for c in cpu) else None,
                 "settings": [{"setting": label(s, self.shared), "score": scores[s], "promoted": s in promoted,
                               "jobs": [self.subdirs.get(i) for i in self.schedule.settings[s]]} for s in alive]})
             self.write()
@@ -275,7 +288,8 @@ class Driver:
         return self.sweep_dir / name if name else None
 
     def spent(self) -> dict[str, Any]:
-        """Optimizer steps trained, against every point run to the last rung."""
+        """Optimizer steps trained, against every point run to the last rung, and the CPU seconds
+        the jobs' sessions spent (None when a job's is unknown)."""
         reached: dict[int, int] = {}
         for rung in self.record["rungs"]:
             for entry in rung["settings"]:
@@ -283,7 +297,9 @@ class Driver:
                     reached[i] = rung["step"]
         trained = sum(reached.values())
         full = len(self.points) * self.schedule.rungs[-1]
-        return {"trained": trained, "full_sweep": full, "share": trained / full if full else None}
+        cpu = [rung.get("cpu_seconds") for rung in self.record["rungs"]]
+        return {"trained": trained, "full_sweep": full, "share": trained / full if full else None,
+                "cpu_seconds": round(sum(cpu), 2) if cpu and None not in cpu else None}
 
     def write(self) -> None:
         rundir.atomic_write(self.sweep_dir / RECORD, json.dumps(self.record, indent=2) + "\n")
