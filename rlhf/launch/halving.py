@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.core.errors import ConfigError
+from rlhf.job.rungs import STOP_AT  # the variable the job's side reads
 from rlhf.run import rundir
 from rlhf.run.files import GENERATION_PREFIX
 
@@ -39,7 +40,6 @@ log = logging.getLogger("rlhf")
 
 SWEEPER = "HalvingSweeper"  # the class name of hydra_plugins.rlhf_halving's sweeper
 RECORD = rundir.HALVING  # in the sweep dir: the rungs, each setting's scores, what was spent
-STOP_AT = "RLHF_STOP_AT_STEP"  # rlhf.job.rungs.STOP_AT (the job's side reads it)
 SEED = "seed"
 # The plan rlhf.launch.cli.preflight made for this command, before Hydra started (one at most).
 PLANNED: list[Schedule] = []
