@@ -75,6 +75,7 @@ class Job:
     reference: Any = None  # rlhf.models.reference.Reference
     tracker: Any = None  # the W&B run
     shared: dict | None = None  # per split: the shared reference log-probs computed or reused
+    layout: Any = None  # the packed calls' Tally when batches run padding-free (rlhf.trl.padding_free)
     ranks: list = field(default_factory=list)  # where each rank runs
     totals: Any = None  # rlhf.trl.run_totals.RunTotals
     stop_at: int | None = None  # a halving sweep's rung: the step the job stops at (rlhf.job.rungs)
@@ -123,6 +124,7 @@ def build(job: Job, callbacks: list) -> Any:
         job.tracker = wandb_run.start(run.logger, job.run_dir, job.config)
     kwargs = trainer_kwargs(job, model, args, method_inputs, callbacks)
     trainer, job.shared = build_trainer(run, kwargs, data.path)
+    job.layout = lay_out_batches(run, trainer)
     place_reward_runs(trainer)
     # The process group exists now: every rank says where it runs and how it got the policy.
     job.ranks = distributed.gather_ranks(policy=getattr(model, RANK_LOADED, "read the checkpoint"))
@@ -225,6 +227,7 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         seconds=round(time.perf_counter() - job.started, 2),
         cpu_seconds=round(time.process_time() - job.cpu_started, 2),
         ranks=job.ranks,
+        batches=batch_layout(job),
     )
     metrics.update(devices.job_peak_memory(run.hardware, at_least=job_peak))  # the whole job's, save and eval included
     rundir.write_metrics(job.run_dir, metrics)
@@ -235,6 +238,18 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         wandb_run.finish(job.tracker)
     rundir.mark_success(job.run_dir)
     log.info("finished: %s = %s; run dir %s", run.spec.metric, metrics["metric_value"], job.run_dir)
+
+
+def batch_layout(job: Job) -> dict[str, Any]:
+    """How this session laid out its batches: padding-free with its token counts
+    (rlhf.trl.padding_free.Tally), or padded, and why."""
+    if job.layout is not None:
+        return job.layout.record()
+    if job.run.spec.padding_free is None:
+        return {"layout": "padded", "why": f"{job.run.spec.kind} has no padding-free layout"}
+    if not job.run.method.padding_free:
+        return {"layout": "padded", "why": "method.padding_free=false"}
+    return {"layout": "padded", "why": "the model cannot run packed rows (see the log)"}
 
 
 def run_until_done(run_dir: Path, run: RunSpec | None = None) -> dict[str, Any]:
@@ -304,6 +319,20 @@ def trainer_kwargs(job: Job, model: Any, args: Any, method_inputs: dict[str, Any
     if run.spec.reference_arg is not None:
         kwargs[run.spec.reference_arg] = job.reference.model
     return kwargs
+
+
+def lay_out_batches(run: RunSpec, trainer: Any) -> Any:
+    """The trainer's models made to run each micro-batch as one packed row where the method can
+    (MethodSpec.padding_free) and `method.padding_free` is on (rlhf.trl.padding_free). Returns
+    the Tally of the packed calls, or None when batches are padded as TRL pads them."""
+    if run.spec.padding_free is None:
+        return None
+    if not run.method.padding_free:
+        log.info("batch layout: padded as TRL pads it (method.padding_free=false)")
+        return None
+    from rlhf.trl import padding_free
+
+    return padding_free.apply(trainer, run.spec.padding_free)
 
 
 def place_reward_runs(trainer: Any, prepare: Any = None) -> None:

@@ -109,6 +109,22 @@ class ReferenceMethodConfig(MethodConfig):
     )
 
 
+# How a trainer calls its model, for a method whose batches can run padding-free
+# (MethodSpec.padding_free): a causal LM under TRL's fused head (per-token log-probs), a causal
+# LM returning logits, or a sequence classifier (one score per sequence).
+FUSED_LOGPS = "fused_logps"
+LOGITS = "logits"
+SCORES = "scores"
+PADDING_FREE_KINDS = (FUSED_LOGPS, LOGITS, SCORES)
+
+
+def padding_free_knob() -> Any:
+    """The `method.padding_free` knob of the methods whose batches can run as packed rows
+    (MethodSpec.padding_free; rlhf.trl.padding_free). No TRL field: TRL 1.16's own DPO
+    padding_free is switched off, and the platform lays the batch out itself."""
+    return knob(True, "run each micro-batch's sequences as one packed row, no padding (false: pad as TRL does)")
+
+
 # Each one TRL field of the same name, in DPOConfig and KTOConfig alike.
 REFERENCE_TRL_FIELDS = {name: name for name in ("beta", "sync_ref_model", "ref_model_mixup_alpha",
                                                 "ref_model_sync_steps", "precompute_ref_log_probs")}
@@ -237,6 +253,10 @@ class MethodSpec:
     # on them without tokenizing again; None: the trainer tokenizes what it needs itself (the
     # online methods tokenize prompts as they generate), and the data stage only measures.
     tokenized: str | None = None
+    # How its trainer calls the model, if its batches can run padding-free (one of
+    # PADDING_FREE_KINDS); its schema then has the
+    # `padding_free` knob (padding_free_knob), which is not a TRL field.
+    padding_free: str | None = None
 
     def __post_init__(self) -> None:
         if not self.progress_metric:
@@ -245,6 +265,10 @@ class MethodSpec:
             raise ValueError(f"{self.kind}: model_head={self.model_head!r} is not one of {', '.join(MODEL_HEADS)}")
         if self.tokenized is not None and self.tokenized not in TOKENIZED:
             raise ValueError(f"{self.kind}: tokenized={self.tokenized!r} is not one of {', '.join(TOKENIZED)}")
+        if self.padding_free is not None and self.padding_free not in PADDING_FREE_KINDS:
+            raise ValueError(f"{self.kind}: padding_free={self.padding_free!r} is not one of {', '.join(PADDING_FREE_KINDS)}")
+        if self.padding_free is not None and "padding_free" not in self.schema.__dataclass_fields__:
+            raise ValueError(f"{self.kind}: padding_free={self.padding_free!r} needs a padding_free knob in its schema")
 
     @property
     def generates(self) -> bool:

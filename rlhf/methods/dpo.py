@@ -8,12 +8,14 @@ from typing import Any
 from rlhf.config.fields import knob
 from rlhf.core.errors import did_you_mean, one_of
 from rlhf.methods.base import (
+    FUSED_LOGPS,
     PAIRS,
     PROMPT_ANSWER_IDS,
     REFERENCE_TRL_FIELDS,
     MethodSpec,
     ReferenceMethodConfig,
     check_reference,
+    padding_free_knob,
     register,
 )
 
@@ -41,6 +43,7 @@ class DPOMethod(ReferenceMethodConfig):
     f_alpha_divergence_coef: float = knob(0.5, "alpha of the alpha-divergence", gt=0)
     use_weighting: bool = knob(False, "WPO weighting of pairs by the policy's probability")
     discopop_tau: float = knob(0.05, "DiscoPOP temperature", gt=0)
+    padding_free: bool = padding_free_knob()
 
 
 def loss_names(value: Any) -> list[str]:
@@ -112,6 +115,7 @@ SPEC = register(MethodSpec(
     reference_arg="ref_model",
     shares_reference_logps=True,
     tokenized=PROMPT_ANSWER_IDS,
+    padding_free=FUSED_LOGPS,
     # IPO is DPO with loss_type ipo (conf/method/ipo.yaml).
     presets=("ipo",),
     check=check_dpo,

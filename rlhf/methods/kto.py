@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from rlhf.config.fields import knob
 from rlhf.methods.base import (
+    FUSED_LOGPS,
     PROMPT_COMPLETION_IDS,
     REFERENCE_TRL_FIELDS,
     UNPAIRED,
     MethodSpec,
     ReferenceMethodConfig,
     check_reference,
+    padding_free_knob,
     register,
 )
 
@@ -24,6 +26,7 @@ class KTOMethod(ReferenceMethodConfig):
     loss_type: str = knob("kto", "KTO loss", choices=KTO_LOSSES)
     desirable_weight: float = knob(1.0, "weight of the desirable answers' loss", gt=0)
     undesirable_weight: float = knob(1.0, "weight of the undesirable answers' loss", gt=0)
+    padding_free: bool = padding_free_knob()
 
 
 def check_kto(run) -> list[str]:
@@ -53,4 +56,5 @@ SPEC = register(MethodSpec(
     reference_arg="ref_model",
     check=check_kto,
     tokenized=PROMPT_COMPLETION_IDS,
+    padding_free=FUSED_LOGPS,
 ))

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, TOKENIZE_ROW_IDS, EmbeddedData, MethodConfig, MethodSpec, register
+from rlhf.methods.base import (
+    LOGITS,
+    PAIRS,
+    TOKENIZE_ROW_IDS,
+    EmbeddedData,
+    MethodConfig,
+    MethodSpec,
+    padding_free_knob,
+    register,
+)
 
 
 @dataclass
@@ -13,6 +22,7 @@ class ORPOMethod(MethodConfig):
     kind: str = "orpo"
     # ORPO's lambda; TRL calls it beta. One name here: alpha (Axolotl's orpo_alpha).
     alpha: float = knob(0.1, "weight of the odds-ratio term against the SFT loss (TRL's ORPO beta)", gt=0)
+    padding_free: bool = padding_free_knob()
 
 
 SPEC = register(MethodSpec(
@@ -32,4 +42,5 @@ SPEC = register(MethodSpec(
     # ORPO's collator needs the raw columns; TRL forces this with a warning otherwise.
     fixed_trl={"remove_unused_columns": False},
     tokenized=TOKENIZE_ROW_IDS,
+    padding_free=LOGITS,
 ))

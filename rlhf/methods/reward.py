@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, SEQUENCE_PAIR_IDS, MethodConfig, MethodSpec, register
+from rlhf.methods.base import SCORES, PAIRS, SEQUENCE_PAIR_IDS, MethodConfig, MethodSpec, padding_free_knob, register
 from rlhf.models.heads import SEQUENCE_CLASSIFICATION
 
 
@@ -21,6 +21,7 @@ class RewardMethod(MethodConfig):
         None, "weight of a penalty on the mean squared reward, pulling rewards towards zero "
               "(None: off; 0.01 in Eisenstein et al. 2023)", ge=0)
     disable_dropout: bool = knob(True, "switch the model's dropout off while training (TRL's default)")
+    padding_free: bool = padding_free_knob()
 
 
 SPEC = register(MethodSpec(
@@ -36,4 +37,5 @@ SPEC = register(MethodSpec(
     reference_arg=None,
     model_head=SEQUENCE_CLASSIFICATION,
     tokenized=SEQUENCE_PAIR_IDS,
+    padding_free=SCORES,
 ))

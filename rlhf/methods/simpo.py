@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf.config.fields import knob
-from rlhf.methods.base import PAIRS, TOKENIZE_ROW_IDS, MethodConfig, MethodSpec, register
+from rlhf.methods.base import LOGITS, PAIRS, TOKENIZE_ROW_IDS, MethodConfig, MethodSpec, padding_free_knob, register
 
 
 @dataclass
@@ -16,6 +16,7 @@ class SimPOMethod(MethodConfig):
     gamma: float = knob(0.5, "target reward margin (TRL's simpo_gamma)", ge=0)
     cpo_alpha: float = knob(0.0, "weight of an added NLL term (0: pure SimPO; > 0: CPO-SimPO)", ge=0)
     label_smoothing: float = knob(0.0, "label noise", ge=0, lt=0.5)
+    padding_free: bool = padding_free_knob()
 
 
 SPEC = register(MethodSpec(
@@ -31,4 +32,5 @@ SPEC = register(MethodSpec(
     reference_arg=None,
     fixed_trl={"loss_type": "simpo", "remove_unused_columns": False},
     tokenized=TOKENIZE_ROW_IDS,
+    padding_free=LOGITS,
 ))

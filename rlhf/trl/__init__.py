@@ -7,7 +7,8 @@ internals, fenced here, each module naming the library versions it was written a
 - `shared_reference`: DPOTrainer's reference log-probs precomputed once and shared by a sweep;
 - `run_totals`: the train loss and TRL's token count of a whole run, across resumes;
 - `fsdp_on_cpu`: accelerate's FSDP set-up applied to CPU ranks (it drops the plugin there);
-- `fused_logps`: TRL's fused LM head, scoped to one call, for log-probs without full logits.
+- `fused_logps`: TRL's fused LM head, scoped to one call, for log-probs without full logits;
+- `padding_free`: the trainers' model calls run each padded batch as one packed row.
 
 Each module's `WRITTEN_FOR` is `written_for(trl=..., ...)`: the installed versions outside the
 range are logged once when the module is imported, as a warning that the adapter may no longer
