@@ -78,6 +78,9 @@ def one_step(trainer) -> dict:
     hook = model.register_forward_hook(lambda module, args, kwargs, out: outputs.append((kwargs["attention_mask"], out)),
                                        with_kwargs=True)
     trainer.model.train()
+    if trainer.args.activation_checkpointing:  # as Trainer.train switches it on
+        trainer.model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=trainer.args.activation_checkpointing_kwargs)
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     try:
         loss = trainer.compute_loss(trainer.model, batch)
@@ -122,19 +125,25 @@ def steps(tmp_path_factory):
     """Each method's one step, padding-free and padded, with its padded batch's padding share."""
     found = {}
 
-    def step(method: str, padding_free: bool):
-        key = (method, padding_free)
+    def step(method: str, padding_free: bool, *overrides: str):
+        key = (method, padding_free, overrides)
         if key not in found:
-            job, trainer = build(tmp_path_factory.mktemp(method), method, padding_free)
+            job, trainer = build(tmp_path_factory.mktemp(method), method, padding_free, *overrides)
             found[key] = {**one_step(trainer), "tally": job.layout}
         return found[key]
 
     return step
 
 
-@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "reward", "orpo", "simpo"])
-def test_a_padding_free_step_gives_the_padded_steps_numbers(steps, method):
-    packed, padded = steps(method, True), steps(method, False)
+# Activation checkpointing (the GPU hardware options' default) recomputes each layer's forward
+# in the backward pass, outside the packed call: it must attend per sequence there too.
+CASES = [("dpo", ()), ("ipo", ()), ("kto", ()), ("reward", ()), ("orpo", ()), ("simpo", ()),
+         ("dpo", ("hardware.activation_checkpointing=true",))]
+
+
+@pytest.mark.parametrize("method,overrides", CASES, ids=[m + "".join(f"-{o}" for o in x) for m, x in CASES])
+def test_a_padding_free_step_gives_the_padded_steps_numbers(steps, method, overrides):
+    packed, padded = steps(method, True, *overrides), steps(method, False, *overrides)
     assert packed["tally"] is not None and packed["tally"].calls >= 1 and padded["tally"] is None
     # Very different lengths in one batch: the longest sequence at least 4 times the shortest,
     # and a quarter of the padded layout padding.
@@ -175,21 +184,49 @@ def test_precomputed_reference_log_probs_are_the_same_either_way(steps):
         assert torch.equal(packed["batch"][key], padded["batch"][key])
 
 
-def test_a_model_that_cannot_take_packed_rows_says_so_once_and_pads(tmp_path, caplog):
-    """An attention kernel the packed path does not serve (eager is served; here a model set to
-    flex attention's name is not): one warning, the padded layout, the same numbers."""
+def test_a_model_that_cannot_take_packed_rows_says_why():
+    """An attention kernel the packed path does not serve (eager, flex) or sliding-window
+    attention: `wrap` names it, and the model keeps its own forward."""
     import torch
 
     from rlhf.trl import padding_free
 
     model = torch.nn.Linear(2, 2)
-    model.config = type("Config", (), {"_attn_implementation": "flex_attention", "is_encoder_decoder": False})()
+    forward = model.forward
+    model.config = type("Config", (), {"_attn_implementation": "eager", "is_encoder_decoder": False})()
     tally = padding_free.Tally()
-    reason = padding_free.wrap(model, padding_free.FUSED_LOGPS, tally)
-    assert reason is not None and "flex_attention" in reason
+    for kernel in ("eager", "flex_attention"):
+        model.config._attn_implementation = kernel
+        reason = padding_free.wrap(model, padding_free.FUSED_LOGPS, tally)
+        assert reason is not None and kernel in reason
     model.config._attn_implementation = "sdpa"
     model.config.sliding_window = 4096
     assert "sliding-window" in padding_free.wrap(model, padding_free.FUSED_LOGPS, tally)
+    assert model.forward == forward and model.config._attn_implementation == "sdpa"
+
+
+def test_the_kernel_is_sdpa_for_every_call_but_a_packed_rows():
+    """With a mask, with a cache (fewer queries than keys), or with a batch of rows, the kernel
+    is transformers' sdpa, bit for bit; on one row without a mask it keeps each sequence (each
+    0 of the position ids) to itself."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from rlhf.trl import padding_free
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 1, True
+    q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))
+    mask = torch.tril(torch.ones(6, 6, dtype=torch.bool)).expand(2, 1, 6, 6)
+    for args in ((q, k, v, mask), (q, k, v, None), (q[:1, :, -1:], k[:1], v[:1], None)):
+        assert torch.equal(padding_free.per_sequence_sdpa(module, *args, position_ids=torch.arange(6)[None])[0],
+                           sdpa_attention_forward(module, *args)[0])
+    packed = padding_free.per_sequence_sdpa(module, q[:1], k[:1], v[:1], None,
+                                            position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]))[0]
+    for s in (0, 3):
+        alone = sdpa_attention_forward(module, q[:1, :, s:s + 3], k[:1, :, s:s + 3], v[:1, :, s:s + 3], None)[0]
+        assert torch.allclose(packed[:, s:s + 3], alone, atol=1e-6)
 
 
 def test_a_mask_with_holes_runs_padded_and_is_said_once():

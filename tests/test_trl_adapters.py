@@ -18,7 +18,8 @@ ADAPTERS = sorted(m.name for m in pkgutil.iter_modules(rlhf.trl.__path__))
 
 
 def test_every_adapter_names_the_versions_it_was_written_for():
-    assert ADAPTERS == ["fsdp_on_cpu", "fused_logps", "pretokenized", "run_totals", "shared_reference", "tokenize_row"]
+    assert ADAPTERS == ["fsdp_on_cpu", "fused_logps", "padding_free", "pretokenized", "run_totals", "shared_reference",
+                        "tokenize_row"]
     for name in ADAPTERS:
         ranges = importlib.import_module(f"rlhf.trl.{name}").WRITTEN_FOR
         assert ranges and all(package in ("trl", "transformers", "accelerate") for package in ranges), name

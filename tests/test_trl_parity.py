@@ -107,7 +107,12 @@ class Option:
         return next(k.trl for k in self.knobs if k.name == "max_steps")
 
     def overrides(self, name: str) -> list[str]:
-        return [f"method={name}", *PLATFORM,
+        from rlhf.methods import lookup
+
+        # TRL's own padded layout, which TRL called directly has: padding-free against padded,
+        # method by method, is tests/test_padding_free.py's comparison.
+        layout = ["method.padding_free=false"] if lookup(name).padding_free is not None else []
+        return [f"method={name}", *PLATFORM, *layout,
                 *(f"method.{k.name}={hydra(k.value)}" for k in self.knobs if k.value != PRESET)]
 
     def trl_kwargs(self) -> dict:

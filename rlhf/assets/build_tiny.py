@@ -73,7 +73,7 @@ def build_tokenizer():
 
 
 def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: int, seed: int,
-                vocab_size: int | None = None):
+                vocab_size: int | None = None, max_positions: int = 1024):
     import numpy as np
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -87,7 +87,7 @@ def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: i
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
@@ -109,13 +109,15 @@ def build_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: i
 
 
 def build(out_dir: str | Path = DEFAULT_OUT, hidden: int = 128, layers: int = 2, heads: int = 4,
-          intermediate: int = 256, seed: int = 0, vocab_size: int | None = None) -> Path:
+          intermediate: int = 256, seed: int = 0, vocab_size: int | None = None, max_positions: int = 1024) -> Path:
     """The tiny model and its tokenizer, saved to `out_dir`; the sizes give a bigger model of the
-    same family (the benchmarks' models), `vocab_size` an output layer wider than the tokenizer."""
+    same family (the benchmarks' models), `vocab_size` an output layer wider than the tokenizer,
+    `max_positions` a longer context than the tiny model's 1024."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, hidden, layers, heads, intermediate, seed, vocab_size)
+    model = build_model(tokenizer, hidden, layers, heads, intermediate, seed, vocab_size, max_positions)
+    tokenizer.model_max_length = max_positions
     tokenizer.save_pretrained(out)
     model.save_pretrained(out, safe_serialization=True)
     return out

@@ -118,11 +118,12 @@ SCORES = "scores"
 PADDING_FREE_KINDS = (FUSED_LOGPS, LOGITS, SCORES)
 
 
-def padding_free_knob() -> Any:
+def padding_free_knob(default: bool = True) -> Any:
     """The `method.padding_free` knob of the methods whose batches can run as packed rows
     (MethodSpec.padding_free; rlhf.trl.padding_free). No TRL field: TRL 1.16's own DPO
-    padding_free is switched off, and the platform lays the batch out itself."""
-    return knob(True, "run each micro-batch's sequences as one packed row, no padding (false: pad as TRL does)")
+    padding_free is switched off, and the platform lays the batch out itself. On by default
+    where it is measured faster (`make bench`, section lengths)."""
+    return knob(default, "run each micro-batch's sequences as one packed row, no padding (false: pad as TRL does)")
 
 
 # Each one TRL field of the same name, in DPOConfig and KTOConfig alike.

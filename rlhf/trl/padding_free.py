@@ -17,10 +17,10 @@ each sequence, and the model's outputs are scattered back to TRL's padded layout
 
 Attention within each sequence only, the sequences read from the position ids (each 0 starts
 one): flash-attention models take the packed row natively (transformers reads the bounds there
-and calls the varlen kernel); sdpa and eager models run, for the duration of the packed call, `per_sequence_sdpa`, which
-calls torch's sdpa once per sequence (no N x N mask). A model this cannot serve (sliding-window
-or encoder-decoder attention, another attention kernel, extra per-token inputs, a mask with
-holes) is said once in the log and runs padded.
+and calls the varlen kernel); sdpa models are set to `per_sequence_sdpa`, which calls torch's
+sdpa once per sequence of a packed row (no N x N mask) and is plain sdpa for every other call.
+A model this cannot serve (eager or another attention kernel, sliding-window or encoder-decoder
+attention, extra per-token inputs, a mask with holes) is said once in the log and runs padded.
 
 Exactness (tests/test_padding_free.py): per-sequence log-probs, losses and gradient norms equal
 the padded step's within fp32 rounding, rtol 1e-5 and atol 1e-6.
@@ -46,10 +46,8 @@ log = logging.getLogger("rlhf")
 KINDS = PADDING_FREE_KINDS
 
 KERNEL = "rlhf_per_sequence_sdpa"
-# Attention implementations that take a packed row: flash-attention natively, sdpa and eager
-# through the per-sequence kernel.
+# Attention implementations that take a packed row natively (sdpa ones through KERNEL).
 NATIVE = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
-THROUGH_KERNEL = ("sdpa", "eager")
 # Inputs a packed call carries; any other tensor input (token types, images) makes it run padded.
 CARRIED = {"input_ids", "attention_mask", "labels", "use_cache", "fused_lm_head", "position_ids",
            "output_router_logits", "num_items_in_batch", "return_dict"}
@@ -140,30 +138,39 @@ def contiguous(mask: Any) -> bool:
 
 def sequence_edges(position_ids: Any) -> list[int]:
     """The sequences of a packed row as transformers' flash-attention path reads them from the
-    position ids: each 0 starts one. Returns the start of every sequence, then the row's length."""
+    position ids: each 0 starts one (the row's first token always does). Returns the start of
+    every sequence, then the row's length."""
     flat = position_ids.reshape(-1)
-    return [*(flat == 0).nonzero().view(-1).tolist(), flat.numel()]
+    starts = (flat == 0).nonzero().view(-1).tolist()
+    return [*([0] if not starts or starts[0] != 0 else []), *starts, flat.numel()]
 
 
 def per_sequence_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
                       scaling: float | None = None, position_ids: Any = None, **kwargs: Any) -> tuple[Any, None]:
-    """transformers' attention-function signature, for a packed row (batch 1): causal sdpa within
-    each sequence, the sequences found as flash attention finds them (`sequence_edges`): no mask
-    across sequences, and no N x N mask at all.
+    """transformers' attention-function signature: sdpa, except on a row of packed sequences.
+
+    A call with no mask, one row, as many queries as keys and position ids (a training forward:
+    a packed row, or one sequence) runs causal sdpa within each sequence, the sequences found
+    as flash attention finds them (`sequence_edges`): no attention across sequences and no
+    N x N mask at all. Any other call (a padded batch with its mask, generation with a cache) is
+    transformers' sdpa as the model would have run it.
 
     Args:
         module: the attention layer (its `num_key_value_groups` repeats grouped key/value heads).
-        query, key, value: (1, heads, N, head_dim).
-        attention_mask: ignored (a packed call builds none).
+        query, key, value: (batch, heads, length, head_dim).
+        attention_mask: the 4D mask transformers built, or None (a call without a 2D mask).
         dropout, scaling: sdpa's dropout and scale.
-        position_ids: (1, N), restarting at 0 at each sequence.
+        position_ids: (batch, length), restarting at 0 at each sequence of a packed row.
     Returns:
-        The attention output (1, N, heads, head_dim) and None (no weights)."""
+        The attention output (batch, length, heads, head_dim) and None (no weights)."""
     import torch
-    from transformers.integrations.sdpa_attention import repeat_kv
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    if position_ids is None:
-        raise ValueError("per_sequence_sdpa needs the packed row's position_ids to find its sequences")
+    packed = (attention_mask is None and position_ids is not None and query.shape[0] == 1
+              and query.shape[2] == key.shape[2])
+    if not packed:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      position_ids=position_ids, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     edges = sequence_edges(position_ids)
@@ -173,12 +180,21 @@ def per_sequence_sdpa(module: Any, query: Any, key: Any, value: Any, attention_m
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 
+def per_sequence_mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+    """The mask function that goes with `per_sequence_sdpa`: sdpa's mask for a call with a 2D
+    attention mask; none without one (the kernel then keeps each sequence to itself)."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
 def register_kernel() -> None:
-    """`per_sequence_sdpa` in transformers' attention registry (not in the mask registry, so a
-    model set to it builds no mask)."""
+    """`per_sequence_sdpa` and its mask function in transformers' registries, as KERNEL."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(KERNEL, per_sequence_sdpa)
+    AttentionMaskInterface.register(KERNEL, per_sequence_mask)
 
 
 def unpackable(model: Any) -> str | None:
@@ -190,29 +206,23 @@ def unpackable(model: Any) -> str | None:
     if getattr(config, "is_encoder_decoder", False):
         return f"{type(model).__name__} is an encoder-decoder"
     implementation = getattr(config, "_attn_implementation", None)
-    if implementation not in NATIVE + THROUGH_KERNEL:
+    if implementation not in (*NATIVE, "sdpa", KERNEL):
         return f"{type(model).__name__} attends with {implementation!r}; packed rows need one of " + \
-            ", ".join(NATIVE + THROUGH_KERNEL)
+            ", ".join((*NATIVE, "sdpa"))
     if "sliding_attention" in (getattr(text, "layer_types", None) or ()) or (
             getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True)):
         return f"{type(model).__name__} has sliding-window attention, which the per-sequence kernel does not apply"
     return None
 
 
-@contextmanager
-def attending_per_sequence(model: Any) -> Iterator[None]:
-    """For the duration, sdpa/eager attention of `model` runs `per_sequence_sdpa` (flash
-    attention is left as it is: it takes packed rows itself)."""
-    config = model.config
-    before = config._attn_implementation
-    if before in NATIVE:
-        yield
-        return
-    config._attn_implementation = KERNEL
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
+def attend_per_sequence(model: Any) -> None:
+    """An sdpa model set to KERNEL for good: sdpa for every call but a packed row's, which stays
+    within each sequence. Set once and not switched back, so that activation checkpointing's
+    recomputation in the backward pass runs the same kernel as the forward. Flash attention is
+    left as it is: it takes packed rows itself."""
+    if model.config._attn_implementation == "sdpa":
+        register_kernel()
+        model.config._attn_implementation = KERNEL
 
 
 def _inputs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -270,8 +280,7 @@ def causal_forward(model: Any, forward: Callable, tally: Tally, fused: bool) -> 
             labels = layout.pack(inputs["labels"])[0].clone()
             labels[layout.starts] = -100  # a sequence's first token is predicted by no token of its own
             call["labels"] = labels.unsqueeze(0)
-        with attending_per_sequence(model):
-            out = forward(**call)
+        out = forward(**call)
         _count(tally, layout)
         if fused:
             for name in ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1", "label_mask"):
@@ -313,8 +322,7 @@ def score_forward(model: Any, forward: Callable, tally: Tally) -> Callable:
             return forward(*args, **kwargs)
         packed_index = torch.cumsum(layout.mask.flatten(), 0).view(layout.mask.shape)[rows, pool] - 1
         call = _packed_call(inputs, layout)
-        with attending_per_sequence(model):
-            hidden = getattr(model, model.base_model_prefix)(**call).last_hidden_state
+        hidden = getattr(model, model.base_model_prefix)(**call).last_hidden_state
         _count(tally, layout)
         return SequenceClassifierOutputWithPast(logits=model.score(hidden[0, packed_index]))
 
@@ -342,7 +350,7 @@ def wrap(model: Any, kind: str, tally: Tally) -> str | None:
     reason = unpackable(target)
     if reason is not None:
         return reason
-    register_kernel()
+    attend_per_sequence(target)
     forward = target.forward
     if kind == SCORES:
         target.forward = score_forward(target, forward, tally)

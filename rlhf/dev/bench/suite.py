@@ -15,7 +15,9 @@ BENCHMARKS.md (`render_<section>`, the section's body under its TITLES heading).
 - lora_memory: peak memory of LoRA DPO with the reference from the disabled adapter against a
   separate reference model, on a larger benchmark model;
 - eval_memory: the end-of-run generation eval stage's own peak memory on a model of a real
-  vocabulary size (152k), the stage's code before its memory work beside the current code.
+  vocabulary size (152k), the stage's code before its memory work beside the current code;
+- lengths: padding-free batches (DPO, KTO, the reward model) against a plain TRL script on
+  long-tailed lengths and a real vocabulary size (rlhf.dev.bench.lengths).
 
 Each runner takes its work dir and its sizes (DEFAULTS, which the command line may shrink) and
 returns the section's figures, the sizes included: a renderer reads nothing but them.
@@ -34,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.tree import REPO
-from rlhf.dev.bench import data_large, halving, record
+from rlhf.dev.bench import data_large, halving, lengths, record
 from rlhf.dev.bench.settings import compared, run_settings, settings_lines
 
-SECTIONS = ("methods", "config", "data", "data_large", "sweep", "halving", "generation", "lora_memory", "eval_memory")
+SECTIONS = ("methods", "config", "data", "data_large", "sweep", "halving", "generation", "lora_memory", "eval_memory",
+            "lengths")
 TITLES = {
     "methods": "Platform against a plain TRL script (same model, data, settings)",
     "config": "Configuration speed",
@@ -48,6 +51,7 @@ TITLES = {
     "generation": "The generation eval stage (the default run: embedded DPO)",
     "lora_memory": "LoRA DPO peak memory",
     "eval_memory": "The end-of-run generation eval stage's peak memory, on a real vocabulary size",
+    "lengths": "Padding-free batches against a plain TRL script, on long-tailed lengths and a real vocabulary size",
 }
 # Each section's sizes at full size (make bench); `steps: None` runs the shipped defaults as shipped.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -62,6 +66,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "generation": {"repeats": 5, "steps": None},
     "lora_memory": {"steps": 6},
     "eval_memory": {"steps": 4},
+    "lengths": {"steps": 10, "repeats": 3, "rows": 48},
 }
 
 
@@ -688,7 +693,7 @@ def render_eval_memory(figures: dict) -> list[str]:
 
 RUNNERS = {"methods": bench_methods, "config": bench_config, "data": bench_data, "data_large": bench_data_large,
            "sweep": bench_sweep, "halving": bench_halving, "generation": bench_generation, "lora_memory": bench_lora_memory,
-           "eval_memory": bench_eval_memory}
+           "eval_memory": bench_eval_memory, "lengths": lengths.bench}
 RENDERERS = {"methods": render_methods, "config": render_config, "data": render_data, "data_large": render_data_large,
              "sweep": render_sweep, "halving": halving.render, "generation": render_generation, "lora_memory": render_lora_memory,
-             "eval_memory": render_eval_memory}
+             "eval_memory": render_eval_memory, "lengths": lengths.render}
