@@ -72,6 +72,7 @@ def test_one_gpu_without_optional_packages_runs_the_single_gpu_checks_and_says_w
     assert runs(planned) == ["dpo_fp32_weights", "dpo_bf16_weights", "lora_dpo", "grpo_transformers"]
     skipped = skips(planned)
     assert skipped["qlora_dpo"] == "bitsandbytes is not installed (pip install bitsandbytes)"
+    assert skipped["dpo_flash_packed"] == "flash_attn is not installed (pip install flash-attn --no-build-isolation)"
     assert skipped["grpo_vllm_colocate"] == "vllm is not installed (pip install -e '.[vllm]')"
     for name in ("grpo_vllm_server", "grpo_vllm_serve", *PER_GPU):
         assert skipped[name] == "needs 2 GPUs, this machine has 1"
@@ -79,10 +80,12 @@ def test_one_gpu_without_optional_packages_runs_the_single_gpu_checks_and_says_w
 
 def test_each_optional_package_adds_its_checks_and_a_second_gpu_the_multi_gpu_ones():
     assert runs(plan(Machine(1, frozenset({"bitsandbytes", "vllm"})))) == list(SINGLE_GPU)
+    assert runs(plan(Machine(1, frozenset({"flash_attn"}))))[:2] == ["dpo_fp32_weights", "dpo_flash_packed"]
     two = plan(Machine(2, frozenset({"vllm"})))
     assert runs(two) == [*(n for n in SINGLE_GPU if n != "qlora_dpo"), "grpo_vllm_server", "grpo_vllm_serve", "ddp",
                          "fsdp", "grpo_fsdp"]
     assert skips(two) == {"qlora_dpo": "bitsandbytes is not installed (pip install bitsandbytes)",
+                          "dpo_flash_packed": "flash_attn is not installed (pip install flash-attn --no-build-isolation)",
                           "zero2": "deepspeed is not installed (pip install -e '.[deepspeed]')",
                           "zero3": "deepspeed is not installed (pip install -e '.[deepspeed]')"}
     assert skips(plan(Machine(2, frozenset({"deepspeed"}))))["grpo_vllm_server"] == \
@@ -203,7 +206,7 @@ def test_the_server_started_by_hand_serves_the_built_model_on_gpu_1_at_the_ports
 def test_the_plan_lists_each_checks_commands_and_each_skip_with_its_reason(tmp_path):
     text = render_plan(plan(Machine(2, frozenset({"vllm"}))), Machine(2, frozenset({"vllm"})), tmp_path)
     lines = text.splitlines()
-    assert lines[0] == "GPU checks for this machine: 2 GPUs; bitsandbytes no, vllm yes, deepspeed no"
+    assert lines[0] == "GPU checks for this machine: 2 GPUs; bitsandbytes no, vllm yes, deepspeed no, flash_attn no"
     assert any("zero3" in line and "skip" in line and "pip install -e '.[deepspeed]'" in line for line in lines)
     assert any(line.strip().startswith("server: -m rlhf.vllm_serve") for line in lines)
     fsdp = next(i for i, line in enumerate(lines) if line.split()[:2] == ["fsdp", "run"])
@@ -282,6 +285,21 @@ def test_a_ddp_fallback_where_fsdp_was_asked_is_a_finding(tmp_path, start_model)
                                  "distributed.fsdp_units: {'Qwen2ForCausalLM': 1}); expected FSDP2, each layer a unit"]
     edit_metrics(run_dir, distributed=None)
     assert findings(run_dir) == ["metrics.json records no `distributed` block: how the ranks ran is unknown"]
+
+
+def test_padding_free_asked_for_and_run_padded_is_a_finding(tmp_path, start_model):
+    run_dir = run_dir_of(tmp_path, start_model)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "method": {"padding_free": True}}))
+    edit_metrics(run_dir, batches={"layout": "padding_free", "packed_calls": 10, "padded_calls": 0})
+    assert findings(run_dir) == []
+    edit_metrics(run_dir, batches={"layout": "padded", "why": "the model cannot run packed rows (see the log)"})
+    assert findings(run_dir) == ["asked for method.padding_free=true, the batches ran padded (the model cannot run "
+                                 "packed rows (see the log); metrics.json batches): the layout fell back"]
+    edit_metrics(run_dir, batches={"layout": "padding_free", "packed_calls": 10, "padded_calls": 2,
+                                   "padded_because": ["inputs token_type_ids are not packed"]})
+    assert findings(run_dir) == ["padding-free ran 10 model calls packed and 2 padded (inputs token_type_ids are not "
+                                 "packed; metrics.json batches)"]
 
 
 def test_the_strategy_asked_for_is_read_from_the_config():
@@ -518,8 +536,8 @@ def test_without_a_gpu_the_command_says_so_in_one_line_and_exits_non_zero(tmp_pa
     wrong = run_cli("rlhf.gpu_check", "--only", "fsdpp", cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip().splitlines() == [
-        "error: --only 'fsdpp': no check named 'fsdpp' (did you mean 'fsdp'?); the checks: dpo_fp32_weights, dpo_bf16_weights, "
-        "lora_dpo, qlora_dpo, grpo_transformers, grpo_vllm_colocate, grpo_vllm_server, grpo_vllm_serve, ddp, fsdp, "
+        "error: --only 'fsdpp': no check named 'fsdpp' (did you mean 'fsdp'?); the checks: dpo_fp32_weights, dpo_flash_packed, "
+        "dpo_bf16_weights, lora_dpo, qlora_dpo, grpo_transformers, grpo_vllm_colocate, grpo_vllm_server, grpo_vllm_serve, ddp, fsdp, "
         "grpo_fsdp, zero2, zero3"]
 
 

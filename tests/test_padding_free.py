@@ -260,9 +260,11 @@ def test_a_run_says_its_layout_and_the_padding_it_avoided(tmp_path):
     common = ("method.max_steps=3", "method.logging_steps=1", "evaluate.enabled=false")
     out = train(tmp_path, *common, run_dir=free)
     train(tmp_path, *common, "method.padding_free=false", run_dir=padded)
-    assert "batch layout: padding-free" in out.stderr + out.stdout
+    said = out.stderr + out.stdout
+    assert "batch layout: padding-free (each micro-batch" in said
     batches = rundir.read_metrics(free)["batches"]
     assert batches["layout"] == "padding_free" and batches["padding_tokens_avoided"] > 0
+    assert f"{batches['padding_tokens_avoided']} padding tokens avoided" in said
     assert batches["padding_share_avoided"] == pytest.approx(
         batches["padding_tokens_avoided"] / (batches["tokens"] + batches["padding_tokens_avoided"]), abs=1e-4)
     assert rundir.read_metrics(padded)["batches"] == {"layout": "padded", "why": "method.padding_free=false"}

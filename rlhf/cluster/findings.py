@@ -7,6 +7,8 @@ problems it finds in the run dir, as sentences ([] when it finds none):
 - `strategy`: metrics.json `distributed` (how accelerate really set the ranks up) is the
   strategy config.yaml asked for, on as many processes; under FSDP, each decoder layer of the
   model is its own shard unit;
+- `layout`: a run whose config asks for padding-free batches ran them packed (metrics.json
+  `batches`), with no model call falling back to padding;
 - `losses`: at least one training loss was logged, and every one is finite;
 - `weights`: every trainable parameter changed, as TRL's own tests check it, by comparing the
   saved model with the starting one: each weight of a full model; each LoRA B matrix of an
@@ -48,7 +50,8 @@ def findings(run_dir: Path, expect: Expect = Expect()) -> list[str]:
     metrics = rundir.read_metrics(run_dir)
     start = Path(config["model"]["name_or_path"])
     model_dir = run_dir / rundir.MODEL_DIR
-    found = [*strategy(config["hardware"], metrics, decoder_layers(start)), *losses(history(run_dir), metrics),
+    found = [*strategy(config["hardware"], metrics, decoder_layers(start)), *layout(config.get("method") or {}, metrics),
+             *losses(history(run_dir), metrics),
              *weights(start, model_dir), *loads_back(model_dir)]
     if expect.generation:
         found += generation(metrics)
@@ -97,6 +100,20 @@ def strategy(hardware: dict[str, Any], metrics: dict[str, Any], layers: int | No
     if ran.get("fsdp_version") != 2 or (layers is not None and wrapped != layers):
         return [f"FSDP ran as version {ran.get('fsdp_version')} with {wrapped} decoder layers of {layers} as shard "
                 f"units (metrics.json distributed.fsdp_units: {units}); expected FSDP2, each layer a unit"]
+    return []
+
+
+def layout(method: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """metrics.json `batches` against the layout config.yaml asked for (see the module doc)."""
+    if not method.get("padding_free"):
+        return []
+    ran = metrics.get("batches") or {}
+    if ran.get("layout") != "padding_free":
+        return [f"asked for method.padding_free=true, the batches ran {ran.get('layout')} ({ran.get('why')}; "
+                "metrics.json batches): the layout fell back"]
+    if ran.get("padded_calls") or not ran.get("packed_calls"):
+        return [f"padding-free ran {ran.get('packed_calls')} model calls packed and {ran.get('padded_calls')} padded "
+                f"({', '.join(ran.get('padded_because') or []) or 'no reason given'}; metrics.json batches)"]
     return []
 
 

@@ -11,8 +11,9 @@ is the one asked for, every logged loss is finite, every trainable parameter cha
 built model, the saved model loads back with every key, and the generation eval ran at the end.
 Which checks run depends on the machine (`plan`):
 
-- one GPU: DPO (the default precision), DPO with bf16 weights, LoRA DPO, QLoRA DPO
-  (bitsandbytes installed), GRPO generating with transformers, GRPO with vLLM colocated (vllm
+- one GPU: DPO (the default precision; padding-free, as every DPO check, through the sdpa
+  per-sequence kernel), DPO padding-free through flash attention 2 (flash-attn installed), DPO
+  with bf16 weights, LoRA DPO, QLoRA DPO (bitsandbytes installed), GRPO generating with transformers, GRPO with vLLM colocated (vllm
   installed);
 - two or more: GRPO against the job's own vLLM server on GPU 1 (hardware=gpu_vllm, as a SLURM
   job runs it) and against one started first by hand (`rlhf.vllm_serve`), training on GPU 0;
@@ -61,6 +62,7 @@ INSTALL = {
     "bitsandbytes": "pip install bitsandbytes",
     "vllm": "pip install -e '.[vllm]'",
     "deepspeed": DEEPSPEED_EXTRA,
+    "flash_attn": "pip install flash-attn --no-build-isolation",
 }
 
 # The checks' model: Qwen2 as Qwen2.5 builds it (grouped-query attention, q/k/v biases, tied
@@ -122,6 +124,9 @@ ZERO = (*DPO, BIG_STEPS)
 
 CHECKS = (
     Check("dpo_fp32_weights", "full DPO in the default precision (float32 weights; bf16 autocast on a GPU)", DPO, "gpu", "cpu"),
+    Check("dpo_flash_packed", "DPO padding-free through flash attention 2's variable-length kernel (the packed "
+          "row's sequences read from its position ids)", (*DPO, "model.attn_implementation=flash_attention_2"), "gpu",
+          needs=("flash_attn",)),
     Check("dpo_bf16_weights", "full DPO with bf16 weights (model.dtype=bfloat16)", (*DPO, *BF16_WEIGHTS), "gpu"),
     Check("lora_dpo", "LoRA DPO (reference: the adapter switched off)", (*DPO, "peft=lora"), "gpu", "cpu"),
     Check("qlora_dpo", "QLoRA DPO (4-bit NF4 base)", (*DPO, "peft=qlora"), "gpu", needs=("bitsandbytes",)),

@@ -244,7 +244,11 @@ def batch_layout(job: Job) -> dict[str, Any]:
     """How this session laid out its batches: padding-free with its token counts
     (rlhf.trl.padding_free.Tally), or padded, and why."""
     if job.layout is not None:
-        return job.layout.record()
+        figures = job.layout.record()
+        log.info("batch layout: padding-free, %d model calls packed, %d real tokens, %d padding tokens avoided "
+                 "(%.0f%% of the padded layout)", figures["packed_calls"], figures["tokens"],
+                 figures["padding_tokens_avoided"], 100 * figures["padding_share_avoided"])
+        return figures
     if job.run.spec.padding_free is None:
         return {"layout": "padded", "why": f"{job.run.spec.kind} has no padding-free layout"}
     if not job.run.method.padding_free:
