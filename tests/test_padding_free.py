@@ -69,8 +69,6 @@ def build(tmp: Path, method: str, padding_free: bool, *overrides: str):
 def one_step(trainer) -> dict:
     """One training micro-batch through TRL's compute_loss: the model's outputs, loss, logged
     metrics and gradient norm."""
-    import torch
-
     from rlhf.trl.padding_free import inner
 
     model = inner(trainer.model)

@@ -31,8 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from rlhf.methods.base import FUSED_LOGPS, PADDING_FREE_KINDS, SCORES

@@ -12,8 +12,8 @@ Per method (DPO, KTO, the reward model) and repeat, the platform (padding-free, 
 and the plain TRL script (rlhf.dev.bench.plain_trl_lengths: TRL's trainer as a careful user
 sets it, fp32, the reference log-probs precomputed where TRL can, the same batch, one torch
 thread) train the same rows at the same moment, each pinned to its own core, the cores swapping
-(suite.run_together). Measured: the median step time over the steps both made together, real
-tokens per second, the peak RSS, and the padding share of TRL's batches (from its collator).
+(rlhf.dev.bench.together.run_together). Measured: the median step time over the steps both
+made together, real tokens per second, the peak RSS, and the padding share of TRL's batches (from its collator).
 ORPO and SimPO are not measured here: their TRL trainers ask the model for full logits,
 (batch, length, 151936) in fp32, which the packed path returns in the same layout.
 """
@@ -27,6 +27,9 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from rlhf.dev.bench import together
+from rlhf.dev.bench.together import counted, ratio_text
 
 MODEL = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab_size": 151936}
 MAX_LENGTH = 2048
@@ -96,12 +99,11 @@ def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
     import os
 
     from rlhf.assets.build_tiny import build
-    from rlhf.dev.bench import suite
 
     model_dir, data = work / "model", work / "data"
     data.mkdir(exist_ok=True)
     build(model_dir, **MODEL, max_positions=MAX_LENGTH)
-    out: dict[str, Any] = {"model": {**MODEL, "parameters": suite.parameters(model_dir)}, "max_length": MAX_LENGTH,
+    out: dict[str, Any] = {"model": {**MODEL, "parameters": together.parameters(model_dir)}, "max_length": MAX_LENGTH,
                            "data": build_rows(data, rows), "steps": steps, "repeats": repeats, "batch": BATCH,
                            "threads": THREADS, "methods": {}}
     cores = sorted(os.sched_getaffinity(0))
@@ -112,19 +114,19 @@ def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
             commands = [platform_command(method, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
                         plain_command(method, model_dir, data, steps, plain)]
             envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-{method}-{index}")}]
-            platform_side, plain_side = suite._pair(commands, work, index, cores, envs)
-            platform_runs.append({**platform_side, **suite.platform_stamps(run_dir)})
-            plain_runs.append({**plain_side, **suite.plain_stamps(plain)})
+            platform_side, plain_side = together.pair(commands, work, index, cores, envs)
+            platform_runs.append({**platform_side, **together.platform_stamps(run_dir)})
+            plain_runs.append({**plain_side, **together.plain_stamps(plain)})
             layouts.append(json.loads((run_dir / "metrics.json").read_text())["batches"])
             times = json.loads((plain / "times.json").read_text())
             shares.append(times["padding_share"])
             tokens.append(times["real_tokens_per_step"])
-        platform, trl = suite.summarise(platform_runs), suite.summarise(plain_runs)
+        platform, trl = together.summarise(platform_runs), together.summarise(plain_runs)
         per_step = statistics.median(tokens)
         out["methods"][method] = {
             "platform": {**platform, "tokens_per_s": per_step / platform["median_step_ms"] * 1000},
             "plain": {**trl, "tokens_per_s": per_step / trl["median_step_ms"] * 1000},
-            "ratio": suite.paired_ratios(platform_runs, plain_runs),
+            "ratio": together.paired_ratios(platform_runs, plain_runs),
             "trl_padding_share": statistics.median(shares), "real_tokens_per_step": per_step,
             "platform_layout": layouts[0],
         }
@@ -133,7 +135,6 @@ def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
 
 
 def render(figures: dict) -> list[str]:
-    from rlhf.dev.bench.suite import counted, ratio_text
 
     model, data = figures["model"], figures["data"]
     seq = data["sequence_tokens"]

@@ -26,7 +26,6 @@ returns the section's figures, the sizes included: a renderer reads nothing but 
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -37,6 +36,20 @@ from typing import Any
 
 from rlhf.config.tree import REPO
 from rlhf.dev.bench import data_large, halving, lengths, record
+from rlhf.dev.bench.together import (
+    SWAP_EVERY_S,
+    counted,
+    env,
+    pair,
+    paired_ratios,
+    parameters,
+    plain_stamps,
+    platform_stamps,
+    ratio_text,
+    ratios,
+    run_together,
+    summarise,
+)
 from rlhf.dev.bench.settings import compared, run_settings, settings_lines
 
 SECTIONS = ("methods", "config", "data", "data_large", "sweep", "halving", "generation", "lora_memory", "eval_memory",
@@ -70,67 +83,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", WANDB_MODE="disabled",
-               PYTHONPATH=str(REPO) + os.pathsep + out.get("PYTHONPATH", ""), TQDM_DISABLE="1",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1")
-    return {**out, **(extra or {})}
-
-
-SWAP_EVERY_S = 0.25
-
-
-def _pin(pid: int, core: int) -> None:
-    """Pin every thread of a running process to one core (a thread that just ended is skipped)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), {core})
-        except (ProcessLookupError, FileNotFoundError):
-            pass
-
-
-def _start(command: list[str], cwd: Path, index: int, core: int | None, extra: dict[str, str] | None) -> dict:
-    log = open(cwd / f"together-{index}.log", "w")  # noqa: SIM115 - closed when the process ends
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    return {"start": time.time(), "log": log,
-            "proc": subprocess.Popen(command, cwd=cwd, env=env(extra), stdout=subprocess.DEVNULL, stderr=log,
-                                     preexec_fn=pin)}
-
-
-def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None,
-                 envs: list[dict[str, str] | None] | None = None) -> list[dict]:
-    """Start the commands at the same moment and wait for all. With `cores` (one per command),
-    each runs pinned to its own core and the cores rotate among the commands every
-    SWAP_EVERY_S, so each spends the same share of its time on each core: a core that a busy
-    neighbour slows for a while slows them alike. `envs`: each command's extra environment.
-    Per command: start time, wall seconds, peak RSS (MiB, from wait4)."""
-    envs = envs or [None] * len(commands)
-    procs = [_start(command, cwd, index, cores[index] if cores else None, envs[index])
-             for index, command in enumerate(commands)]
-    out: dict[int, dict] = {}
-    turn = 0
-    while len(out) < len(procs):
-        time.sleep(SWAP_EVERY_S if cores else 0.05)
-        turn += 1
-        for index, entry in enumerate(procs):
-            proc = entry["proc"]
-            if index in out:
-                continue
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == 0:
-                if cores:
-                    _pin(proc.pid, cores[(index + turn) % len(cores)])
-                continue
-            entry["log"].close()
-            if os.waitstatus_to_exitcode(status) != 0:
-                tail = (cwd / f"together-{index}.log").read_text()[-3000:]
-                raise RuntimeError(f"{' '.join(commands[index])} failed:\n{tail}")
-            out[index] = {"start": entry["start"], "seconds": time.time() - entry["start"],
-                          "rss": usage.ru_maxrss / 1024}
-    return [out[index] for index in range(len(procs))]
-
-
 # ---------------------------------------------------------------------------- methods
 
 
@@ -140,71 +92,6 @@ def platform_command(method: str, steps: int, cache: Path, run_dir: Path, thread
             # Plain TRL generates nothing; the generation eval stage is measured on its own (bench_generation).
             "evaluate.enabled=false",
             f"hydra.run.dir={run_dir}", f"cache_dir={cache}", f"hardware.torch_threads={threads}"]
-
-
-def platform_stamps(run_dir: Path) -> dict:
-    history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    steps = [h for h in history if "loss" in h]
-    return {"stamps": [h["time"] for h in steps], "cpu": [h["cpu_time"] for h in steps]}
-
-
-def plain_stamps(out: Path) -> dict:
-    times = json.loads((out / "times.json").read_text())
-    return {"stamps": times["steps"], "cpu": times["cpu"]}
-
-
-def _median_interval(stamps: list[float]) -> float:
-    """The median interval between consecutive stamps, in ms."""
-    return 1000 * statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
-
-
-def _median_step(run: dict, key: str) -> float:
-    """A run's median interval between optimizer steps after the first, in ms."""
-    return _median_interval(run[key][1:])
-
-
-def summarise(runs: list[dict]) -> dict:
-    return {"median_step_ms": statistics.median(_median_step(run, "stamps") for run in runs),
-            "median_step_cpu_ms": statistics.median(_median_step(run, "cpu") for run in runs),
-            "first_step_s": statistics.median(run["stamps"][0] - run["start"] for run in runs),
-            "peak_rss_mib": max(run["rss"] for run in runs),
-            "wall_s": statistics.median(run["seconds"] for run in runs)}
-
-
-def _overlap(run: dict, other: dict) -> tuple[list[float], list[float]]:
-    """The steps of `run` made while `other` was training too (both past their first step): a
-    step made while the other side was still importing or already done ran on a quieter
-    machine, and would favour one side."""
-    low, high = max(run["stamps"][1], other["stamps"][1]), min(run["stamps"][-1], other["stamps"][-1])
-    keep = [i for i, t in enumerate(run["stamps"]) if low <= t <= high]
-    if len(keep) < 12:  # barely overlapping runs: every step after the first
-        keep = list(range(1, len(run["stamps"])))
-    return [run["stamps"][i] for i in keep], [run["cpu"][i] for i in keep]
-
-
-def ratios(each: list[float]) -> dict:
-    return {"median": statistics.median(each), "min": min(each), "max": max(each)}
-
-
-def paired_ratios(platform_runs: list[dict], plain_runs: list[dict]) -> dict:
-    """Platform / TRL within each pair of runs made together (step times over the steps both
-    made at the same time), then the median and range over pairs."""
-    pairs = [(_overlap(p, t), _overlap(t, p)) for p, t in zip(platform_runs, plain_runs)]
-    return {"step": ratios([_median_interval(p[0]) / _median_interval(t[0]) for p, t in pairs]),
-            "step_cpu": ratios([_median_interval(p[1]) / _median_interval(t[1]) for p, t in pairs]),
-            "first_step": ratios([(p["stamps"][0] - p["start"]) / (t["stamps"][0] - t["start"])
-                                  for p, t in zip(platform_runs, plain_runs)])}
-
-
-def _pair(commands: list[list[str]], work: Path, index: int, cores: list[int],
-          envs: list[dict[str, str] | None] | None = None) -> list[dict]:
-    """One repeat: the commands together, on two rotating cores (which side starts on which
-    alternates between repeats), or one after the other on a machine with one core."""
-    envs = envs or [None] * len(commands)
-    if len(cores) >= 2:
-        first = index % 2
-        return run_together(commands, work, [cores[first], cores[1 - first]], envs)
-    return [run_together([command], work, None, [extra])[0] for command, extra in zip(commands, envs)]
 
 
 def plain_command(method: str, steps: int, out: Path, threads: int) -> list[str]:
@@ -237,7 +124,7 @@ def bench_method(method: str, work: Path, steps: int, repeats: int, cores: list[
         commands = [platform_command(method, steps, work / f"cache-{method}-{index}", run_dir, THREADS),
                     plain_command(method, steps, out, THREADS)]
         envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-datasets-{method}-{index}")}]
-        platform_side, plain_side = _pair(commands, work, index, cores, envs)
+        platform_side, plain_side = pair(commands, work, index, cores, envs)
         platform_runs.append({**platform_side, **platform_stamps(run_dir)})
         plain_runs.append({**plain_side, **plain_stamps(out)})
     settings = {"platform": run_settings(work / f"platform-{method}-0"),
@@ -252,7 +139,7 @@ def bench_control(control: str, work: Path, steps: int, repeats: int, cores: lis
     for index in range(repeats):
         outs = [work / f"control-a-{index}", work / f"control-b-{index}"]
         envs = [{"HF_DATASETS_CACHE": str(out.with_name(out.name + "-hf"))} for out in outs]
-        sides = _pair([plain_command(control, steps, out, THREADS) for out in outs], work, index, cores, envs)
+        sides = pair([plain_command(control, steps, out, THREADS) for out in outs], work, index, cores, envs)
         first_runs.append({**sides[0], **plain_stamps(outs[0])})
         second_runs.append({**sides[1], **plain_stamps(outs[1])})
     return {"method": control, "ratio": paired_ratios(first_runs, second_runs)}
@@ -271,15 +158,6 @@ def bench_methods(work: Path, steps: int, repeats: int) -> dict:
     results["together"] = len(cores) >= 2
     results["swap_every_s"] = SWAP_EVERY_S
     return results
-
-
-def counted(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def ratio_text(r: dict) -> str:
-    """A paired ratio: the median over pairs, the lowest and highest pair in brackets."""
-    return f"{r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]"
 
 
 METHODS_NOTES = [
@@ -489,7 +367,7 @@ def bench_generation(work: Path, repeats: int, steps: int | None) -> dict:
         commands = [[sys.executable, "-m", "rlhf.train", f"hydra.run.dir={d}", f"cache_dir={d}-cache",
                      f"hardware.torch_threads={THREADS}", *cap, *extra]
                     for d, extra in zip(dirs, ([], ["evaluate.enabled=false"]))]
-        with_stage, without = _pair(commands, work, index, cores)
+        with_stage, without = pair(commands, work, index, cores)
         on.append(with_stage["seconds"])
         off.append(without["seconds"])
         block = json.loads((dirs[0] / "metrics.json").read_text())["generation"]
@@ -567,14 +445,6 @@ def render_generation_methods(methods: dict, steps: int | None) -> list[str]:
 
 LORA_MODEL = {"hidden": 1024, "layers": 16, "heads": 16, "intermediate": 4096}
 LORA_BATCH = 8
-
-
-def parameters(model_dir: Path) -> int:
-    """The checkpoint's parameter count, from its safetensors header."""
-    from safetensors import safe_open
-
-    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-        return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())  # noqa: SIM118 - no __iter__
 
 
 def bench_lora_memory(work: Path, steps: int) -> dict:
