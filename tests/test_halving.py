@@ -77,6 +77,49 @@ def test_bad_halving_input_is_one_message_before_any_job_starts(case, tmp_path):
     assert not sweep.exists()
 
 
+EXPERIMENT = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: halving
+hydra:
+  sweeper:
+    min_steps: 4
+    eta: 1
+method:
+  max_steps: 12
+"""
+
+
+def test_an_experiment_that_selects_the_halving_sweeper_is_planned_and_refused_before_any_job(tmp_path):
+    """A user's experiment (--config-dir) selects the sweeper and sets its eta: the composed config
+    decides, so the bad eta is the one message before any job starts, as on the command line
+    (before, only a command-line hydra/sweeper=halving was planned, and this one started Hydra
+    and died in the sweeper with a traceback)."""
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "halve.yaml").write_text(EXPERIMENT)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "rlhf.train", "-m", "--config-dir", str(tmp_path / "mine"),
+                           "+experiment=halve", f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}",
+                           *POINTS], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert "hydra.sweeper.eta=1" in proc.stderr and "at least 2" in proc.stderr, proc.stderr
+    assert not sweep.exists()
+
+
+def test_a_command_without_a_sweeper_of_its_own_composes_no_hydra_node(tmp_path, monkeypatch):
+    """The halving check costs nothing for the common command: a plain sweep, whose configs choose
+    no sweeper, is checked without composing the Hydra node (~0.3 s)."""
+    from rlhf.launch import cli
+
+    def composed(self):
+        raise AssertionError("the Hydra node was composed for a command without a sweeper")
+
+    monkeypatch.setattr(cli._HydraNode, "_compose", composed)
+    assert cli.preflight(["-m", "method.beta=0.1,0.5", f"cache_dir={tmp_path / 'cache'}"]) is not None
+
+
 LENGTH = ["method.max_steps=12", "evaluate.enabled=false"]
 
 
