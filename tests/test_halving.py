@@ -199,6 +199,96 @@ def test_a_halving_sweep_stops_its_losers_and_finishes_the_best(halved):
     assert record["rungs"][0]["cpu_seconds"] == pytest.approx(sum(cpu)) and all(c > 0 for c in cpu)
     assert record["rungs"][2]["cpu_seconds"] == rundir.read_metrics(sweep / winner)["cpu_seconds"] > 0
     assert record["steps"]["cpu_seconds"] == pytest.approx(sum(r["cpu_seconds"] for r in record["rungs"]))
+    # GPU seconds: none on the CPU, null rather than 0 in every record, and the report says so.
+    assert record["on_gpu"] is False and record["steps"]["gpu_seconds"] is None
+    assert all(r["gpu_seconds"] is None for r in record["rungs"])
+    assert all(r["gpu_seconds"] is None and "gpu_seconds" in r for s in first_rung for r in rundir.read_rungs(sweep / s["jobs"][0]))
+    assert "gpu_seconds" in rundir.read_metrics(sweep / winner) and rundir.read_metrics(sweep / winner)["gpu_seconds"] is None
+    assert "GPU seconds: none (a CPU run)." in section and "GPU s |" not in section
+
+
+class MadeUpJobs:
+    """Stands in for Hydra's launcher: each job leaves the records a real one leaves (a rung record,
+    or at the last rung metrics.json and SUCCESS) with made-up figures: its eval_loss and what its
+    session spent, as {setting: (loss, cpu_seconds, gpu_seconds)} per rung's step."""
+
+    def __init__(self, sweep, figures):
+        self.sweep, self.figures, self.launched = sweep, figures, []
+
+    def launch(self, batch, initial_job_idx):
+        from types import SimpleNamespace
+
+        returns = []
+        for number, overrides in enumerate(batch):
+            stop = next((o.split("=", 1)[1] for o in overrides if halving.STOP_AT in o), None)
+            named = next((o.split("=", 1)[1].strip("'") for o in overrides if o.startswith("hydra.sweep.subdir=")), None)
+            point = [o for o in overrides if not o.lstrip("+").startswith("hydra")]
+            run_dir = self.sweep / (named or f"{number}_{','.join(point)}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            step = int(stop) if stop else 12
+            loss, cpu, gpu = self.figures[step][point[0]]
+            if stop:
+                with open(run_dir / rundir.RUNGS, "a") as f:
+                    f.write(json.dumps({"step": step, "metrics": {"eval_loss": loss}, "cpu_seconds": cpu,
+                                        "gpu_seconds": gpu}) + "\n")
+            else:
+                rundir.write_metrics(run_dir, {"eval": {"eval_loss": loss}, "cpu_seconds": cpu, "gpu_seconds": gpu})
+                rundir.mark_success(run_dir)
+            self.launched.append((step, point[0]))
+            returns.append(SimpleNamespace(hydra_cfg=SimpleNamespace(hydra=SimpleNamespace(
+                runtime=SimpleNamespace(output_dir=str(run_dir))))))
+        return returns
+
+
+def halving_on_gpus(tmp_path, figures, on_gpu=True):
+    settings = {("b=1",): [0], ("b=2",): [1], ("b=3",): [2]}
+    schedule = halving.Schedule([4, 12], 3, "eval_loss", "minimize", settings, on_gpu=on_gpu)
+    jobs = MadeUpJobs(tmp_path, figures)
+    halving.Driver(schedule, [["b=1"], ["b=2"], ["b=3"]], jobs, tmp_path).run()
+    return json.loads((tmp_path / halving.RECORD).read_text()), jobs
+
+
+GPU_FIGURES = {4: {"b=1": (0.6, 5.0, 8.25), "b=2": (0.4, 5.0, 8.25), "b=3": (0.7, 5.0, 8.25)},
+               12: {"b=2": (0.3, 9.0, 16.0)}}
+
+
+def test_gpu_seconds_are_summed_per_rung_and_for_the_sweep_and_reported_against_a_full_sweep(tmp_path):
+    """Made-up job records that carry GPU seconds: each rung's the sum of its jobs' sessions, the
+    sweep's the sum of its rungs, and the report gives them with a full sweep's at the same GPU
+    seconds per step (20 steps trained of 36: 40.75 GPU s -> about 73)."""
+    from rlhf.judge import halving_report
+
+    record, jobs = halving_on_gpus(tmp_path, GPU_FIGURES)
+    assert jobs.launched == [(4, "b=1"), (4, "b=2"), (4, "b=3"), (12, "b=2")]
+    assert [r["gpu_seconds"] for r in record["rungs"]] == [24.75, 16.0]
+    assert [r["cpu_seconds"] for r in record["rungs"]] == [15.0, 9.0]
+    assert record["on_gpu"] is True and record["steps"]["gpu_seconds"] == 40.75
+    section = halving_report.section(tmp_path)
+    assert "GPU seconds: 41 (a full sweep at the same GPU s per step: about 73)" in section, section
+    assert "wall seconds times the GPUs the job holds" in section
+    assert "| rung CPU s | rung GPU s |" in section and "| 24.75 |" in section and "| 16 |" in section
+
+
+def test_gpu_seconds_are_unknown_when_a_job_left_none_and_absent_on_the_cpu(tmp_path):
+    """A job on a GPU whose record has no GPU seconds makes its rung's and the sweep's unknown (not
+    a smaller sum); a CPU job among GPU ones adds none (its null); a sweep on the CPU has none."""
+    from rlhf.cluster import devices
+    from rlhf.config.schema import HardwareConfig
+
+    gpu = {"gpu_seconds": 4.0}
+    assert halving.gpu_total([gpu, {"gpu_seconds": None}], on_gpu=True) == 4.0
+    assert halving.gpu_total([gpu, {"cpu_seconds": 1.0}], on_gpu=True) is None
+    assert halving.gpu_total([gpu, None], on_gpu=True) is None
+    assert halving.gpu_total([gpu], on_gpu=False) is None
+    assert halving.total([{"cpu_seconds": 1.5}, {"cpu_seconds": 2.0}], "cpu_seconds") == 3.5
+    assert halving.total([{"cpu_seconds": 1.5}, None], "cpu_seconds") is None
+    # A job's GPU seconds: its session's wall seconds times its training processes and vLLM GPUs.
+    assert devices.gpu_seconds(HardwareConfig(accelerator="cuda", nodes=2, processes_per_node=4), 10.0) == 80.0
+    assert devices.gpu_seconds(HardwareConfig(accelerator="cuda", vllm_gpus=[1]), 2.5) == 5.0
+    assert devices.gpu_seconds(HardwareConfig(), 10.0) is None
+    figures = {step: {k: (v[0], v[1], None) for k, v in by.items()} for step, by in GPU_FIGURES.items()}
+    record, _ = halving_on_gpus(tmp_path, figures, on_gpu=False)
+    assert record["steps"]["gpu_seconds"] is None and [r["gpu_seconds"] for r in record["rungs"]] == [None, None]
 
 
 def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):
@@ -209,3 +299,4 @@ def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):
     assert output.count("nothing to do") == 3 + 1 + 1, output[-3000:]  # every launch of every rung
     assert "resuming from" not in output and "step 1/" not in output
     assert {p.name: (p / rundir.HISTORY).stat().st_mtime_ns for p in rundir.job_dirs(sweep)} == before
+
