@@ -5,7 +5,9 @@ did, and retrains nothing when run again."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -202,8 +204,10 @@ def test_a_halving_sweep_stops_its_losers_and_finishes_the_best(halved):
     # GPU seconds: none on the CPU, null rather than 0 in every record, and the report says so.
     assert record["on_gpu"] is False and record["steps"]["gpu_seconds"] is None
     assert all(r["gpu_seconds"] is None for r in record["rungs"])
-    assert all(r["gpu_seconds"] is None and "gpu_seconds" in r for s in first_rung for r in rundir.read_rungs(sweep / s["jobs"][0]))
-    assert "gpu_seconds" in rundir.read_metrics(sweep / winner) and rundir.read_metrics(sweep / winner)["gpu_seconds"] is None
+    assert all("gpu_seconds" in r and r["gpu_seconds"] is None
+               for s in first_rung for r in rundir.read_rungs(sweep / s["jobs"][0]))
+    final = rundir.read_metrics(sweep / winner)
+    assert "gpu_seconds" in final and final["gpu_seconds"] is None
     assert "GPU seconds: none (a CPU run)." in section and "GPU s |" not in section
 
 
@@ -300,3 +304,68 @@ def test_running_a_finished_halving_sweep_again_retrains_nothing(halved):
     assert "resuming from" not in output and "step 1/" not in output
     assert {p.name: (p / rundir.HISTORY).stat().st_mtime_ns for p in rundir.job_dirs(sweep)} == before
 
+
+SIX_BY_TWO = ["method.beta=0.01,0.03,0.1,0.3,1.0,3.0", "seed=1,2", "method.max_steps=36"]
+
+
+def steps_trained(sweep):
+    """The optimizer steps a sweep dir's jobs trained, read from the jobs: a finished one's
+    global_step, a stopped one's last rung."""
+    return sum(rundir.read_metrics(job)["global_step"] if rundir.is_finished(job)
+               else max(r["step"] for r in rundir.read_rungs(job)) for job in rundir.job_dirs(sweep))
+
+
+def test_halving_picks_what_the_full_sweep_cannot_separate_from_its_best_at_under_45_percent_of_its_steps(tmp_path):
+    """The issue's done-when, on the embedded DPO task: six betas x two seeds as a halving sweep
+    (rungs at steps 4 and 12 of 36, eta 3), then the full sweep of the same points, whose report
+    (paired by prompt, Holm over every pair) must not separate halving's pick from its own best,
+    with halving at most 45% of the full sweep's training steps.
+
+    The full sweep is the halving sweep's dir copied and run to the end by the plain sweep of the
+    same points (no halving sweeper): the rung is an environment variable, not part of a run dir's
+    name, so the plain sweep finds each job's dir; a job stopped at a rung resumes from its
+    checkpoint (bit for bit as an uninterrupted run:
+    test_a_point_stopped_at_every_rung_trains_exactly_as_an_uninterrupted_run) and a finished one
+    has nothing to do, so no step is trained twice.
+
+    What two seeds can say: at this length the full sweep separates none of the six (the report's
+    smallest separable difference is larger than their spread), so the verdict alone would pass
+    whatever halving kept. The promotions are checked against the jobs' own rung records too: at
+    every rung, no stopped setting scored above a promoted one."""
+    halved, full = tmp_path / "halving", tmp_path / "full"
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    run_cli("rlhf.train", "-m", "hydra/sweeper=halving", "hydra.sweeper.rungs=[4,12]", "hydra.sweeper.eta=3",
+            *SIX_BY_TWO, f"hydra.sweep.dir={halved}", cache, cwd=tmp_path, timeout=900)
+    record = json.loads((halved / halving.RECORD).read_text())
+    (pick,) = [entry["setting"] for rung in record["rungs"] if rung["last"] for entry in rung["settings"]]
+    assert record["steps"]["trained"] == steps_trained(halved) == 12 * 4 + 4 * 8 + 2 * 24
+
+    shutil.copytree(halved, full)
+    for name in (halving.RECORD, "report_rungs.png"):  # the copy becomes a plain sweep
+        (full / name).unlink()
+    finished = run_cli("rlhf.train", "-m", *SIX_BY_TWO, f"hydra.sweep.dir={full}", cache, cwd=tmp_path, timeout=900)
+    output = finished.stdout + finished.stderr
+    assert [p.name for p in rundir.job_dirs(full)] == [p.name for p in rundir.job_dirs(halved)]
+    assert output.count("resuming from") == 10 and output.count("nothing to do") == 2, output[-3000:]
+    assert all(rundir.status(job) == rundir.FINISHED and rundir.read_metrics(job)["global_step"] == 36
+               for job in rundir.job_dirs(full))
+    share = record["steps"]["trained"] / steps_trained(full)
+    assert share <= 0.45 and share == pytest.approx(record["steps"]["share"])
+
+    run_cli("rlhf.report", str(full), cwd=tmp_path, timeout=300)
+    with open(full / "report_comparisons.csv", newline="") as f:
+        rows = {f"method.beta={row['method.beta']}": row for row in csv.DictReader(f)}
+    assert len(rows) == 6 and pick in rows, (pick, list(rows))
+    (best,) = [name for name, row in rows.items() if row["difference_to_best"] == "best"]
+    assert pick == best or rows[pick]["separable"] == "no", (pick, best, rows[pick])
+
+    # Each rung's decision, from the full sweep's jobs' own rung records (kept when they resumed).
+    jobs = {entry["setting"]: entry["jobs"] for rung in record["rungs"] for entry in rung["settings"]}
+    for rung in record["rungs"][:-1]:
+        scores = {entry["setting"]: sum(next(r for r in rundir.read_rungs(full / job) if r["step"] == rung["step"])
+                                        ["metrics"]["generation/win_rate"] for job in jobs[entry["setting"]]) / 2
+                  for entry in rung["settings"]}
+        promoted = [e["setting"] for e in rung["settings"] if e["promoted"]]
+        stopped = [e["setting"] for e in rung["settings"] if not e["promoted"]]
+        assert len(promoted) == max(1, len(rung["settings"]) // 3)
+        assert min(scores[s] for s in promoted) >= max(scores[s] for s in stopped), (rung["step"], scores, promoted)
