@@ -141,6 +141,38 @@ def note_host_gpus(environ: dict[str, str]) -> None:
         environ.setdefault(HOST_GPUS, environ["CUDA_VISIBLE_DEVICES"])
 
 
+def job_gpu_count(hardware: Any) -> int | None:
+    """The GPUs a job holds while it runs: one per training process (hardware.nodes x
+    processes_per_node; each trains on its own GPU, its LOCAL_RANK), and the GPUs set aside for
+    its vLLM server (hardware.vllm_gpus). None for a job on the CPU.
+
+    Args:
+        hardware: the job's hardware config.
+
+    Returns:
+        The count, or None when hardware.accelerator is not cuda.
+    """
+    if hardware.accelerator != "cuda":
+        return None
+    return hardware.world_size + len(hardware.vllm_gpus or [])
+
+
+def gpu_seconds(hardware: Any, wall_seconds: float) -> float | None:
+    """A job session's GPU seconds: its wall seconds times the GPUs it holds (job_gpu_count),
+    i.e. GPU time allocated to it, as a cluster bills it, not GPU utilisation measured.
+
+    Args:
+        hardware: the job's hardware config.
+        wall_seconds: the wall seconds of the session (from the job's start, or its resume, to
+            its end or its rung).
+
+    Returns:
+        The GPU seconds, rounded to 0.01; None for a job on the CPU (no GPU seconds, not zero).
+    """
+    count = job_gpu_count(hardware)
+    return None if count is None else round(wall_seconds * count, 2)
+
+
 def job_peak_memory(hardware: Any, at_least: dict[str, int] | None = None) -> dict[str, int]:
     """This process's peak memory since it started, for metrics.json, read at the very end of the
     job (after the save and the generation eval, the riskiest peaks): on a GPU, torch's

@@ -83,7 +83,7 @@ def stopper(step: int) -> Any:
 
 
 def record(run_dir: Path, trainer: Any, step: int, has_eval: bool, seconds: float = 0.0,
-           cpu_seconds: float = 0.0) -> dict[str, Any]:
+           cpu_seconds: float = 0.0, gpu_seconds: float | None = None) -> dict[str, Any]:
     """Rank 0's record of the rung the job stopped at, appended to rungs.jsonl.
 
     Args:
@@ -93,6 +93,8 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool, seconds: floa
         has_eval: the job has an eval set (its figures are part of the record).
         seconds, cpu_seconds: the wall and CPU seconds of this session of the job (from its
             start, or its resume, to the rung), before the eval set runs.
+        gpu_seconds: the session's wall seconds times the GPUs the job holds
+            (rlhf.cluster.devices.gpu_seconds); None for a job on the CPU.
 
     Returns:
         The record: {"step", "metrics": the stage's figures at this step (generation/<name>)
@@ -109,7 +111,7 @@ def record(run_dir: Path, trainer: Any, step: int, has_eval: bool, seconds: floa
             if entry.get("step") == step:
                 metrics.update({k: v for k, v in entry.items() if k not in ("step", "time")})
     entry = {"step": step, "metrics": metrics, "time": time.time(), "seconds": round(seconds, 2),
-             "cpu_seconds": round(cpu_seconds, 2),
+             "cpu_seconds": round(cpu_seconds, 2), "gpu_seconds": gpu_seconds,
              "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ}}
     with open(Path(run_dir) / rundir.RUNGS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

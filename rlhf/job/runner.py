@@ -53,8 +53,10 @@ def train(run_dir: str | Path, callbacks: list | None = None, run: RunSpec | Non
     if result is None:  # preempted, or at a halving sweep's rung: saved, not finished
         step = trainer.state.global_step
         if step == job.stop_at and trainer.is_world_process_zero():
-            rungs.record(job.run_dir, trainer, step, job.data.eval is not None,
-                         seconds=time.perf_counter() - job.started, cpu_seconds=time.process_time() - job.cpu_started)
+            seconds = time.perf_counter() - job.started
+            rungs.record(job.run_dir, trainer, step, job.data.eval is not None, seconds=seconds,
+                         cpu_seconds=time.process_time() - job.cpu_started,
+                         gpu_seconds=devices.gpu_seconds(job.run.hardware, seconds))
         return {"stopped_at_step": step}
     metrics = finish(job, trainer, result)
     release(trainer)
@@ -216,6 +218,7 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         from rlhf.judge.checks import why_off
 
         metrics["generation_off"] = why_off(run)  # so a sweep's report says the stage did not run, and why
+    seconds = time.perf_counter() - job.started
     metrics.update(
         method=run.method.kind,
         metric=run.spec.metric,
@@ -224,8 +227,10 @@ def record(job: Job, trainer: Any, metrics: dict[str, Any], held: int, strategy:
         reference={"kind": job.reference.kind, "why": job.reference.why, "models_in_memory": held,
                    **({"precomputed": job.shared} if job.shared is not None else {})},
         distributed=strategy,
-        seconds=round(time.perf_counter() - job.started, 2),
+        seconds=round(seconds, 2),
         cpu_seconds=round(time.process_time() - job.cpu_started, 2),
+        # The session's wall seconds times the GPUs the job holds (devices.gpu_seconds); None on the CPU.
+        gpu_seconds=devices.gpu_seconds(run.hardware, seconds),
         ranks=job.ranks,
         batches=batch_layout(job),
     )

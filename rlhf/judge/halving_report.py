@@ -45,7 +45,7 @@ def section(sweep_dir: Path) -> str:
              f"would ({steps['share']:.0%}), in {sum(r.get('seconds', 0) for r in rungs):.0f} s of rungs"
              + (f" and {cpu:.0f} CPU s of the jobs' own processes (a full sweep at the same CPU s per step: about "
                 f"{cpu / steps['trained'] * steps['full_sweep']:.0f})" if cpu and steps["trained"] else "") + "."
-             if steps.get("share") is not None else " The sweep did not reach its last rung.")
+             + gpu_text(record) if steps.get("share") is not None else " The sweep did not reach its last rung.")
     lines.append(f"Successive halving by `{record['metric']}` ({record['direction']}), eta {record['eta']}: every "
                  f"setting judged at step {rungs[0]['step'] if rungs else 'n/a'}, the best 1/{record['eta']} (the mean "
                  "over a setting's seeds) resumed from their checkpoints to the next rung, up to the last."
@@ -57,15 +57,43 @@ def section(sweep_dir: Path) -> str:
                      "settings stopped earlier were judged after fewer steps, so this sweep does not say how they "
                      "would have ended: the comparison above is among the settings that finished, and a setting "
                      "stopped at a rung lost there by the rung's score alone (no interval, no correction).")
-    lines += ["", "| rung | step | setting | score | outcome | rung s | rung CPU s |", "|---|---|---|---|---|---|---|"]
+    gpu = bool(record.get("on_gpu"))
+    lines += ["", "| rung | step | setting | score | outcome | rung s | rung CPU s |" + (" rung GPU s |" if gpu else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for number, rung in enumerate(rungs, 1):
         for entry in rung["settings"]:
             outcome = ("finished" if rung["last"] else "promoted" if entry["promoted"] else "stopped")
             lines.append(f"| {number} | {rung['step']} | {entry['setting']} | {_g(entry['score'])} | {outcome} | "
-                         f"{rung.get('seconds', '')} | {_g(rung.get('cpu_seconds'))} |")
+                         f"{rung.get('seconds', '')} | {_g(rung.get('cpu_seconds'))} |"
+                         + (f" {_g(rung.get('gpu_seconds'))} |" if gpu else ""))
     if draw(record, Path(sweep_dir) / PLOT):
         lines += ["", f"![score at each rung]({PLOT})"]
     return "\n".join(lines) + "\n"
+
+
+def gpu_text(record: dict[str, Any]) -> str:
+    """The sentence on the sweep's GPU seconds: the jobs' sessions' wall seconds times the GPUs
+    each holds (one per training process and its vLLM server's: rlhf.cluster.devices.gpu_seconds),
+    and a full sweep's at the same GPU seconds per step; none for a sweep on the CPU.
+
+    Args:
+        record: the sweep's halving record.
+
+    Returns:
+        The sentence, with a leading space ("" for a record that does not say).
+    """
+    if "on_gpu" not in record:  # a record from before GPU seconds were recorded
+        return ""
+    if not record["on_gpu"]:
+        return " GPU seconds: none (a CPU run)."
+    steps = record.get("steps") or {}
+    gpu = steps.get("gpu_seconds")
+    if gpu is None:
+        return " GPU seconds: unknown (a job left no record of its session)."
+    full = f" (a full sweep at the same GPU s per step: about {gpu / steps['trained'] * steps['full_sweep']:.0f})" \
+        if steps.get("trained") else ""
+    return (f" GPU seconds: {gpu:.0f}{full}, each job's session's wall seconds times the GPUs the job holds (one per "
+            "training process, and its vLLM server's): GPU time allocated, not utilisation measured.")
 
 
 def draw(record: dict[str, Any], path: Path) -> bool:

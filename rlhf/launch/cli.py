@@ -124,8 +124,9 @@ def preflight(argv: list[str]) -> Any:
             for job in _job_overrides(args.overrides, args.multirun)]
     DROPPED[:] = _settle_companions(jobs)
     if not args.cfg:  # --cfg only prints: nothing will run here
-        _check_machine(jobs, args, extra, config_dir, config_name)
-        _check_halving(jobs, args)
+        hydra = _HydraNode(args, extra + jobs[0].overrides, config_dir, config_name)
+        _check_machine(jobs, args, hydra)
+        _check_halving(jobs, args, hydra)
         _check_rows(jobs, args.multirun)
         _VALIDATED.update((_key(job.resolved), job.run) for job in jobs)
     return jobs[0].run
@@ -140,6 +141,7 @@ class _Job:
     resolved: dict
     run: Any
     left: list[Any]
+    sweeper: str | None = None  # the hydra/sweeper option its configs choose (a command-line one aside)
 
 
 def _validated_job(overrides: list[str], extra: list[str], config_dir: Path | None, config_name: str,
@@ -158,7 +160,7 @@ def _validated_job(overrides: list[str], extra: list[str], config_dir: Path | No
         composed, _ = compose([*overrides, *(item.deletion for item in left)])
     resolved = resolved_config(composed)
     try:
-        return _Job(overrides, resolved, validate(resolved), left)
+        return _Job(overrides, resolved, validate(resolved), left, choices.get("hydra/sweeper"))
     except ConfigError as error:
         if multirun:
             raise ConfigError([f"in the sweep job {' '.join(overrides)}: {p}" for p in error.problems]) from None
@@ -181,8 +183,7 @@ def _settle_companions(jobs: list[_Job]) -> list[str]:
 LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 
 
-def _check_machine(jobs: list[_Job], args: Any, extra: list[str], config_dir: Path | None,
-                   config_name: str) -> None:
+def _check_machine(jobs: list[_Job], args: Any, launcher: _HydraNode) -> None:
     """This machine has what the jobs need (a CUDA driver for hardware.accelerator=cuda), when
     the jobs train here. A SLURM login node has no GPU while its compute nodes have: with
     hydra/launcher=slurm the job checks its own node instead (rlhf.job.process.configure_process).
@@ -190,7 +191,6 @@ def _check_machine(jobs: list[_Job], args: Any, extra: list[str], config_dir: Pa
     sweep sent to SLURM needs sbatch here."""
     from rlhf.config.checks import MACHINE_CHECKS
 
-    launcher = _Launcher(args, extra + jobs[0].overrides, config_dir, config_name)
     problems = list(dict.fromkeys(p for job in jobs for check in MACHINE_CHECKS for p in check(job.run)))
     if problems and launcher.trains_here():
         raise ConfigError(problems)
@@ -215,65 +215,111 @@ def _may_choose_a_launcher(overrides: list[str]) -> bool:
     return any(o.lstrip("+~").startswith(("hydra/launcher", "experiment")) for o in overrides)
 
 
-class _Launcher:
-    """The Hydra launcher the command's sweep would use, read from the composed Hydra config (a
-    command-line hydra/launcher=..., or a config or experiment that selects one); composed at
-    most once, and only when a check needs it, as it costs ~0.3 s."""
+class _HydraNode:
+    """The Hydra node the command's sweep would run with (its launcher, its sweeper), read from
+    the composed config: the command line's hydra/... and hydra.* overrides (a sweep of them
+    aside), and the configs and experiment the first job selects, which may choose a launcher or
+    a sweeper too. Composed at most once, and only when a check needs it, as it costs ~0.3 s.
+    The command line's hydra.sweeper.<setting> overrides are left out of the composition (Hydra
+    refuses one the chosen sweeper's config lacks): the sweeper's check reads them itself."""
 
     def __init__(self, args: Any, job: list[str], config_dir: Path | None, config_name: str):
         self.args, self.job, self.config_dir, self.config_name = args, job, config_dir, config_name
-        self._name: str | None = None
+        self._node: Any = None
+        self._composed = False
 
     def name(self) -> str:
         """The launcher class's name ("" when Hydra refuses the overrides: it will say why)."""
-        if self._name is None:
-            self._name = self._compose()
-        return self._name
+        return self._class_name("launcher")
+
+    def sweeper_name(self) -> str:
+        """The sweeper class's name ("" when Hydra refuses the overrides)."""
+        return self._class_name("sweeper")
+
+    def sweeper_settings(self) -> dict[str, Any]:
+        """The composed sweeper config's settings, without its _target_ ({} when Hydra refuses
+        the overrides)."""
+        from omegaconf import OmegaConf
+
+        node = self._hydra()
+        if node is None or node.get("sweeper") is None:
+            return {}
+        settings = OmegaConf.to_container(node.sweeper, resolve=True)
+        settings.pop("_target_", None)
+        return settings
 
     def trains_here(self) -> bool:
         """A single run (without -m) always trains here, whatever launcher is configured (Hydra
         launches multirun jobs only); a sweep does when its launcher is local."""
         return not self.args.multirun or self.name() in ("", *LOCAL_LAUNCHERS)
 
-    def _compose(self) -> str:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
+    def _class_name(self, plugin: str) -> str:
         from omegaconf import OmegaConf
 
+        node = self._hydra()
+        return "" if node is None else str(OmegaConf.select(node, f"{plugin}._target_") or "").rsplit(".", 1)[-1]
+
+    def _hydra(self) -> Any:
+        if not self._composed:
+            self._node, self._composed = self._compose(), True
+        return self._node
+
+    def _compose(self) -> Any:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
         hydra_overrides = [o.input_line for o in _parse_overrides(self.args.overrides)
-                           if _is_hydra_key(o) and not o.is_sweep_override()]
+                           if _is_hydra_key(o) and not o.is_sweep_override() and not _is_sweeper_setting(o)]
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(config_dir=str(self.config_dir or conf_dir()), version_base="1.3"):
                 cfg = compose(config_name=self.config_name, overrides=[*hydra_overrides, *self.job],
                               return_hydra_config=True)
         except Exception:  # Hydra itself will refuse these overrides
-            return ""
+            return None
         finally:
             GlobalHydra.instance().clear()
-        return str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").rsplit(".", 1)[-1]
+        return cfg.hydra
 
 
-def _check_halving(jobs: list[_Job], args: Any) -> None:
-    """A halving sweep (hydra/sweeper=halving) planned before any job starts: its rungs, metric
-    and settings checked against every job (rlhf.launch.halving.plan), the plan kept for the
-    sweeper. Only the command line selects it, so nothing is composed for other commands."""
-    if not any(o.startswith("hydra/sweeper=halving") for o in args.overrides):
+def _is_sweeper_setting(override: Any) -> bool:
+    return override.key_or_group.startswith("hydra.sweeper.")
+
+
+def _selects_a_sweeper(jobs: list[_Job], args: Any) -> bool:
+    """Whether the command may run a sweeper other than Hydra's basic one: the command line names
+    one (hydra/sweeper=...), or the configs or experiment of a job choose one. Only then is the
+    Hydra node composed to see which (nothing is composed for other commands)."""
+    return (any(o.lstrip("+~").startswith("hydra/sweeper") for o in args.overrides)
+            or any(job.sweeper not in (None, "basic") for job in jobs))
+
+
+def _check_halving(jobs: list[_Job], args: Any, hydra: _HydraNode) -> None:
+    """A halving sweep planned before any job starts, whether the command line selects it
+    (hydra/sweeper=halving) or a config or experiment does (`override /hydra/sweeper: halving`,
+    its settings under hydra.sweeper): its rungs, metric and settings checked against every job
+    (rlhf.launch.halving.plan), the plan kept for the sweeper. The composed Hydra node decides
+    (its sweeper's _target_), composed only when the command or a job chooses a sweeper."""
+    if not _selects_a_sweeper(jobs, args):
         return
     from rlhf.launch import halving
 
-    if not args.multirun:
+    named = any(o.lstrip("+~").startswith("hydra/sweeper=halving") for o in args.overrides)
+    if named and not args.multirun:
         raise ConfigError("hydra/sweeper=halving runs a sweep: add -m (python -m rlhf.train -m hydra/sweeper=halving "
                           "...)")
+    if not args.multirun or hydra.sweeper_name() != halving.SWEEPER:
+        return  # a single run of a config that selects it: Hydra runs no sweeper
     params = halving.Params()
+    settings = dict(hydra.sweeper_settings())
     for override in _parse_overrides(args.overrides):
-        key = override.get_key_element()
-        if key.startswith("hydra.sweeper."):
-            name = key[len("hydra.sweeper."):]
-            if name not in params.__dataclass_fields__:
-                raise ConfigError(f"{key}: the halving sweeper has no such setting; its settings: "
-                                  f"{', '.join(params.__dataclass_fields__)}")
-            setattr(params, name, override.value())
+        if _is_sweeper_setting(override):
+            settings[override.key_or_group[len("hydra.sweeper."):]] = override.value()
+    for name, value in settings.items():
+        if name not in params.__dataclass_fields__:
+            raise ConfigError(f"hydra.sweeper.{name}={value}: the halving sweeper has no such setting; its "
+                              f"settings: {', '.join(params.__dataclass_fields__)}")
+        setattr(params, name, list(value) if name == "rungs" and value is not None else value)
     halving.PLANNED[:] = [halving.plan(params, [job.overrides for job in jobs], [job.run for job in jobs])]
 
 

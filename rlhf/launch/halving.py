@@ -65,6 +65,7 @@ class Schedule:
     metric: str
     direction: str  # maximize or minimize
     settings: dict[tuple[str, ...], list[int]] = field(default_factory=dict)  # setting -> point indices
+    on_gpu: bool = False  # some point trains on CUDA devices (hardware.accelerator=cuda): it has GPU seconds
 
 
 def setting_of(point: list[str]) -> tuple[str, ...]:
@@ -169,7 +170,8 @@ def plan(params: Params, points: list[list[str]], runs: list[Any]) -> Schedule:
         raise ConfigError(problems)
     direction = objective_direction(metric, params.direction,
                                     runs[0].spec.greater_is_better if metric == runs[0].spec.metric else None)
-    return Schedule(rungs_of(params, max_steps), params.eta, metric, direction, settings)
+    return Schedule(rungs_of(params, max_steps), params.eta, metric, direction, settings,
+                    on_gpu=any(run.hardware.accelerator == "cuda" for run in runs))
 
 
 def survivors(scores: dict[tuple[str, ...], float | None], eta: int, direction: str) -> list[tuple[str, ...]]:
@@ -210,15 +212,57 @@ def value_at(run_dir: Path, step: int, last: bool, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def cpu_at(run_dir: Path | None, step: int, last: bool) -> float | None:
-    """The CPU seconds a job's session spent to reach a rung (None: unknown, e.g. it failed)."""
+def spent_at(run_dir: Path | None, step: int, last: bool) -> dict[str, Any] | None:
+    """What a job's session spent to reach a rung.
+
+    Args:
+        run_dir: the job's run dir (None: it has none yet).
+        step: the rung's step.
+        last: the rung is the last one (the job finished there).
+
+    Returns:
+        Its rung record, or at the last rung its metrics.json, each with `cpu_seconds` and
+        `gpu_seconds`; None when it left no record (e.g. it failed).
+    """
     if run_dir is None or not Path(run_dir).is_dir():
         return None
     if last:
-        value = rundir.read_metrics(run_dir).get("cpu_seconds") if rundir.is_finished(run_dir) else None
-    else:
-        value = next((r.get("cpu_seconds") for r in rundir.read_rungs(run_dir) if r["step"] == step), None)
-    return float(value) if isinstance(value, (int, float)) else None
+        return rundir.read_metrics(run_dir) if rundir.is_finished(run_dir) else None
+    return next((r for r in rundir.read_rungs(run_dir) if r["step"] == step), None)
+
+
+def total(records: list[dict[str, Any] | None], key: str) -> float | None:
+    """The sum of a figure over records.
+
+    Args:
+        records: the jobs' records at a rung (spent_at), or the sweep's rungs.
+        key: the figure (cpu_seconds, gpu_seconds).
+
+    Returns:
+        The sum (0 for no records); None when one is unknown (a job left no record, or its
+        record lacks the figure).
+    """
+    values = [(r or {}).get(key) for r in records]
+    if not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return round(math.fsum(values), 2)
+
+
+def gpu_total(records: list[dict[str, Any] | None], on_gpu: bool) -> float | None:
+    """The jobs' GPU seconds summed (rlhf.cluster.devices.gpu_seconds: a session's wall seconds
+    times the GPUs the job holds); a job on the CPU adds none (its record says null).
+
+    Args:
+        records: each job's record at the rung (spent_at); None for a job that left none.
+        on_gpu: some point of the sweep trains on CUDA devices.
+
+    Returns:
+        The sum; None for a sweep on the CPU (it has no GPU seconds, not zero), or when a job
+        left no record or its record has no gpu_seconds (unknown).
+    """
+    if not on_gpu or any(r is None or "gpu_seconds" not in r for r in records):
+        return None
+    return round(math.fsum(r["gpu_seconds"] for r in records if isinstance(r["gpu_seconds"], (int, float))), 2)
 
 
 def label(setting: tuple[str, ...], shared: frozenset[str] = frozenset()) -> str:
@@ -237,7 +281,8 @@ class Driver:
         self.by_label = {label(s, self.shared): s for s in schedule.settings}
         self.record: dict[str, Any] = {"metric": schedule.metric, "direction": schedule.direction,
                                        "eta": schedule.eta, "rungs": [], "shared": sorted(self.shared),
-                                       "settings": [label(s, self.shared) for s in schedule.settings]}
+                                       "settings": [label(s, self.shared) for s in schedule.settings],
+                                       "on_gpu": schedule.on_gpu}
 
     def run(self) -> list[Any]:
         """Every rung, then the record; returns the last rung's job returns."""
@@ -251,10 +296,10 @@ class Driver:
             scores = {s: score([value_at(self.run_dir(i), step, last, self.schedule.metric)
                                 for i in self.schedule.settings[s]]) for s in alive}
             promoted = [] if last else survivors(scores, self.schedule.eta, self.schedule.direction)
-            cpu = [cpu_at(self.run_dir(i), step, last) for s in alive for i in self.schedule.settings[s]]
+            spent = [spent_at(self.run_dir(i), step, last) for s in alive for i in self.schedule.settings[s]]
             self.record["rungs"].append({
                 "step": step, "last": last, "seconds": round(seconds, 2),
-                "cpu_seconds": round(sum(c for c in cpu if c is not None), 2) if all(c is not None for c in cpu) else None,
+                "cpu_seconds": total(spent, "cpu_seconds"), "gpu_seconds": gpu_total(spent, self.schedule.on_gpu),
                 "settings": [{"setting": label(s, self.shared), "score": scores[s], "promoted": s in promoted,
                               "jobs": [self.subdirs.get(i) for i in self.schedule.settings[s]]} for s in alive]})
             self.write()
@@ -288,8 +333,8 @@ class Driver:
         return self.sweep_dir / name if name else None
 
     def spent(self) -> dict[str, Any]:
-        """Optimizer steps trained, against every point run to the last rung, and the CPU seconds
-        the jobs' sessions spent (None when a job's is unknown)."""
+        """Optimizer steps trained, against every point run to the last rung, and the CPU and GPU
+        seconds the jobs' sessions spent (None when a job's is unknown; GPU: None on the CPU)."""
         reached: dict[int, int] = {}
         for rung in self.record["rungs"]:
             for entry in rung["settings"]:
@@ -297,9 +342,10 @@ class Driver:
                     reached[i] = rung["step"]
         trained = sum(reached.values())
         full = len(self.points) * self.schedule.rungs[-1]
-        cpu = [rung.get("cpu_seconds") for rung in self.record["rungs"]]
+        rungs = self.record["rungs"]
         return {"trained": trained, "full_sweep": full, "share": trained / full if full else None,
-                "cpu_seconds": round(sum(cpu), 2) if cpu and None not in cpu else None}
+                "cpu_seconds": total(rungs, "cpu_seconds"),
+                "gpu_seconds": total(rungs, "gpu_seconds") if self.schedule.on_gpu else None}
 
     def write(self) -> None:
         rundir.atomic_write(self.sweep_dir / RECORD, json.dumps(self.record, indent=2) + "\n")
