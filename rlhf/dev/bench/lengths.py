@@ -30,13 +30,16 @@ from typing import Any
 
 from rlhf.dev.bench import together
 from rlhf.dev.bench.together import counted, ratio_text
+from rlhf.methods import dpo, kto, reward
+from rlhf.methods.base import UNPAIRED
 
 MODEL = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "vocab_size": 151936}
 MAX_LENGTH = 2048
 PROMPT_MEDIAN, ANSWER_MEDIAN, SIGMA = 120, 220, 0.9
 # The chat template's tokens around a prompt and an answer, kept inside MAX_LENGTH.
 TEMPLATE_ROOM = 24
-METHODS = ("dpo", "kto", "reward")
+# The methods measured, by their specs: DPO, KTO, the reward model.
+METHODS = (dpo.SPEC, kto.SPEC, reward.SPEC)
 BATCH = 2  # pairs (or unpaired rows, KTO: 4) per micro-batch
 THREADS = 1
 
@@ -76,22 +79,25 @@ def build_rows(path: Path, rows: int, seed: int = 0) -> dict[str, Any]:
             "prompt_median": PROMPT_MEDIAN, "answer_median": ANSWER_MEDIAN, "sigma": SIGMA}
 
 
-def platform_command(method: str, model_dir: Path, data: Path, steps: int, run_dir: Path, cache: Path) -> list[str]:
-    """The platform as a user runs it on this data: padding-free is its default."""
-    rows = data / ("unpaired.jsonl" if method == "kto" else "pairs.jsonl")
-    batch = 2 * BATCH if method == "kto" else BATCH
-    return [sys.executable, "-m", "rlhf.train", f"method={method}", f"model.name_or_path={model_dir}",
+def platform_command(spec: Any, model_dir: Path, data: Path, steps: int, run_dir: Path, cache: Path) -> list[str]:
+    """The platform as a user runs it on this data (`spec`: the method's MethodSpec): padding-free
+    is its default."""
+    unpaired = spec.shape == UNPAIRED
+    rows = data / ("unpaired.jsonl" if unpaired else "pairs.jsonl")
+    batch = 2 * BATCH if unpaired else BATCH
+    return [sys.executable, "-m", "rlhf.train", f"method={spec.kind}", f"model.name_or_path={model_dir}",
             f"dataset.path={rows}", "dataset.type=chatml.intel", "dataset.eval=[]", "dataset.shuffle=false",
             f"method.max_length={MAX_LENGTH}", f"method.micro_batch_size={batch}", "method.gradient_accumulation_steps=1",
             f"method.max_steps={steps}", "method.logging_steps=1", "method.save_steps=100000", "method.learning_rate=1e-5",
-            *(["method.precompute_ref_log_probs=true"] if method in ("dpo", "kto") else []),
+            *(["method.precompute_ref_log_probs=true"] if spec.reference_arg is not None else []),
             "evaluate.enabled=false", "seed=42", f"hardware.torch_threads={THREADS}",
             f"hydra.run.dir={run_dir}", f"cache_dir={cache}"]
 
 
-def plain_command(method: str, model_dir: Path, data: Path, steps: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "rlhf.dev.bench.plain_trl_lengths", method, str(model_dir), str(data), str(out),
-            str(steps), str(THREADS), str(BATCH), str(MAX_LENGTH)]
+def plain_command(spec: Any, model_dir: Path, data: Path, steps: int, out: Path) -> list[str]:
+    """The plain TRL script of `spec`'s trainer, keyed by TRL's class name."""
+    return [sys.executable, "-m", "rlhf.dev.bench.plain_trl_lengths", spec.trl_trainer.rpartition(":")[2],
+            str(model_dir), str(data), str(out), str(steps), str(THREADS), str(BATCH), str(MAX_LENGTH)]
 
 
 def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
@@ -107,12 +113,13 @@ def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
                            "data": build_rows(data, rows), "steps": steps, "repeats": repeats, "batch": BATCH,
                            "threads": THREADS, "methods": {}}
     cores = sorted(os.sched_getaffinity(0))
-    for method in METHODS:
+    for spec in METHODS:
+        method = spec.kind
         platform_runs, plain_runs, layouts, shares, tokens = [], [], [], [], []
         for index in range(repeats):
             run_dir, plain = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
-            commands = [platform_command(method, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
-                        plain_command(method, model_dir, data, steps, plain)]
+            commands = [platform_command(spec, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
+                        plain_command(spec, model_dir, data, steps, plain)]
             envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-{method}-{index}")}]
             platform_side, plain_side = together.pair(commands, work, index, cores, envs)
             platform_runs.append({**platform_side, **together.platform_stamps(run_dir)})

@@ -3,7 +3,7 @@ the long-tailed rows (fp32, the reference log-probs precomputed where TRL offers
 batch and threads, no gradient checkpointing), with each step's time and the padding of every
 batch its collator makes.
 
-    python -m rlhf.dev.bench.plain_trl_lengths <dpo|kto|reward> <model_dir> <data_dir> <out_dir> <steps>
+    python -m rlhf.dev.bench.plain_trl_lengths <DPOTrainer|KTOTrainer|RewardTrainer> <model_dir> <data_dir> <out_dir> <steps>
         <threads> <batch> <max_length>
 
 Writes <out_dir>/times.json: step wall and CPU times, the padding share of the training batches
@@ -26,8 +26,9 @@ def chatml(question: str) -> str:
 
 
 def main() -> None:
-    """Train and record. One straight branch per trainer, as the plain script a user writes."""
-    method, model_dir, data_dir, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+    """Train and record. Long because it is the plain script a user writes, one straight branch
+    per trainer: cut into the platform's kind of functions it would stop being the baseline."""
+    trainer_name, model_dir, data_dir, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
     steps, threads, batch, max_length = (int(a) for a in sys.argv[5:9])
     out_dir.mkdir(parents=True, exist_ok=True)
     import datasets
@@ -44,7 +45,7 @@ def main() -> None:
                   eval_strategy="no", activation_checkpointing=False, disable_tqdm=True, max_length=max_length)
     end = "<|im_end|>"
     pairs = datasets.load_dataset("json", data_files=str(data_dir / "pairs.jsonl"), split="train")
-    if method == "dpo":
+    if trainer_name == "DPOTrainer":
         from trl import DPOConfig as Config, DPOTrainer as Trainer
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -52,7 +53,7 @@ def main() -> None:
         train = pairs.map(lambda r: {"prompt": chatml(r["question"]), "chosen": r["chosen"] + end,
                                      "rejected": r["rejected"] + end}, remove_columns=pairs.column_names)
         kwargs = {}
-    elif method == "kto":
+    elif trainer_name == "KTOTrainer":
         from trl import KTOConfig as Config, KTOTrainer as Trainer
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -62,7 +63,7 @@ def main() -> None:
         train = rows.map(lambda r: {"prompt": chatml(r["question"]), "completion": r["completion"] + end,
                                     "label": r["label"]}, remove_columns=rows.column_names)
         kwargs = {}
-    elif method == "reward":
+    elif trainer_name == "RewardTrainer":
         from transformers import AutoModelForSequenceClassification, set_seed
         from trl import RewardConfig as Config, RewardTrainer as Trainer
 
@@ -75,7 +76,7 @@ def main() -> None:
                           remove_columns=pairs.column_names)
         kwargs = {}
     else:
-        raise SystemExit(f"no plain script for {method}")
+        raise SystemExit(f"no plain script for {trainer_name}")
 
     stamps: list[float] = []
     cpu: list[float] = []

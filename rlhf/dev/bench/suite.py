@@ -79,7 +79,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "generation": {"repeats": 5, "steps": None},
     "lora_memory": {"steps": 6},
     "eval_memory": {"steps": 4},
-    "lengths": {"steps": 10, "repeats": 3, "rows": 48},
+    "lengths": {"steps": 6, "repeats": 2, "rows": 16},
 }
 
 
