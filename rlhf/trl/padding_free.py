@@ -233,6 +233,7 @@ def _inputs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _why_padded(kwargs: dict[str, Any]) -> str | None:
+    """Why a training call's inputs cannot be packed (None: they can)."""
     import torch
 
     ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
@@ -241,14 +242,13 @@ def _why_padded(kwargs: dict[str, Any]) -> str | None:
     extra = sorted(k for k, v in kwargs.items() if k not in CARRIED and isinstance(v, torch.Tensor))
     if extra:
         return f"inputs {', '.join(extra)} are not packed"
-    if kwargs.get("past_key_values") is not None or kwargs.get("use_cache"):
-        return None  # generation with a cache: not a training call, nothing to say
     if not contiguous(mask.bool()):
         return "an attention mask with holes"
     return None
 
 
 def _trains(kwargs: dict[str, Any]) -> bool:
+    """Whether a call is a training forward (no cache): generation runs as the model runs it."""
     return kwargs.get("past_key_values") is None and not kwargs.get("use_cache")
 
 
