@@ -122,7 +122,8 @@ def padding_free_knob(default: bool = True) -> Any:
     """The `method.padding_free` knob of the methods whose batches can run as packed rows
     (MethodSpec.padding_free; rlhf.trl.padding_free). No TRL field: TRL 1.16's own DPO
     padding_free is switched off, and the platform lays the batch out itself. On by default
-    where it is measured faster (`make bench`, section lengths)."""
+    where the packed row only removes work (DPO, KTO, the reward model: fewer positions through
+    the model and TRL's fused head); `make bench`, section lengths, measures it."""
     return knob(default, "run each micro-batch's sequences as one packed row, no padding (false: pad as TRL does)")
 
 
