@@ -159,7 +159,10 @@ def test_a_deepspeed_strategy_without_deepspeed_is_one_message_before_anything_r
     with pytest.raises(ConfigError) as raised:
         preflight(["hardware=gpu_zero2_8", f"cache_dir={tmp_path / 'cache'}"])
     assert any("deepspeed_zero2 trains with DeepSpeed" in p and DEEPSPEED_EXTRA in p for p in raised.value.problems)
-    # Not on a SLURM login node: the jobs train elsewhere.
+    # Not on the machine that trains: with hydra/launcher=slurm the jobs train elsewhere. (As
+    # from a login node, where sbatch is: without it, the sweep is refused for that instead,
+    # whether or not this machine has SLURM installed yet.)
+    monkeypatch.setattr("rlhf.launch.cli.sbatch_on_path", lambda: True)
     run = preflight(["-m", "hydra/launcher=slurm", "hardware=gpu_zero2_8", f"cache_dir={tmp_path / 'cache'}"])
     assert run.hardware.distributed == "deepspeed_zero2"
 

@@ -554,7 +554,7 @@ def test_the_cpu_plan_runs_every_check_with_a_cpu_option_and_its_findings_catch_
     assert {c["status"] for n, c in by_name.items() if n not in ON_THE_CPU} == {SKIPPED}
     assert all(by_name[n]["peak_rss_mib"] > 0 and by_name[n]["step_seconds"] > 0 for n in ON_THE_CPU)
     assert written["machine"]["cpu_plan"] and written["model"]["num_hidden_layers"] == 2
-    assert "6 of 13 checks passed, 0 failed, 7 skipped" in proc.stdout
+    assert "6 of 14 checks passed, 0 failed, 8 skipped" in proc.stdout
     real = tmp_path / "out" / "fsdp"
     assert json.loads((real / "metrics.json").read_text())["distributed"]["type"] == "FSDP"
 
