@@ -69,9 +69,9 @@ def build(tmp: Path, method: str, padding_free: bool, *overrides: str):
 def one_step(trainer) -> dict:
     """One training micro-batch through TRL's compute_loss: the model's outputs, loss, logged
     metrics and gradient norm."""
-    from rlhf.trl.padding_free import inner
+    from rlhf.trl.fused_logps import causal_lm
 
-    model = inner(trainer.model)
+    model = causal_lm(trainer.model)
     outputs = []
     hook = model.register_forward_hook(lambda module, args, kwargs, out: outputs.append((kwargs["attention_mask"], out)),
                                        with_kwargs=True)

@@ -36,6 +36,7 @@ from typing import Any
 
 from rlhf.methods.base import FUSED_LOGPS, PADDING_FREE_KINDS, SCORES
 from rlhf.trl import written_for
+from rlhf.trl.fused_logps import causal_lm
 
 WRITTEN_FOR = written_for(trl=">=1.16,<1.17", transformers=">=5.20,<5.24")
 
@@ -69,7 +70,7 @@ class Tally:
         return {"layout": "padding_free", "packed_calls": self.calls, "padded_calls": self.padded_calls,
                 "tokens": self.tokens, "padding_tokens_avoided": self.padding_avoided,
                 "padding_share_avoided": round(self.padding_avoided / total, 4) if total else 0.0,
-                "padded_because": sorted(set(self.reasons))}
+                "padded_because": sorted(self.reasons)}
 
     def padded(self, reason: str) -> None:
         self.padded_calls += 1
@@ -334,18 +335,12 @@ def _count(tally: Tally, layout: Layout) -> None:
     tally.padding_avoided += layout.mask.numel() - layout.tokens
 
 
-def inner(model: Any) -> Any:
-    """The transformers model whose `forward` is wrapped: a PEFT model's base (the adapter's layers
-    live in its modules), else the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def wrap(model: Any, kind: str, tally: Tally) -> str | None:
     """`model`'s forward packed for calls of `kind` (one of KINDS). Returns why it cannot be
     (the model then runs padded), or None."""
     if kind not in KINDS:
         raise ValueError(f"padding-free kind {kind!r} is not one of {', '.join(KINDS)}")
-    target = inner(model)
+    target = causal_lm(model)  # a PEFT model's base, whose layers carry the adapter
     reason = unpackable(target)
     if reason is not None:
         return reason
