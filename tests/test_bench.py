@@ -128,3 +128,27 @@ def test_settings_that_differ_are_named_in_the_table():
                                             "default (sdpa), 2 data workers")
     assert compared({**plain, "data_workers": 2}, {**plain, "data_workers": 1}).endswith("(differ: data_workers)")
     assert compared({**plain, "threads": 1, "precision": "bf16 mixed"}, plain).endswith("(differ: threads, precision)")
+
+
+def test_lengths_compares_the_same_step_on_both_sides_and_refuses_sides_that_trained_different_batches():
+    """The lengths section pairs step i of the platform with step i of plain TRL (the same batch):
+    a slow batch on both sides moves both medians alike, not the ratio. Losses that disagree
+    mean the sides trained different batches, and the section stops instead of comparing them."""
+    from rlhf.dev.bench import lengths
+
+    # Steps after the first: plain 10, 40, 20 s; the platform half of each.
+    plain = {"stamps": [0.0, 10.0, 50.0, 70.0]}
+    platform = {"stamps": [5.0, 10.0, 30.0, 40.0]}
+    figures = lengths.compare_repeat(platform, plain, real_tokens=[7, 100, 400, 200])
+    assert figures["step_ratios"] == [0.5, 0.5, 0.5]
+    assert figures["median_ratio"] == 0.5 and figures["total_ratio"] == 0.5
+    assert figures["plain_tokens_per_s"] == 700 / 70 and figures["platform_tokens_per_s"] == 700 / 35
+    with pytest.raises(RuntimeError, match="timed 3 steps, plain TRL 4"):
+        lengths.compare_repeat({"stamps": [0.0, 1.0, 2.0]}, plain, real_tokens=[1, 1, 1, 1])
+
+    same = [0.6931, 0.6925, 0.6890]
+    assert lengths.loss_difference([x * (1 + 1e-6) for x in same], same) < 1e-5
+    with pytest.raises(RuntimeError, match="did not train the same batches"):
+        lengths.loss_difference([0.6931, 0.6890, 0.6925], same)
+    with pytest.raises(RuntimeError, match="logged 2 losses, plain TRL 3"):
+        lengths.loss_difference(same[:2], same)

@@ -11,15 +11,17 @@ of the rows is one token of the tiny tokenizer, so lengths in words are lengths 
 Per method (DPO, KTO, the reward model) and repeat, the platform (padding-free, its default)
 and the plain TRL script (rlhf.dev.bench.plain_trl_lengths: TRL's trainer as a careful user
 sets it, fp32, the reference log-probs precomputed where TRL can, the same batch, one torch
-thread) train the same rows at the same moment, each pinned to its own core, the cores swapping
-(rlhf.dev.bench.together.run_together). Measured: the median step time over the steps both
-made together, real tokens per second, the peak RSS, and the padding share of TRL's batches (from its collator).
-ORPO and SimPO are not measured here: their TRL trainers ask the model for full logits,
-(batch, length, 151936) in fp32, which the packed path returns in the same layout.
+thread) train the same rows in the same order, each alone on one core, one after the other
+(`alone`). Measured step against step (a step's time depends on its batch's lengths): the
+median step time and the total over the steps after the first, real tokens per second, the peak
+RSS, the padding share of TRL's batches (from its collator), and how far the two sides' per-step
+losses differ. ORPO and SimPO are not measured here: their TRL trainers ask the model for full
+logits, (batch, length, 151936) in fp32, which the packed path returns in the same layout.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.dev.bench import together
+from rlhf.dev.bench.settings import settings_lines
 from rlhf.dev.bench.together import counted, ratio_text
 from rlhf.methods import dpo, kto, reward
 from rlhf.methods.base import UNPAIRED
@@ -100,8 +103,98 @@ def plain_command(spec: Any, model_dir: Path, data: Path, steps: int, out: Path)
             str(model_dir), str(data), str(out), str(steps), str(THREADS), str(BATCH), str(MAX_LENGTH)]
 
 
+def alone(commands: list[list[str]], work: Path, index: int, core: int,
+          envs: list[dict[str, str] | None]) -> list[dict]:
+    """One repeat: each command by itself on `core`, one after the other, the first of them
+    alternating between repeats. Not together: a step here takes 10-80 s depending on its batch,
+    and the two sides reach their first step minutes apart, so run together one side's steps
+    meet the other's set-up and the other's meet an idle machine."""
+    order = [0, 1] if index % 2 == 0 else [1, 0]
+    out: dict[int, dict] = {}
+    for side in order:
+        out[side] = together.run_together([commands[side]], work, [core], [envs[side]])[0]
+    return [out[0], out[1]]
+
+
+def step_seconds(stamps: list[float]) -> list[float]:
+    """Each optimizer step's seconds after the first (the first carries the trainer's start)."""
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def platform_losses(run_dir: Path) -> list[float]:
+    history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+# Per-step losses further apart than this mean the sides did not train the same batches alike
+# (padding-free is exact to ~1e-6 relative per step; a different batch moves a loss by 1e-2).
+SAME_LOSSES = 1e-3
+
+
+def loss_difference(platform: list[float], plain: list[float]) -> float:
+    """The largest relative difference between the two sides' per-step losses. Raises when the
+    sides logged different numbers of steps, or when it exceeds SAME_LOSSES: a step-against-step
+    comparison of sides that trained different batches would compare nothing."""
+    if len(platform) != len(plain):
+        raise RuntimeError(f"the platform logged {len(platform)} losses, plain TRL {len(plain)}")
+    worst = max(abs(p - t) / max(abs(t), 1e-12) for p, t in zip(platform, plain, strict=True))
+    if worst > SAME_LOSSES:
+        raise RuntimeError(f"the platform's per-step losses {platform} differ from plain TRL's {plain} by up to "
+                           f"{worst:.1e} relative (limit {SAME_LOSSES}): the two sides did not train the same batches "
+                           "with the same settings, so their steps cannot be compared one against the other")
+    return worst
+
+
+def compare_repeat(platform_run: dict, plain_run: dict, real_tokens: list[int]) -> dict:
+    """One repeat's figures, step against step: the same step index trained the same batch on both
+    sides. `real_tokens`: each batch's real tokens, from TRL's collator."""
+    p, t = step_seconds(platform_run["stamps"]), step_seconds(plain_run["stamps"])
+    if len(p) != len(t):
+        raise RuntimeError(f"the platform timed {len(p) + 1} steps, plain TRL {len(t) + 1}")
+    tokens = sum(real_tokens[1:len(p) + 1])  # the timed steps' batches
+    return {"platform_step_s": statistics.median(p), "plain_step_s": statistics.median(t),
+            "median_ratio": statistics.median(p) / statistics.median(t), "total_ratio": sum(p) / sum(t),
+            "step_ratios": [a / b for a, b in zip(p, t)],
+            "platform_tokens_per_s": tokens / sum(p), "plain_tokens_per_s": tokens / sum(t)}
+
+
+def bench_method(spec: Any, work: Path, model_dir: Path, data: Path, steps: int, repeats: int, core: int) -> dict:
+    """One method's repeats, each side alone on `core`; figures step against step."""
+    from rlhf.dev.bench.settings import compared, run_settings
+
+    method = spec.kind
+    repeats_out, platform_runs, plain_runs, shares, differences = [], [], [], [], []
+    for index in range(repeats):
+        run_dir, plain = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
+        commands = [platform_command(spec, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
+                    plain_command(spec, model_dir, data, steps, plain)]
+        envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-{method}-{index}")}]
+        platform_side, plain_side = alone(commands, work, index, core, envs)
+        platform_runs.append({**platform_side, **together.platform_stamps(run_dir)})
+        plain_runs.append({**plain_side, **together.plain_stamps(plain)})
+        times = json.loads((plain / "times.json").read_text())
+        shares.append(times["padding_share"])
+        differences.append(loss_difference(platform_losses(run_dir), times["losses"]))
+        repeats_out.append(compare_repeat(platform_runs[-1], plain_runs[-1], times["real_tokens"]))
+    first = work / f"platform-{method}-0"
+    return {
+        "platform_step_s": statistics.median(r["platform_step_s"] for r in repeats_out),
+        "plain_step_s": statistics.median(r["plain_step_s"] for r in repeats_out),
+        "ratio": together.ratios([r["median_ratio"] for r in repeats_out]),
+        "total_ratio": together.ratios([r["total_ratio"] for r in repeats_out]),
+        "platform_tokens_per_s": statistics.median(r["platform_tokens_per_s"] for r in repeats_out),
+        "plain_tokens_per_s": statistics.median(r["plain_tokens_per_s"] for r in repeats_out),
+        "platform_peak_rss_mib": max(r["rss"] for r in platform_runs),
+        "plain_peak_rss_mib": max(r["rss"] for r in plain_runs),
+        "trl_padding_share": statistics.median(shares), "loss_difference": max(differences),
+        "platform_layout": json.loads((first / "metrics.json").read_text())["batches"],
+        "settings": compared(run_settings(first), json.loads((work / f"plain-{method}-0" / "times.json").read_text())["settings"]),
+        "repeats": repeats_out,
+    }
+
+
 def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
-    """Each method's repeats, the platform and plain TRL together on two rotating cores."""
+    """Each method's repeats: the platform and plain TRL one after the other on one core."""
     import os
 
     from rlhf.assets.build_tiny import build
@@ -112,37 +205,15 @@ def bench(work: Path, steps: int, repeats: int, rows: int) -> dict:
     out: dict[str, Any] = {"model": {**MODEL, "parameters": together.parameters(model_dir)}, "max_length": MAX_LENGTH,
                            "data": build_rows(data, rows), "steps": steps, "repeats": repeats, "batch": BATCH,
                            "threads": THREADS, "methods": {}}
-    cores = sorted(os.sched_getaffinity(0))
+    core = max(os.sched_getaffinity(0))
     for spec in METHODS:
-        method = spec.kind
-        platform_runs, plain_runs, layouts, shares, tokens = [], [], [], [], []
-        for index in range(repeats):
-            run_dir, plain = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
-            commands = [platform_command(spec, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
-                        plain_command(spec, model_dir, data, steps, plain)]
-            envs = [None, {"HF_DATASETS_CACHE": str(work / f"hf-{method}-{index}")}]
-            platform_side, plain_side = together.pair(commands, work, index, cores, envs)
-            platform_runs.append({**platform_side, **together.platform_stamps(run_dir)})
-            plain_runs.append({**plain_side, **together.plain_stamps(plain)})
-            layouts.append(json.loads((run_dir / "metrics.json").read_text())["batches"])
-            times = json.loads((plain / "times.json").read_text())
-            shares.append(times["padding_share"])
-            tokens.append(times["real_tokens_per_step"])
-        platform, trl = together.summarise(platform_runs), together.summarise(plain_runs)
-        per_step = statistics.median(tokens)
-        out["methods"][method] = {
-            "platform": {**platform, "tokens_per_s": per_step / platform["median_step_ms"] * 1000},
-            "plain": {**trl, "tokens_per_s": per_step / trl["median_step_ms"] * 1000},
-            "ratio": together.paired_ratios(platform_runs, plain_runs),
-            "trl_padding_share": statistics.median(shares), "real_tokens_per_step": per_step,
-            "platform_layout": layouts[0],
-        }
-        print(f"{method}: {out['methods'][method]}", file=sys.stderr)
+        out["methods"][spec.kind] = bench_method(spec, work, model_dir, data, steps, repeats, core)
+        print(f"{spec.kind}: {out['methods'][spec.kind]}", file=sys.stderr)
     return out
 
 
 def render(figures: dict) -> list[str]:
-
+    """The section's paragraph and table (BENCHMARKS.md)."""
     model, data = figures["model"], figures["data"]
     seq = data["sequence_tokens"]
     lines = [f"A model built like the tiny one with Qwen2.5's vocabulary size ({model['vocab_size']} output rows, hidden "
@@ -152,20 +223,26 @@ def render(figures: dict) -> list[str]:
              f"{seq['median']:.0f}, 90th percentile {seq['p90']}, longest {seq['max']} tokens; max_length "
              f"{figures['max_length']}). These lengths are parameters chosen to have a public preference set's shape, "
              "not measured from one. The platform (padding-free, its default) and a plain TRL script (fp32, the "
-             "reference log-probs precomputed, the same batch, one torch thread each) train at the same moment, each "
-             f"on one of two cores, the cores swapping; {counted(figures['repeats'], 'repeat')} of "
-             f"{counted(figures['steps'], 'step')}, micro-batch {figures['batch']} pairs (KTO: {2 * figures['batch']} "
-             "rows). Step ratio: platform / TRL within each pair of runs, median over pairs [lowest, highest]. Tokens "
-             "per second: real (not padding) tokens of a step's rows over the median step time. Padding: the share "
-             "of TRL's batch positions that are padding, from its collator.", "",
-             "| method | step ms (platform / TRL) | step ratio | tokens/s (platform / TRL) | TRL padding share | "
-             "peak MiB (platform / TRL) |", "|---|---|---|---|---|---|"]
+             "reference log-probs precomputed, the same batch, one torch thread) train the same rows in the same "
+             "order, each alone on the same core, one after the other, which goes first alternating; "
+             f"{counted(figures['repeats'], 'repeat')} of {counted(figures['steps'], 'step')}, micro-batch "
+             f"{figures['batch']} pairs (KTO: {2 * figures['batch']} rows). A step takes seconds to a minute by its "
+             "batch's lengths, so the sides are compared step against step: the steps after the first, the same "
+             "index on both sides being the same batch. Step ratio: the platform's median step time over TRL's, "
+             "per repeat, the median over repeats [lowest, highest]; total ratio: the same for the sum of those "
+             "steps. Tokens per second: those steps' real (not padding) tokens over their time. Padding: the share "
+             "of TRL's batch positions that are padding, from its collator. Loss difference: the largest relative "
+             "difference between the two sides' per-step losses, which shows both trained the same batches alike.",
+             "", "| method | median step s (platform / TRL) | step ratio | total ratio | tokens/s (platform / TRL) "
+             "| TRL padding share | peak MiB (platform / TRL) | loss difference |", "|---|---|---|---|---|---|---|---|"]
     for method, r in figures["methods"].items():
-        p, t = r["platform"], r["plain"]
-        lines.append(f"| {method} | {p['median_step_ms']:.0f} / {t['median_step_ms']:.0f} | {ratio_text(r['ratio']['step'])} "
-                     f"| {p['tokens_per_s']:.0f} / {t['tokens_per_s']:.0f} | {r['trl_padding_share']:.0%} | "
-                     f"{p['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} |")
-    return lines + ["", "ORPO and SimPO are not in this table: their TRL trainers ask the model for full logits, "
+        lines.append(f"| {method} | {r['platform_step_s']:.1f} / {r['plain_step_s']:.1f} | {ratio_text(r['ratio'])} "
+                     f"| {ratio_text(r['total_ratio'])} | {r['platform_tokens_per_s']:.0f} / "
+                     f"{r['plain_tokens_per_s']:.0f} | {r['trl_padding_share']:.0%} | {r['platform_peak_rss_mib']:.0f} / "
+                     f"{r['plain_peak_rss_mib']:.0f} | {r['loss_difference']:.1e} |")
+    settings = [(method, r["settings"]) for method, r in figures["methods"].items()]
+    return lines + ["", *settings_lines(settings, "Settings, read back from each side's first run"), "",
+                    "ORPO and SimPO are not in this table: their TRL trainers ask the model for full logits, "
                     "(batch, length, vocabulary) in fp32, which the packed path hands back in that layout; their "
                     "padding-free parity is tested (tests/test_padding_free.py), their speed on this shape is not "
                     "measured."]

@@ -6,9 +6,9 @@ batch its collator makes.
     python -m rlhf.dev.bench.plain_trl_lengths <DPOTrainer|KTOTrainer|RewardTrainer> <model_dir> <data_dir> <out_dir> <steps>
         <threads> <batch> <max_length>
 
-Writes <out_dir>/times.json: step wall and CPU times, the padding share of the training batches
-(padding positions over all positions of input_ids), their real tokens per step, and the
-trainer's settings (rlhf.dev.bench.settings).
+Writes <out_dir>/times.json: step wall and CPU times, each step's logged loss, the padding share
+of the training batches (padding positions over all positions of input_ids), each batch's real
+tokens, and the trainer's settings (rlhf.dev.bench.settings).
 """
 
 from __future__ import annotations
@@ -80,12 +80,17 @@ def main() -> None:
 
     stamps: list[float] = []
     cpu: list[float] = []
-    seen = {"positions": 0, "real": 0, "batches": 0}
+    losses: list[float] = []
+    seen = {"positions": 0, "real": []}
 
     class Stamp(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             stamps.append(time.time())
             cpu.append(time.process_time())
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
 
     trainer = Trainer(model=model, args=args, processing_class=tokenizer, train_dataset=train, callbacks=[Stamp()],
                       **kwargs)
@@ -95,16 +100,15 @@ def main() -> None:
         out = collate(examples)
         mask = out["attention_mask"]
         seen["positions"] += mask.numel()
-        seen["real"] += int(mask.sum())
-        seen["batches"] += 1
+        seen["real"].append(int(mask.sum()))
         return out
 
     trainer.data_collator = counting
     settings = trainer_settings(trainer, attention=None)
     trainer.train()
     (out_dir / "times.json").write_text(json.dumps({
-        "started": STARTED, "steps": stamps, "cpu": cpu, "settings": settings,
-        "padding_share": 1 - seen["real"] / seen["positions"], "real_tokens_per_step": seen["real"] / seen["batches"]}))
+        "started": STARTED, "steps": stamps, "cpu": cpu, "losses": losses, "settings": settings,
+        "padding_share": 1 - sum(seen["real"]) / seen["positions"], "real_tokens": seen["real"]}))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "generation": {"repeats": 5, "steps": None},
     "lora_memory": {"steps": 6},
     "eval_memory": {"steps": 4},
-    "lengths": {"steps": 6, "repeats": 2, "rows": 16},
+    # 16 rows at micro-batch 2: 8 steps are one epoch, each batch trained once.
+    "lengths": {"steps": 8, "repeats": 2, "rows": 16},
 }
 
 

@@ -1,6 +1,7 @@
 """What the bench sections that time the platform against a plain TRL script share: running
 commands together on rotating cores (`run_together`, `pair`), reading each side's step stamps,
-and the paired ratios of their step times (methods, lengths).
+and the paired ratios of their step times (methods; lengths runs its sides one at a time with
+`run_together` and takes `ratios`, `parameters` and the stamp readers from here).
 """
 
 from __future__ import annotations
