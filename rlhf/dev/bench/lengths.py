@@ -233,10 +233,10 @@ def render(figures: dict) -> list[str]:
              "steps. Tokens per second: those steps' real (not padding) tokens over their time. Padding: the share "
              "of TRL's batch positions that are padding, from its collator. Loss difference: the largest relative "
              "difference between the two sides' per-step losses, which shows both trained the same batches alike.",
-             "", "| method | median step s (platform / TRL) | step ratio | total ratio | tokens/s (platform / TRL) "
+             "", "| method | median step ms (platform / TRL) | step ratio | total ratio | tokens/s (platform / TRL) "
              "| TRL padding share | peak MiB (platform / TRL) | loss difference |", "|---|---|---|---|---|---|---|---|"]
     for method, r in figures["methods"].items():
-        lines.append(f"| {method} | {r['platform_step_s']:.1f} / {r['plain_step_s']:.1f} | {ratio_text(r['ratio'])} "
+        lines.append(f"| {method} | {1000 * r['platform_step_s']:.0f} / {1000 * r['plain_step_s']:.0f} | {ratio_text(r['ratio'])} "
                      f"| {ratio_text(r['total_ratio'])} | {r['platform_tokens_per_s']:.0f} / "
                      f"{r['plain_tokens_per_s']:.0f} | {r['trl_padding_share']:.0%} | {r['platform_peak_rss_mib']:.0f} / "
                      f"{r['plain_peak_rss_mib']:.0f} | {r['loss_difference']:.1e} |")
