@@ -121,14 +121,11 @@ def step_seconds(stamps: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def platform_losses(run_dir: Path) -> list[float]:
-    history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    return [h["loss"] for h in history if "loss" in h]
-
-
 # Per-step losses further apart than this mean the sides did not train the same batches alike:
-# padding-free kept them within 2.3e-5 relative over the bench's 8 steps, while other batches
-# move DPO's loss by 2e-3 to 1e-2 from its second step on (its first is ln 2 for any batch).
+# padding-free kept them within 2.3e-5 relative over the bench's 8 steps, while DPO's losses of
+# different batches differed by 2e-3 to 1e-2 from the third step of a sample run on. The first
+# two steps cannot tell: DPO's first loss is ln 2 for any batch, and the first update's learning
+# rate is 0 under warmup.
 SAME_LOSSES = 1e-3
 
 
@@ -165,6 +162,7 @@ def bench_method(spec: Any, work: Path, model_dir: Path, data: Path, steps: int,
 
     method = spec.kind
     repeats_out, platform_runs, plain_runs, shares, differences = [], [], [], [], []
+    settings = ""  # both sides' settings, read back from the first repeat
     for index in range(repeats):
         run_dir, plain = work / f"platform-{method}-{index}", work / f"plain-{method}-{index}"
         commands = [platform_command(spec, model_dir, data, steps, run_dir, work / f"cache-{method}-{index}"),
@@ -175,9 +173,9 @@ def bench_method(spec: Any, work: Path, model_dir: Path, data: Path, steps: int,
         plain_runs.append({**plain_side, **together.plain_stamps(plain)})
         times = json.loads((plain / "times.json").read_text())
         shares.append(times["padding_share"])
-        differences.append(loss_difference(platform_losses(run_dir), times["losses"]))
+        settings = settings or compared(run_settings(run_dir), times["settings"])
+        differences.append(loss_difference(platform_runs[-1]["losses"], times["losses"]))
         repeats_out.append(compare_repeat(platform_runs[-1], plain_runs[-1], times["real_tokens"]))
-    first = work / f"platform-{method}-0"
     return {
         "platform_step_s": statistics.median(r["platform_step_s"] for r in repeats_out),
         "plain_step_s": statistics.median(r["plain_step_s"] for r in repeats_out),
@@ -188,8 +186,8 @@ def bench_method(spec: Any, work: Path, model_dir: Path, data: Path, steps: int,
         "platform_peak_rss_mib": max(r["rss"] for r in platform_runs),
         "plain_peak_rss_mib": max(r["rss"] for r in plain_runs),
         "trl_padding_share": statistics.median(shares), "loss_difference": max(differences),
-        "platform_layout": json.loads((first / "metrics.json").read_text())["batches"],
-        "settings": compared(run_settings(first), json.loads((work / f"plain-{method}-0" / "times.json").read_text())["settings"]),
+        "platform_layout": json.loads((work / f"platform-{method}-0" / "metrics.json").read_text())["batches"],
+        "settings": settings,
         "repeats": repeats_out,
     }
 

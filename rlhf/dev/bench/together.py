@@ -79,9 +79,11 @@ def run_together(commands: list[list[str]], cwd: Path, cores: list[int] | None,
 
 
 def platform_stamps(run_dir: Path) -> dict:
+    """Each logged step's wall and CPU stamps, and its loss, from the run's log history."""
     history = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
     steps = [h for h in history if "loss" in h]
-    return {"stamps": [h["time"] for h in steps], "cpu": [h["cpu_time"] for h in steps]}
+    return {"stamps": [h["time"] for h in steps], "cpu": [h["cpu_time"] for h in steps],
+            "losses": [h["loss"] for h in steps]}
 
 
 def plain_stamps(out: Path) -> dict:
